@@ -1,0 +1,180 @@
+"""`homefeed …` commands.  Thin: parse, call a stage, print.
+
+Errors a user can cause (a bad config, an unknown policy, a negative count)
+end in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from typer.exceptions import TyperException
+
+from homefeed import config as config_mod
+from homefeed.config import ConfigError, Settings
+from homefeed.schema import SchemaError
+from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
+from homefeed.sim.simulation import compare_policies
+
+app = typer.Typer(help="homefeed: build, ship and run a personalized home feed.", no_args_is_help=True)
+sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+console = Console(width=max(Console().width, 100))  # tables stay readable in CI logs and pipes
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Project file (default: ./homefeed.toml).")]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; reported in one line."""
+
+
+def _settings(config: Path | None, **sim_overrides: object) -> Settings:
+    settings = config_mod.load(config)
+    overrides = {k: v for k, v in sim_overrides.items() if v is not None}
+    if overrides:
+        data = settings.model_dump(exclude={"base_dir"})
+        data["sim"].update(overrides)
+        settings = config_mod.parse(data, source=str(config or "settings"), base_dir=settings.base_dir)
+    return settings
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"--{name} must be a positive whole number, got {value}")
+
+
+def _run_with_progress(
+    settings: Settings, policies: list, days: int, out_dirs: dict[str, Path]
+) -> list[SimulationResult]:
+    """Simulate each policy with a progress bar per policy."""
+    with Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as progress:
+        tasks = {p.name: progress.add_task(p.name, total=days) for p in policies}
+        try:
+            return compare_policies(
+                settings.sim, policies, days, out_dirs, on_day=lambda name, _: progress.advance(tasks[name])
+            )
+        except FileExistsError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _outcome_table(results: list[SimulationResult], title: str) -> Table:
+    table = Table(title=title, caption="per user-day: per active user per day; return: visits again the next day")
+    columns = [
+        ("policy", None),
+        ("user-days", "user_days"),
+        ("impr.", "impressions_per_user_day"),
+        ("clicks", "clicks_per_user_day"),
+        ("saves", "saves_per_user_day"),
+        ("hides", "hides_per_user_day"),
+        ("return", "return_rate"),
+        ("fresh", "fresh_share"),
+        ("unsafe", "unsafe_share"),
+    ]
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header == "policy" else "right")
+    for result in results:
+        summary = result.summary()
+        cells = [result.policy]
+        for _, key in columns[1:]:
+            value = summary[key]
+            if key == "user_days":
+                cells.append(f"{int(value):,}")
+            elif key.endswith("_rate") or key.endswith("_share"):
+                cells.append(f"{value:.1%}")
+            else:
+                cells.append(f"{value:.3f}")
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write homefeed.toml.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented default project file."""
+    path = config_mod.init(directory, overwrite=force)
+    console.print(f"wrote {path}")
+
+
+@sim_app.command("run")
+def sim_run(
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 14,
+    users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
+    policy: Annotated[str, typer.Option(help=f"Feed policy: {', '.join(BASELINES)}.")] = "random",
+    out: Annotated[Path | None, typer.Option(help="Directory for the logs (default: paths.sim_logs/POLICY).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: from config).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Simulate DAYS days of feeds served by POLICY and write the logs as Parquet partitioned by date."""
+    _positive("days", days)
+    _positive("users", users)
+    settings = _settings(config, users=users, seed=seed)
+    feed_policy = make_baseline(policy, seed=settings.sim.seed, max_age_days=settings.sim.item_lifetime_days)
+    out_dir = out or settings.resolved_paths.sim_logs / policy
+    results = _run_with_progress(settings, [feed_policy], days, {policy: out_dir})
+    console.print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
+    console.print(f"logs written to {out_dir}")
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days to simulate per policy.")] = 14,
+    users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the loop on the simulated world: every baseline policy, side by side."""
+    _positive("days", days)
+    _positive("users", users)
+    settings = _settings(config, users=users)
+    s = settings.sim
+    policies = [make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days) for name in BASELINES]
+    root = settings.resolved_paths.sim_logs
+    console.print(f"[bold]homefeed demo[/bold]: {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
+    results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
+    console.print(_outcome_table(results, "Baseline policies on the same world"))
+    console.print(f"logs written under {root}")
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns user errors into one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="homefeed", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 1
+    except TyperException as exc:  # usage errors: unknown option, a value of the wrong type
+        message = exc.format_message()
+        if message:  # an empty message is the help text already shown for a bare command
+            _fail(message)
+        return 2
+    except (UserError, ConfigError, PolicyError, SchemaError) as exc:
+        _fail(str(exc))
+        return 2
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""The project file, ``homefeed.toml``, loaded into typed settings.
+
+Every knob a stage reads lives here, so a backend switch (DuckDB → Spark,
+SQLite → Redis) is a line in the project file and never a code change.
+Unknown keys are errors: a misspelt setting silently falling back to its
+default is how a broken launch goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from homefeed.files import atomic_write_text
+
+CONFIG_FILE = "homefeed.toml"
+
+
+class ConfigError(ValueError):
+    """The project file is missing, unreadable or holds a bad value; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    """Where things live; relative paths are resolved against ``root``, itself relative to the project file."""
+
+    root: Path = Path(".homefeed")
+    lake: Path = Path("lake")
+    quarantine: Path = Path("quarantine")
+    sim_logs: Path = Path("sim")
+    online_store: Path = Path("online.sqlite")
+    registry: Path = Path("registry.sqlite")
+
+    def resolve(self, base: Path) -> Paths:
+        root = self.root if self.root.is_absolute() else (base / self.root)
+        values = {name: (p if p.is_absolute() else root / p) for name, p in self if name != "root"}
+        return Paths(root=root, **values)
+
+
+class Backends(_Section):
+    etl: Literal["duckdb", "spark"] = "duckdb"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class PositionBias(_Section):
+    """Examination probability by slot: ``curve`` if given, else ``(1 / position) ** eta``."""
+
+    eta: float = Field(0.7, ge=0.0, le=5.0)
+    curve: list[Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
+
+    def examination(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions)
+        if self.curve:
+            curve = np.asarray(self.curve, dtype=np.float64)
+            return curve[np.minimum(positions, len(curve)) - 1]
+        return np.power(positions.astype(np.float64), -self.eta)
+
+
+class Behaviour(_Section):
+    """Weights of the engagement model (logit scale).  Defaults give a feed-like funnel."""
+
+    closeup_base: float = -1.6
+    affinity: float = 1.0  # weight of log(topics * interest) on closeups and saves
+    quality: float = 2.0
+    clickbait_closeup: float = 1.2  # click-bait attracts attention ...
+    click_base: float = -0.8
+    clickbait_click: float = 2.0  # ... and clicks ...
+    save_base: float = -1.2
+    clickbait_save: float = -2.5  # ... but few saves
+    hide_base: float = -4.8
+    clickbait_hide: float = 2.0  # ... and more hides
+    unsafe_hide: float = 2.5
+    report_given_hide: float = -2.0
+    unsafe_report: float = 2.5
+    freshness: float = 0.8  # boost for a brand-new item, decaying with age
+    freshness_days: float = 2.0
+    fatigue: float = 0.6  # logit penalty per earlier exposure of the same item to the user
+    # Satisfaction: what a session is worth to the user, and how much it moves tomorrow's visit.
+    value_save: float = 1.0
+    value_click: float = 0.25
+    regret_clickbait_click: float = 0.9  # a click on click-bait disappoints
+    cost_hide: float = 1.0
+    cost_report: float = 2.0
+    cost_unsafe_seen: float = 0.3
+    satisfaction_memory: float = Field(0.6, ge=0.0, lt=1.0)
+    return_sensitivity: float = 1.5
+
+
+class Sessions(_Section):
+    depth_mean: float = Field(18.0, gt=0.0)  # rendered slots per session; heavier users scroll further
+    depth_max: int = Field(40, ge=1, le=500)
+    weekly_seasonality: float = Field(0.25, ge=0.0, le=3.0)  # visit logit swing, weekend high
+    surface: str = "home"
+
+
+class MarketShift(_Section):
+    """A market that behaves differently, from ``from_day`` on (day 0 = always)."""
+
+    kind: Literal["market_shift"]
+    country: str
+    from_day: int = Field(0, ge=0)
+    closeup_shift: float = 0.0
+    hide_shift: float = 0.0
+    visit_shift: float = 0.0
+
+
+class CoverageDrop(_Section):
+    """A column of a table goes null for a share of rows of one market (all if unset) from ``from_day``."""
+
+    kind: Literal["coverage_drop"]
+    table: Literal["users", "items", "impressions", "engagements"]
+    column: str
+    from_day: int = Field(0, ge=0)
+    country: str | None = None
+    share: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class LoggingChange(_Section):
+    """From ``from_day`` an action is logged under another name, or (``rename_to`` unset) not at all."""
+
+    kind: Literal["logging_change"]
+    action: Literal["closeup", "click", "save", "hide", "report"]
+    from_day: int = Field(0, ge=0)
+    rename_to: str | None = None
+
+
+class VolumeDrop(_Section):
+    """A share of a table's rows is lost in logging (for one market if set) from ``from_day``."""
+
+    kind: Literal["volume_drop"]
+    table: Literal["impressions", "engagements"]
+    from_day: int = Field(0, ge=0)
+    country: str | None = None
+    share: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class DelayedArrival(_Section):
+    """A share of day ``day``'s events arrives ``delay_days`` late (written to the lake later)."""
+
+    kind: Literal["delayed_arrival"]
+    day: int = Field(ge=0)
+    delay_days: int = Field(1, ge=1)
+    share: float = Field(1.0, gt=0.0, le=1.0)
+
+
+Fault = Annotated[MarketShift | CoverageDrop | LoggingChange | VolumeDrop | DelayedArrival, Field(discriminator="kind")]
+
+DEFAULT_COUNTRIES = {"US": 0.35, "BR": 0.2, "IN": 0.15, "DE": 0.1, "JP": 0.1, "MX": 0.1}
+
+
+class SimSettings(_Section):
+    seed: int = 7
+    users: int = Field(20_000, ge=1)
+    creators: int = Field(2_000, ge=1)
+    topics: int = Field(24, ge=2, le=256)
+    items_per_day: int = Field(3_000, ge=1)
+    item_lifetime_days: int = Field(30, ge=1)
+    start_date: dt.date = dt.date(2026, 3, 2)
+    new_user_share: float = Field(0.15, ge=0.0, le=1.0)  # users who sign up during the run
+    interest_concentration: float = Field(0.15, gt=0.0)  # Dirichlet alpha; small = sparse interests
+    unsafe_share: float = Field(0.03, ge=0.0, le=1.0)
+    content_noise: float = Field(0.15, ge=0.0)  # std of content features around the hidden truth
+    countries: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: dict(DEFAULT_COUNTRIES))
+    position_bias: PositionBias = PositionBias()
+    sessions: Sessions = Sessions()
+    behaviour: Behaviour = Behaviour()
+    faults: list[Fault] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _faults_name_known_markets(self) -> SimSettings:
+        for i, fault in enumerate(self.faults):
+            country = getattr(fault, "country", None)
+            if country is not None and country not in self.countries:
+                raise ValueError(f"faults[{i}].country: {country!r} is not one of the markets {sorted(self.countries)}")
+        return self
+
+
+class Settings(_Section):
+    paths: Paths = Paths()
+    backends: Backends = Backends()
+    sim: SimSettings = SimSettings()
+    #: Directory of the project file; relative paths resolve against it.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @property
+    def resolved_paths(self) -> Paths:
+        return self.paths.resolve(self.base_dir)
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in _FAULT_KINDS))
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in error and not isinstance(error["input"], dict | list):
+        msg = f"{msg} (got {error['input']!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+_FAULT_KINDS = {"market_shift", "coverage_drop", "logging_change", "volume_drop", "delayed_arrival"}
+
+
+def parse(data: dict, source: str = CONFIG_FILE, base_dir: Path | None = None) -> Settings:
+    """Validate a parsed project file; errors name the file, the key and what was expected."""
+    try:
+        return Settings(**data, base_dir=base_dir or Path.cwd())
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+    except TypeError as exc:  # e.g. a section given as a scalar
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load(path: str | Path | None = None) -> Settings:
+    """Load ``path``, else ``$HOMEFEED_CONFIG``, else ``./homefeed.toml`` if present, else the defaults."""
+    if path is None:
+        path = os.environ.get("HOMEFEED_CONFIG") or (CONFIG_FILE if Path(CONFIG_FILE).exists() else None)
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse(data, source=str(path), base_dir=path.resolve().parent)
+
+
+DEFAULT_TOML = """\
+# homefeed project file.  Every key is optional; the values shown are the defaults.
+# Relative paths resolve against paths.root, itself relative to this file.
+
+[paths]
+root = ".homefeed"              # working directory of the project
+lake = "lake"                   # partitioned Parquet: users, items, impressions, engagements
+quarantine = "quarantine"       # rows that failed their contract, with the reason
+sim_logs = "sim"                # logs written by the simulator
+online_store = "online.sqlite"  # online feature store (SQLite backend)
+registry = "registry.sqlite"    # model registry metadata
+
+[backends]
+etl = "duckdb"                  # duckdb | spark
+online_store = "sqlite"         # sqlite | redis
+redis_url = "redis://127.0.0.1:6379/0"
+
+[sim]                           # the simulated world, deterministic for a seed
+seed = 7
+users = 20000
+creators = 2000
+topics = 24
+items_per_day = 3000
+item_lifetime_days = 30         # items older than this leave the catalogue
+start_date = 2026-03-02
+new_user_share = 0.15           # share of users who sign up during the run
+interest_concentration = 0.15   # Dirichlet alpha of user interests; small = sparse
+unsafe_share = 0.03             # share of items that are spam or racy
+content_noise = 0.15            # noise of content features around the hidden truth
+
+[sim.countries]                 # markets and their share of users
+US = 0.35
+BR = 0.2
+IN = 0.15
+DE = 0.1
+JP = 0.1
+MX = 0.1
+
+[sim.position_bias]             # examination probability by slot
+eta = 0.7                       # (1 / position) ** eta, unless a curve is given
+# curve = [1.0, 0.8, 0.65, 0.55]  # explicit per-slot values; the last one holds for deeper slots
+
+[sim.sessions]
+depth_mean = 18.0               # rendered slots per session
+depth_max = 40
+weekly_seasonality = 0.25       # swing of the visit logit over the week (weekends high)
+surface = "home"
+
+[sim.behaviour]                 # engagement model weights, logit scale
+closeup_base = -1.6
+affinity = 1.0
+quality = 2.0
+clickbait_closeup = 1.2
+click_base = -0.8
+clickbait_click = 2.0
+save_base = -1.2
+clickbait_save = -2.5
+hide_base = -4.8
+clickbait_hide = 2.0
+unsafe_hide = 2.5
+report_given_hide = -2.0
+unsafe_report = 2.5
+freshness = 0.8
+freshness_days = 2.0
+fatigue = 0.6
+value_save = 1.0
+value_click = 0.25
+regret_clickbait_click = 0.9
+cost_hide = 1.0
+cost_report = 2.0
+cost_unsafe_seen = 0.3
+satisfaction_memory = 0.6
+return_sensitivity = 1.5
+
+# Fault injection, to prove checks and monitors catch what breaks in real logs.
+# [[sim.faults]]
+# kind = "coverage_drop"        # a column goes null for one market
+# table = "impressions"
+# column = "country"
+# country = "BR"
+# from_day = 10
+# share = 1.0
+# [[sim.faults]]
+# kind = "logging_change"       # an action renamed (rename_to = "...") or dropped
+# action = "closeup"
+# from_day = 5
+# [[sim.faults]]
+# kind = "volume_drop"          # rows lost in logging
+# table = "impressions"
+# share = 0.5
+# from_day = 8
+# [[sim.faults]]
+# kind = "delayed_arrival"      # a day's events land late
+# day = 6
+# delay_days = 2
+# [[sim.faults]]
+# kind = "market_shift"         # a market that behaves differently
+# country = "JP"
+# hide_shift = 1.0
+"""
+
+
+def init(directory: str | Path, overwrite: bool = False) -> Path:
+    """Write a commented default ``homefeed.toml`` into ``directory``."""
+    directory = Path(directory)
+    target = directory / CONFIG_FILE
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target}: already exists (pass --force to overwrite)")
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, DEFAULT_TOML)
+    return target

@@ -1,0 +1,72 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Every stage writes through these, so an interrupted step leaves the previous
+good state in place and re-running it is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: Fixed writer settings so the same table always gives the same bytes.
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_parquet(target: str | Path, table: pa.Table) -> None:
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+
+
+@contextmanager
+def atomic_dir(target: str | Path, allowed: set[str] | None = None) -> Iterator[Path]:
+    """Yield a fresh directory beside ``target`` that replaces ``target`` only if the block succeeds.
+
+    An existing ``target`` is replaced only if every entry in it is named in
+    ``allowed`` (when given): we never delete a directory we did not write.
+    """
+    target = Path(target)
+    if allowed is not None and target.exists():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in allowed)
+        if foreign:
+            raise FileExistsError(f"{target}: not empty and not written by homefeed (found {', '.join(foreign[:3])})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    old = target.parent / f".{target.name}.old"
+    try:
+        yield tmp
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
