@@ -27,6 +27,8 @@ class Faults:
                 schema = TABLES[fault.table]
                 if fault.column not in schema.names:
                     raise ConfigError(f"sim.faults[{i}].column: {fault.table} has no column {fault.column!r}")
+                if fault.table == "items" and fault.country is not None:
+                    raise ConfigError(f"sim.faults[{i}].country: items have no market; leave country unset")
                 if not schema.field(fault.column).nullable:
                     raise ConfigError(
                         f"sim.faults[{i}].column: {fault.table}.{fault.column} is required and cannot go missing"

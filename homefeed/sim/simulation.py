@@ -308,8 +308,10 @@ def _write_partition(out: Path, table: str, date: dt.date, written: dt.date, par
 
     ``date`` is the simulated day the events belong to (an engagement just after
     midnight stays with its session's day); the file name says when it arrived.
+    Nothing is written for no rows: an absent file is how a missing day looks in real logs.
     """
-    atomic_write_parquet(out / table / f"date={date:%Y-%m-%d}" / f"part-{written:%Y%m%d}.parquet", part)
+    if part.num_rows:
+        atomic_write_parquet(out / table / f"date={date:%Y-%m-%d}" / f"part-{written:%Y%m%d}.parquet", part)
 
 
 def compare_policies(

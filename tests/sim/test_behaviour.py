@@ -1,0 +1,181 @@
+"""The world behaves as designed, measured from its logs the way an analyst would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from homefeed.config import SimSettings
+from homefeed.sim import RandomPolicy, Simulation
+from homefeed.sim.behaviour import Exposures
+from homefeed.sim.policy import Feedback, RequestBatch, SlateBatch
+from tests.conftest import logs, run_world
+
+# Per impression: did it get each action?  (One row per impression, 0/1 per action.)
+FUNNEL = """
+    select i.*, coalesce(e.closeup, 0) as closeup, coalesce(e.click, 0) as click, coalesce(e.save, 0) as save,
+           coalesce(e.hide, 0) as hide
+    from impressions i left join (
+        select request_id, item_id,
+               max((action = 'closeup')::int) as closeup, max((action = 'click')::int) as click,
+               max((action = 'save')::int) as save, max((action = 'hide')::int) as hide
+        from engagements group by all
+    ) e using (request_id, item_id)
+"""
+
+
+def test_position_bias_recovered_from_random_logs_matches_configured_curve(random_logs, con):
+    sim, root = random_logs
+    logs(con, root)
+    rates = con.sql(
+        f"select position, avg(closeup) as rate, count(*) as n from ({FUNNEL}) where position <= 12 group by 1 order by 1"
+    ).fetchnumpy()
+    measured = rates["rate"] / rates["rate"][0]
+    configured = sim.settings.position_bias.examination(rates["position"])
+    configured = configured / configured[0]
+    assert np.all(rates["n"] > 5_000)
+    np.testing.assert_allclose(measured, configured, rtol=0.08)
+    assert measured[0] > measured[4] > measured[11]  # and it is a real slope, not noise
+
+
+def test_affinity_and_quality_raise_saves(random_logs, con):
+    _, root = random_logs
+    logs(con, root)
+    funnel = f"""
+        select f.*, list_contains(u.declared_interests, it.topic) as declared_topic,
+               ntile(4) over (order by it.content['quality_score']) as quality_quartile
+        from ({FUNNEL}) f join users u using (user_id) join items it using (item_id)
+    """
+    by_interest = dict(con.sql(f"select declared_topic, avg(save) from ({funnel}) group by 1").fetchall())
+    assert by_interest[True] > 1.5 * by_interest[False]
+    by_quality = con.sql(f"select quality_quartile, avg(save) from ({funnel}) group by 1 order by 1").fetchnumpy()
+    saves = by_quality["avg(save)"]
+    assert np.all(np.diff(saves) > 0), saves
+    assert saves[-1] > 2 * saves[0]
+
+
+def test_clickbait_raises_clicks_and_hides_and_lowers_saves_per_click(random_logs, con):
+    _, root = random_logs
+    logs(con, root)
+    rows = con.sql(
+        f"""
+        select ntile(4) over (order by it.content['clickbait_score']) as bait, f.click, f.save, f.hide
+        from ({FUNNEL}) f join items it using (item_id)
+        """
+    )
+    q = con.sql(
+        "select bait, avg(click) as click, avg(hide) as hide, sum(save) / sum(click) as save_per_click "
+        "from rows group by 1 order by 1"
+    ).fetchnumpy()
+    assert q["click"][3] > 1.5 * q["click"][0]
+    assert q["hide"][3] > 1.5 * q["hide"][0]
+    assert q["save_per_click"][3] < 0.7 * q["save_per_click"][0]
+
+
+class ClickbaitRanker:
+    """A policy that ranks random candidates by their click-bait score: up (bait) or down (no bait)."""
+
+    def __init__(self, name: str, direction: float, seed: int):
+        self.name = name
+        self.direction = direction
+        self.random = RandomPolicy(seed=seed)
+        self.bait = np.zeros(0)
+
+    def observe(self, feedback: Feedback) -> None:
+        self.random.observe(feedback)
+        if feedback.items is not None and feedback.items.num_rows:
+            ids = feedback.items["item_id"].to_numpy()
+            scores = np.array([dict(m)["clickbait_score"] for m in feedback.items["content"].to_pylist()])
+            bait = np.zeros(int(ids.max()) + 1)
+            bait[: len(self.bait)] = self.bait
+            bait[ids] = scores
+            self.bait = bait
+
+    def rank(self, requests: RequestBatch) -> SlateBatch:
+        wide = RequestBatch(
+            requests.request_id, requests.user_id, requests.ts, requests.slate_size * 4, requests.country
+        )
+        pool = self.random.rank(wide)
+        key = pool.request_index * 10.0 - self.direction * self.bait[pool.item_id]  # score in [0, 1]
+        order = np.argsort(key, kind="stable")
+        ri, items = pool.request_index[order], pool.item_id[order]
+        starts = np.searchsorted(ri, np.arange(len(requests)))
+        rank_in_request = np.arange(len(ri)) - starts[ri]
+        keep = rank_in_request < requests.slate_size[ri]
+        return SlateBatch(
+            request_index=ri[keep],
+            position=(rank_in_request[keep] + 1).astype(np.int32),
+            item_id=items[keep],
+            propensity=np.ones(int(keep.sum())),
+            model_version=self.name,
+        )
+
+
+def test_clickbait_wins_clicks_and_loses_return_visits(tmp_path, con):
+    """Goodhart's law, measurable: the policy that maximizes clicks loses tomorrow's visits."""
+    results = {}
+    for name, direction in (("bait", 1.0), ("no_bait", -1.0)):
+        sim = Simulation(SimSettings(users=12_000, items_per_day=1_500, seed=5))
+        sim.run(ClickbaitRanker(name, direction, seed=5), 10, tmp_path / name)
+        logs(con, tmp_path / name)
+        clicks = con.sql("select count(*) from engagements where action = 'click'").fetchall()[0][0]
+        impressions = con.sql("select count(*) from impressions").fetchall()[0][0]
+        returned = con.sql(
+            """
+            with visits as (select distinct user_id, ts::date as day from impressions)
+            select avg((exists (select 1 from visits v2 where v2.user_id = v.user_id and v2.day = v.day + 1))::int)
+            from visits v where v.day < (select max(day) from visits)
+            """
+        ).fetchall()[0][0]
+        results[name] = (clicks / impressions, returned)
+    assert results["bait"][0] > 1.3 * results["no_bait"][0]  # more clicks per impression ...
+    assert results["bait"][1] < results["no_bait"][1] - 0.05  # ... and fewer users coming back
+
+
+def test_fatigue_lowers_engagement_on_repeat_exposures(tmp_path, con):
+    # A small catalogue makes repeats common under a random policy.
+    run_world(tmp_path, "random", days=6, users=3_000, items_per_day=60, item_lifetime_days=4, seed=3)
+    logs(con, tmp_path)
+    rows = con.sql(
+        f"""
+        select f.closeup,
+               (row_number() over (partition by f.user_id, f.item_id order by f.ts) > 1) as repeat,
+               floor(epoch(f.ts - it.created_at) / 86400) as age_days
+        from ({FUNNEL}) f join items it using (item_id)
+        """
+    )
+    # Repeats are older on average; compare within item-age strata so freshness does not confound.
+    strata = con.sql(
+        """
+        select age_days, avg(closeup) filter (where not repeat) as first_rate,
+               avg(closeup) filter (where repeat) as repeat_rate, count(*) filter (where repeat) as n_repeat
+        from rows group by 1 having count(*) filter (where repeat) > 500 and count(*) filter (where not repeat) > 500
+        """
+    ).fetchnumpy()
+    assert len(strata["age_days"]) >= 2
+    weights = strata["n_repeat"] / strata["n_repeat"].sum()
+    first = float(np.sum(weights * strata["first_rate"]))
+    repeat = float(np.sum(weights * strata["repeat_rate"]))
+    assert repeat < 0.8 * first
+
+
+def test_ground_truth_matches_what_users_did(random_logs, con):
+    sim, root = random_logs
+    logs(con, root)
+    imps = con.sql(f"select user_id, item_id, position, epoch_us(ts) as ts, closeup, save from ({FUNNEL})").fetchnumpy()
+    # Repeats are rare in a large catalogue, so the fatigue-free truth applies to nearly every impression.
+    truth = sim.ground_truth(imps["user_id"], imps["item_id"], imps["position"], imps["ts"], include_fatigue=False)
+    assert truth["closeup"].sum() == pytest.approx(imps["closeup"].sum(), rel=0.03)
+    assert truth["save"].sum() == pytest.approx(imps["save"].sum(), rel=0.06)
+    for action in ("closeup", "click", "save", "hide", "report"):
+        assert np.all((truth[action] >= 0) & (truth[action] <= 1))
+    assert np.all(truth["save"] <= truth["click"]) and np.all(truth["click"] <= truth["closeup"])
+
+
+def test_exposure_counts_follow_what_was_shown():
+    exposures = Exposures()
+    users, items = np.array([1, 1, 2, 7]), np.array([10, 11, 10, 3])
+    exposures.add(users, items)
+    exposures.add(np.array([1, 2, 9]), np.array([10, 10, 9]))
+    counts = exposures.lookup(np.array([1, 1, 2, 7, 9, 5, 1]), np.array([10, 11, 10, 3, 9, 5, 3]))
+    np.testing.assert_array_equal(counts, [2, 1, 2, 1, 1, 0, 0])
