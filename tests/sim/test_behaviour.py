@@ -28,7 +28,8 @@ def test_position_bias_recovered_from_random_logs_matches_configured_curve(rando
     sim, root = random_logs
     logs(con, root)
     rates = con.sql(
-        f"select position, avg(closeup) as rate, count(*) as n from ({FUNNEL}) where position <= 12 group by 1 order by 1"
+        f"select position, avg(closeup) as rate, count(*) as n from ({FUNNEL}) "
+        "where position <= 12 group by 1 order by 1"
     ).fetchnumpy()
     measured = rates["rate"] / rates["rate"][0]
     configured = sim.settings.position_bias.examination(rates["position"])
@@ -57,15 +58,13 @@ def test_affinity_and_quality_raise_saves(random_logs, con):
 def test_clickbait_raises_clicks_and_hides_and_lowers_saves_per_click(random_logs, con):
     _, root = random_logs
     logs(con, root)
-    rows = con.sql(
-        f"""
+    rows = f"""
         select ntile(4) over (order by it.content['clickbait_score']) as bait, f.click, f.save, f.hide
         from ({FUNNEL}) f join items it using (item_id)
-        """
-    )
+    """
     q = con.sql(
         "select bait, avg(click) as click, avg(hide) as hide, sum(save) / sum(click) as save_per_click "
-        "from rows group by 1 order by 1"
+        f"from ({rows}) group by 1 order by 1"
     ).fetchnumpy()
     assert q["click"][3] > 1.5 * q["click"][0]
     assert q["hide"][3] > 1.5 * q["hide"][0]
@@ -136,20 +135,19 @@ def test_fatigue_lowers_engagement_on_repeat_exposures(tmp_path, con):
     # A small catalogue makes repeats common under a random policy.
     run_world(tmp_path, "random", days=6, users=3_000, items_per_day=60, item_lifetime_days=4, seed=3)
     logs(con, tmp_path)
-    rows = con.sql(
-        f"""
+    rows = f"""
         select f.closeup,
                (row_number() over (partition by f.user_id, f.item_id order by f.ts) > 1) as repeat,
                floor(epoch(f.ts - it.created_at) / 86400) as age_days
         from ({FUNNEL}) f join items it using (item_id)
-        """
-    )
+    """
     # Repeats are older on average; compare within item-age strata so freshness does not confound.
     strata = con.sql(
-        """
+        f"""
         select age_days, avg(closeup) filter (where not repeat) as first_rate,
                avg(closeup) filter (where repeat) as repeat_rate, count(*) filter (where repeat) as n_repeat
-        from rows group by 1 having count(*) filter (where repeat) > 500 and count(*) filter (where not repeat) > 500
+        from ({rows}) group by 1
+        having count(*) filter (where repeat) > 500 and count(*) filter (where not repeat) > 500
         """
     ).fetchnumpy()
     assert len(strata["age_days"]) >= 2

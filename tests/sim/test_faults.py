@@ -37,7 +37,9 @@ def test_logging_change_drops_an_action_from_its_day(tmp_path, con):
 
 
 def test_logging_change_renames_an_action_which_breaks_the_contract(tmp_path, con):
-    root = simulate(tmp_path, "rename", [{"kind": "logging_change", "action": "save", "from_day": 1, "rename_to": "repin"}])
+    root = simulate(
+        tmp_path, "rename", [{"kind": "logging_change", "action": "save", "from_day": 1, "rename_to": "repin"}]
+    )
     logs(con, root)
     actions = con.sql("select distinct action from engagements where ts >= '2026-03-03 01:00'").fetchall()
     assert ("repin",) in actions and ("save",) not in actions
@@ -62,7 +64,9 @@ def test_coverage_drop_nulls_a_column_for_one_market_only(tmp_path, con):
 
 def test_volume_drop_loses_a_share_of_rows_from_its_day(tmp_path, con):
     clean = simulate(tmp_path, "clean", [])
-    dropped = simulate(tmp_path, "dropped", [{"kind": "volume_drop", "table": "impressions", "share": 0.5, "from_day": 2}])
+    dropped = simulate(
+        tmp_path, "dropped", [{"kind": "volume_drop", "table": "impressions", "share": 0.5, "from_day": 2}]
+    )
     counts = {}
     for name, root in (("clean", clean), ("dropped", dropped)):
         logs(con, root)

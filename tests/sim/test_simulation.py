@@ -43,7 +43,7 @@ def test_every_written_table_conforms_to_the_schema(random_logs):
 
 
 def test_logs_are_consistent_with_each_other(random_logs, con):
-    sim, root = random_logs
+    _, root = random_logs
     logs(con, root)
     orphans = con.sql(
         "select count(*) from engagements e anti join impressions i using (request_id, item_id)"
@@ -66,7 +66,7 @@ def test_logs_are_consistent_with_each_other(random_logs, con):
 
 
 def test_new_users_arrive_during_the_run_and_visit_on_signup_day(random_logs, con):
-    sim, root = random_logs
+    _, root = random_logs
     logs(con, root)
     per_day = con.sql(
         "select signup_at::date as d, count(*) as n from users where signup_at >= '2026-03-02' group by 1 order by 1"
@@ -149,7 +149,7 @@ class Broken(RandomPolicy):
 
     def rank(self, requests):
         s = super().rank(requests)
-        item, position, propensity, request_index = s.item_id.copy(), s.position.copy(), s.propensity.copy(), s.request_index
+        item, position, propensity = s.item_id.copy(), s.position.copy(), s.propensity.copy()
         if self.breakage == "duplicate":
             item[1] = item[0]
         elif self.breakage == "unknown":
@@ -160,7 +160,7 @@ class Broken(RandomPolicy):
             propensity[0] = 0.0
         elif self.breakage == "positions":
             position[0] = 3
-        return SlateBatch(request_index, position, item, propensity, model_version="broken")
+        return SlateBatch(s.request_index, position, item, propensity, model_version="broken")
 
 
 @pytest.mark.parametrize(
