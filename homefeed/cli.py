@@ -18,9 +18,10 @@ from typer.exceptions import TyperException
 
 from homefeed import config as config_mod
 from homefeed.config import ConfigError, Settings
+from homefeed.files import ensure_replaceable
 from homefeed.schema import SchemaError
 from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
-from homefeed.sim.simulation import compare_policies
+from homefeed.sim.simulation import LOG_TABLES, compare_policies
 
 app = typer.Typer(help="homefeed: build, ship and run a personalized home feed.", no_args_is_help=True)
 sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
@@ -40,7 +41,7 @@ def _settings(config: Path | None, **sim_overrides: object) -> Settings:
     settings = config_mod.load(config)
     overrides = {k: v for k, v in sim_overrides.items() if v is not None}
     if overrides:
-        data = settings.model_dump(exclude={"base_dir"})
+        data = settings.model_dump()
         data["sim"].update(overrides)
         settings = config_mod.parse(data, source=str(config or "settings"), base_dir=settings.base_dir)
     return settings
@@ -55,6 +56,11 @@ def _run_with_progress(
     settings: Settings, policies: list, days: int, out_dirs: dict[str, Path]
 ) -> list[SimulationResult]:
     """Simulate each policy with a progress bar per policy."""
+    try:
+        for target in out_dirs.values():
+            ensure_replaceable(target, set(LOG_TABLES))
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from None
     with Progress(
         TextColumn("[bold]{task.description:<14}"),
         BarColumn(),
@@ -64,12 +70,9 @@ def _run_with_progress(
         console=err_console,
     ) as progress:
         tasks = {p.name: progress.add_task(p.name, total=days) for p in policies}
-        try:
-            return compare_policies(
-                settings.sim, policies, days, out_dirs, on_day=lambda name, _: progress.advance(tasks[name])
-            )
-        except FileExistsError as exc:
-            raise UserError(str(exc)) from None
+        return compare_policies(
+            settings.sim, policies, days, out_dirs, on_day=lambda name, _: progress.advance(tasks[name])
+        )
 
 
 def _outcome_table(results: list[SimulationResult], title: str) -> Table:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from homefeed.files import atomic_write_text
 
@@ -159,7 +159,7 @@ DEFAULT_COUNTRIES = {"US": 0.35, "BR": 0.2, "IN": 0.15, "DE": 0.1, "JP": 0.1, "M
 
 
 class SimSettings(_Section):
-    seed: int = 7
+    seed: int = Field(7, ge=0)
     users: int = Field(20_000, ge=1)
     creators: int = Field(2_000, ge=1)
     topics: int = Field(24, ge=2, le=256)
@@ -189,8 +189,12 @@ class Settings(_Section):
     paths: Paths = Paths()
     backends: Backends = Backends()
     sim: SimSettings = SimSettings()
-    #: Directory of the project file; relative paths resolve against it.
-    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory of the project file; relative paths resolve against it."""
+        return self._base_dir
 
     @property
     def resolved_paths(self) -> Paths:
@@ -213,7 +217,7 @@ _FAULT_KINDS = {"market_shift", "coverage_drop", "logging_change", "volume_drop"
 def parse(data: dict, source: str = CONFIG_FILE, base_dir: Path | None = None) -> Settings:
     """Validate a parsed project file; errors name the file, the key and what was expected."""
     try:
-        return Settings(**data, base_dir=base_dir or Path.cwd())
+        settings = Settings(**data)
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe(errors[0])
@@ -221,6 +225,8 @@ def parse(data: dict, source: str = CONFIG_FILE, base_dir: Path | None = None) -
         raise ConfigError(f"{source}: {first}{more}") from None
     except TypeError as exc:  # e.g. a section given as a scalar
         raise ConfigError(f"{source}: {exc}") from None
+    settings._base_dir = base_dir or Path.cwd()
+    return settings
 
 
 def load(path: str | Path | None = None) -> Settings:
@@ -346,6 +352,8 @@ return_sensitivity = 1.5
 def init(directory: str | Path, overwrite: bool = False) -> Path:
     """Write a commented default ``homefeed.toml`` into ``directory``."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory}: is a file, not a directory")
     target = directory / CONFIG_FILE
     if target.exists() and not overwrite:
         raise ConfigError(f"{target}: already exists (pass --force to overwrite)")

@@ -45,6 +45,18 @@ def atomic_write_parquet(target: str | Path, table: pa.Table) -> None:
         pq.write_table(table, tmp, **PARQUET_OPTIONS)
 
 
+def ensure_replaceable(target: Path, allowed: set[str] | None = None) -> None:
+    """Raise FileExistsError unless ``target`` is absent or a directory holding only ``allowed`` entries."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"{target}: exists and is not a directory")
+    if allowed is not None:
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in allowed)
+        if foreign:
+            raise FileExistsError(f"{target}: not empty and not written by homefeed (found {', '.join(foreign[:3])})")
+
+
 @contextmanager
 def atomic_dir(target: str | Path, allowed: set[str] | None = None) -> Iterator[Path]:
     """Yield a fresh directory beside ``target`` that replaces ``target`` only if the block succeeds.
@@ -53,10 +65,7 @@ def atomic_dir(target: str | Path, allowed: set[str] | None = None) -> Iterator[
     ``allowed`` (when given): we never delete a directory we did not write.
     """
     target = Path(target)
-    if allowed is not None and target.exists():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in allowed)
-        if foreign:
-            raise FileExistsError(f"{target}: not empty and not written by homefeed (found {', '.join(foreign[:3])})")
+    ensure_replaceable(target, allowed)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     old = target.parent / f".{target.name}.old"

@@ -129,7 +129,7 @@ def conform(name: str, table: pa.Table) -> pa.Table:
         if not column.type.equals(field.type):
             try:
                 column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except pa.ArrowException as exc:
                 raise SchemaError(f"{name}.{field.name}: expected {field.type}, got {column.type}") from exc
         if not field.nullable and column.null_count:
             raise SchemaError(f"{name}.{field.name}: {column.null_count} null value(s) in a required column")

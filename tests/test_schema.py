@@ -146,12 +146,6 @@ def test_conform_names_a_column_of_an_uncastable_type(column, array):
         conform("impressions", table)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pa.ArrowTypeError,
-    reason="bug: conform() catches only ArrowInvalid/ArrowNotImplementedError; a map column where a list is expected "
-    "raises pyarrow.ArrowTypeError, which escapes as a raw pyarrow error instead of a SchemaError naming the column",
-)
 def test_conform_names_a_map_column_given_for_a_list_column():
     interests = pa.array([[("a", "b")], None], pa.map_(pa.string(), pa.string()))
     table = replace(users(), "declared_interests", interests)

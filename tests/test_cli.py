@@ -1,0 +1,226 @@
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from homefeed import config
+from homefeed.cli import main
+from homefeed.schema import check_values, conform
+
+TINY = "[sim]\nusers = 400\nitems_per_day = 300\ncreators = 100\n"
+TABLES = ("users", "items", "impressions", "engagements")
+START = config.Settings().sim.start_date
+POLICIES = ("random", "popular", "chronological")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every command runs in an empty directory with no project file from the environment."""
+    monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+def plain(text):
+    return ANSI.sub("", text)
+
+
+def assert_one_line_error(stderr, *expected):
+    """The user-error contract: one line, starting with 'error:', naming the problem; never a traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert lines[0].strip() != "error:"
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def partitions(out, table):
+    return sorted(p.name for p in (out / table).iterdir())
+
+
+def dates(days):
+    return [f"date={START + dt.timedelta(days=d):%Y-%m-%d}" for d in range(days)]
+
+
+def table_rows(text, name):
+    """Rows of a rich table whose first cell is ``name``."""
+    return [line for line in plain(text).splitlines() if re.match(rf"^\W*{name}\s", line)]
+
+
+# --- init ------------------------------------------------------------------------------------------------------------
+
+
+def test_init_writes_the_project_file(tmp_path, capsys):
+    assert main(["init", str(tmp_path / "project")]) == 0
+    target = tmp_path / "project" / "homefeed.toml"
+    assert target.read_text(encoding="utf-8") == config.DEFAULT_TOML
+    assert "homefeed.toml" in plain(capsys.readouterr().out)
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path, capsys):
+    target = tmp_path / "homefeed.toml"
+    target.write_text(TINY, encoding="utf-8")
+    assert main(["init", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "already exists", "--force")
+    assert target.read_text(encoding="utf-8") == TINY
+    assert main(["init", str(tmp_path), "--force"]) == 0
+    assert target.read_text(encoding="utf-8") == config.DEFAULT_TOML
+
+
+def test_init_into_a_file_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    assert main(["init", str(tmp_path / "afile")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "afile")
+
+
+# --- sim run ---------------------------------------------------------------------------------------------------------
+
+
+def test_sim_run_writes_logs_partitioned_by_date(tmp_path, tiny, capsys):
+    out = tmp_path / "logs"
+    argv = ["sim", "run", "--days", "2", "--users", "500", "--policy", "random", "--out", str(out), "-c", str(tiny)]
+    assert main(argv) == 0
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(TABLES)
+    for table in TABLES:
+        assert partitions(out, table) == dates(2), table
+        for partition in (out / table).iterdir():
+            files = list(partition.glob("*.parquet"))
+            assert files, partition
+            for file in files:  # the logs obey the logging contract
+                data = conform(table, pq.ParquetFile(file).read())
+                assert check_values(table, data) == [], file
+    impressions = pq.ParquetFile(next((out / "impressions" / dates(1)[0]).glob("*.parquet"))).read()
+    assert impressions.num_rows > 0
+
+    stdout = plain(capsys.readouterr().out)
+    assert len(table_rows(stdout, "random")) == 1
+    assert "500 users" in stdout  # --users overrides the project file
+
+
+def test_sim_run_replaces_its_own_output(tmp_path, tiny, capsys):
+    out = tmp_path / "logs"
+    base = ["sim", "run", "--policy", "random", "--out", str(out), "-c", str(tiny)]
+    assert main([*base, "--days", "3"]) == 0
+    assert partitions(out, "impressions") == dates(3)
+    assert main([*base, "--days", "2"]) == 0
+    for table in TABLES:
+        assert partitions(out, table) == dates(2), table  # replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "tiny.toml"]  # no temporary leftovers
+
+
+def test_sim_run_refuses_a_directory_it_did_not_write(tmp_path, tiny, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    assert main(["sim", "run", "--days", "2", "--out", str(out), "-c", str(tiny)]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == f"error: {out}: not empty and not written by homefeed (found notes.txt)"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "tiny.toml"]
+
+
+def test_sim_run_refusing_a_directory_prints_only_the_error_line(tmp_path, tiny, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    assert main(["sim", "run", "--days", "2", "--out", str(out), "-c", str(tiny)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "notes.txt")
+
+
+def test_sim_run_out_pointing_at_a_file_is_a_user_error(tmp_path, tiny, capsys):
+    (tmp_path / "notes.txt").write_text("keep me", encoding="utf-8")
+    assert main(["sim", "run", "--days", "2", "--out", str(tmp_path / "notes.txt"), "-c", str(tiny)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "notes.txt")
+
+
+def test_sim_run_negative_seed_is_a_user_error(tmp_path, tiny, capsys):
+    assert main(["sim", "run", "--days", "2", "--seed", "-1", "--out", str(tmp_path / "o"), "-c", str(tiny)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "seed")
+
+
+# --- demo ------------------------------------------------------------------------------------------------------------
+
+
+def test_demo_compares_every_baseline(tmp_path, capsys):
+    (tmp_path / "homefeed.toml").write_text(TINY, encoding="utf-8")  # picked up from the working directory
+    assert main(["demo", "--days", "2", "--users", "400"]) == 0
+    stdout = plain(capsys.readouterr().out)
+    for policy in POLICIES:
+        assert len(table_rows(stdout, policy)) == 1, policy
+        logs = tmp_path / ".homefeed" / "sim" / policy
+        for table in TABLES:
+            assert partitions(logs, table) == dates(2), (policy, table)
+    assert sorted(p.name for p in (tmp_path / ".homefeed" / "sim").iterdir()) == sorted(POLICIES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["demo", "--days", "0"], ["--days", "0"]),
+        (["demo", "--users", "-5"], ["--users", "-5"]),
+        (["sim", "run", "--days", "0"], ["--days", "0"]),
+    ],
+)
+def test_non_positive_counts_are_user_errors(tmp_path, capsys, argv, expected):
+    assert main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, *expected)
+    assert not (tmp_path / ".homefeed").exists()
+
+
+# --- bad input, end to end: a real process, so nothing but the error line reaches the user -------------------------
+
+
+def _bad_config(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    return ["-c", str(path)]
+
+
+BAD_INPUTS = {
+    "unknown-policy": (lambda tmp: ["--policy", "bogus"], ["'bogus'", "random", "popular", "chronological"]),
+    "negative-days": (lambda tmp: ["--days", "-1"], ["--days", "-1"]),
+    "zero-users": (lambda tmp: ["--users", "0"], ["--users", "0"]),
+    "days-not-a-number": (lambda tmp: ["--days", "abc"], ["--days"]),
+    "unknown-config-key": (
+        lambda tmp: _bad_config(tmp, "[sim]\nuserz = 3\n"),
+        ["bad.toml", "sim.userz", "unknown key"],
+    ),
+    "invalid-toml": (lambda tmp: _bad_config(tmp, "[sim\nusers = 3\n"), ["bad.toml", "invalid TOML"]),
+    "missing-config": (lambda tmp: ["-c", str(tmp / "nope.toml")], ["nope.toml", "no such config file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_ends_in_one_error_line_and_exit_code_2(tmp_path, case):
+    make_args, expected = BAD_INPUTS[case]
+    argv = ["sim", "run", "--days", "2", "--out", str(tmp_path / "out"), *make_args(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "HOMEFEED_CONFIG"}
+    env["COLUMNS"] = "40"  # a narrow terminal must not wrap the error line
+    proc = subprocess.run(
+        [sys.executable, "-m", "homefeed.cli", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr, *expected)
+    assert not (tmp_path / "out").exists()
