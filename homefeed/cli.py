@@ -18,6 +18,9 @@ from typer.exceptions import TyperException
 
 from homefeed import config as config_mod
 from homefeed.config import ConfigError, Settings
+from homefeed.data.ingest import IngestError
+from homefeed.data.ingest import ingest as ingest_file
+from homefeed.data.lake import Lake
 from homefeed.files import ensure_replaceable
 from homefeed.schema import SchemaError
 from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
@@ -136,6 +139,35 @@ def sim_run(
 
 
 @app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A file, or a directory to ingest every matching file under.")],
+    table: Annotated[
+        str, typer.Option("--table", "-t", help="Canonical table: users, items, impressions, engagements.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "parquet",
+    config: ConfigOption = None,
+) -> None:
+    """Check files against TABLE's contract: clean rows to the lake, failing rows to quarantine with a reason."""
+    settings = _settings(config)
+    paths = settings.resolved_paths
+    suffix = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}.get(fmt, ())
+    files = sorted(p for p in path.rglob("*") if p.suffix in suffix) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no {fmt} files found")
+    lake = Lake(paths.lake)
+    report_table = Table(title=f"ingest into {paths.lake} ({table})")
+    for header in ("file", "rows in", "written", "duplicates", "quarantined", "reasons"):
+        report_table.add_column(header, justify="left" if header in ("file", "reasons") else "right")
+    for file in files:
+        r = ingest_file(file, table, fmt, lake, paths.quarantine)  # type: ignore[arg-type]
+        reasons = ", ".join(f"{k} ({v})" for k, v in sorted(r.reasons.items()))
+        report_table.add_row(
+            file.name, f"{r.rows_in:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.quarantined:,}", reasons
+        )
+    console.print(report_table)
+
+
+@app.command()
 def demo(
     days: Annotated[int, typer.Option(help="Days to simulate per policy.")] = 14,
     users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
@@ -173,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # an empty message is the help text already shown for a bare command
             _fail(message)
         return 2
-    except (UserError, ConfigError, PolicyError, SchemaError) as exc:
+    except (UserError, ConfigError, PolicyError, SchemaError, IngestError) as exc:
         _fail(str(exc))
         return 2
     return rv if isinstance(rv, int) else 0

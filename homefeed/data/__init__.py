@@ -1,0 +1,1 @@
+"""The data stage: ingestion with contracts and quarantine, the lake, ETL and daily data checks."""

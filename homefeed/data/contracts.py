@@ -1,0 +1,156 @@
+"""Data contracts: what a row of each canonical table must be, checked per row, never per file.
+
+Types come from :mod:`homefeed.schema`; value rules (allowed actions, positions
+>= 1, propensity in (0, 1], timestamps in a sane range) are pandera checks run
+on Polars (vectorized, zero-copy from Arrow).  Coercion from loosely typed
+input (CSV text, JSON numbers) is done here column by column so a bad value
+fails its row, not the file: every failing row gets a reason code and goes to
+quarantine; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandera.polars as pa_pl
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from homefeed.schema import ACTIONS, SAFETY_LABELS, TABLES
+
+#: Timestamps outside [EARLIEST, now + FUTURE_SLACK] are clock bugs, not events.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+FUTURE_SLACK = dt.timedelta(days=1)
+
+_NESTED = (pa.types.is_map, pa.types.is_list, pa.types.is_struct)
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return any(check(t) for check in _NESTED)
+
+
+def _rules(table: str) -> dict[str, list[pa_pl.Check]]:
+    """Value rules beyond type and nullability, per table and column."""
+    return {
+        "users": {"country": [pa_pl.Check.str_length(min_value=1)]},
+        "items": {"safety_label": [pa_pl.Check.isin(SAFETY_LABELS)]},
+        "impressions": {
+            "request_id": [pa_pl.Check.str_length(min_value=1)],
+            "position": [pa_pl.Check.ge(1)],
+            "propensity": [pa_pl.Check.gt(0.0), pa_pl.Check.le(1.0)],
+            "surface": [pa_pl.Check.str_length(min_value=1)],
+        },
+        "engagements": {
+            "request_id": [pa_pl.Check.str_length(min_value=1)],
+            "action": [pa_pl.Check.isin(ACTIONS)],
+            "dwell": [pa_pl.Check.ge(0.0)],
+        },
+    }[table]
+
+
+def contract(table: str, now: dt.datetime | None = None) -> pa_pl.DataFrameSchema:
+    """The pandera schema of the scalar columns of ``table`` (nested payload columns carry no row rules)."""
+    latest = (now or dt.datetime.now(dt.UTC)) + FUTURE_SLACK
+    rules = _rules(table)
+    columns = {}
+    for f in TABLES[table]:
+        if _is_nested(f.type):
+            continue
+        checks = list(rules.get(f.name, []))
+        if pa.types.is_timestamp(f.type):
+            checks.append(pa_pl.Check.in_range(EARLIEST, latest))
+        columns[f.name] = pa_pl.Column(nullable=f.nullable, checks=checks)
+    return pa_pl.DataFrameSchema(columns, name=table, strict=False)
+
+
+def _cast_scalar(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast a column; returns the cast values and a mask of rows whose value could not be cast."""
+    try:
+        return pc.cast(column, target, safe=True), np.zeros(len(column), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    # Row by row only on this failure path: the rows that do not cast become nulls and are flagged.
+    values = column.to_pylist()
+    out, bad = [], np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(pa.scalar(v).cast(target, safe=True).as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError):
+            out.append(None)
+            bad[i] = True
+    return pa.array(out, target), bad
+
+
+def _cast_nested(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Nested payloads (maps, lists) from Arrow, or from JSON text as CSV cells carry them."""
+    if column.type.equals(target):
+        return column, np.zeros(len(column), dtype=bool)
+    values = column.to_pylist()
+    out, bad = [], np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        try:
+            if isinstance(v, str):
+                v = json.loads(v) if v.strip() else None
+            if isinstance(v, dict) and pa.types.is_map(target):
+                v = list(v.items())
+            out.append(pa.scalar(v, target).as_py() if v is not None else None)
+        except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            out.append(None)
+            bad[i] = True
+    return pa.array(out, target), bad
+
+
+def coerce(table: str, raw: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """Bring ``raw`` to the canonical schema of ``table``.
+
+    Returns the canonical table (failed cells null) and, per row, a reason
+    string for the first column that could not be coerced ('' where none).
+    """
+    schema = TABLES[table]
+    n = raw.num_rows
+    reasons = np.full(n, "", dtype=object)
+    columns = []
+    for f in schema:
+        if f.name not in raw.column_names:
+            if not f.nullable:
+                reasons[reasons == ""] = f"missing_column:{f.name}"
+            columns.append(pa.nulls(n, f.type))
+            continue
+        column = raw.column(f.name).combine_chunks()
+        if pa.types.is_null(column.type):
+            cast, bad = pa.nulls(n, f.type), np.zeros(n, dtype=bool)
+        elif _is_nested(f.type):
+            cast, bad = _cast_nested(column, f.type)
+        else:
+            if pa.types.is_string(column.type) and not pa.types.is_string(f.type):
+                column = pc.utf8_trim_whitespace(column)
+                column = pc.if_else(pc.equal(column, ""), pa.nulls(n, column.type), column)  # empty CSV cell
+            cast, bad = _cast_scalar(column, f.type)
+        reasons[bad & (reasons == "")] = f"type:{f.name}"
+        columns.append(cast)
+    return pa.Table.from_arrays(columns, schema=schema), reasons
+
+
+def validate(table: str, rows: pa.Table, now: dt.datetime | None = None) -> np.ndarray:
+    """Per row, the first contract rule it breaks as ``'<column>:<check>'`` ('' for a clean row)."""
+    reasons = np.full(rows.num_rows, "", dtype=object)
+    if rows.num_rows == 0:
+        return reasons
+    scalar = [f.name for f in TABLES[table] if not _is_nested(f.type)]
+    frame = pl.from_arrow(rows.select(scalar))
+    try:
+        contract(table, now).validate(frame, lazy=True)
+    except pa_pl.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.filter(pl.col("index").is_not_null())
+        cases = cases.with_columns(
+            reason=pl.concat_str([pl.col("column"), pl.lit(":"), pl.col("check").str.replace("not_nullable", "null")])
+        ).unique(subset="index", keep="first", maintain_order=True)
+        index = cases["index"].to_numpy()
+        reasons[index] = cases["reason"].to_numpy()
+    return reasons

@@ -1,0 +1,145 @@
+"""The lake: canonical tables as Parquet partitioned by table and date, with a manifest per partition.
+
+A partition is ``<root>/<table>/date=YYYY-MM-DD/``; its ``_manifest.json`` lists
+the committed files with their rows, checksum and source files, so any stage can
+say exactly what it read, and a file a crash left behind without a manifest
+entry is never read.  Events are partitioned by the day of their timestamp;
+users, a slowly growing dimension, by the month they signed up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from homefeed.files import atomic_write_parquet, atomic_write_text
+from homefeed.schema import SCHEMA_VERSION, TABLES
+
+#: The column each table is partitioned on, and how coarsely.
+PARTITION_COLUMN = {"users": "signup_at", "items": "created_at", "impressions": "ts", "engagements": "ts"}
+MONTHLY = {"users"}
+#: Columns that identify one event: re-ingesting a row with the same key adds nothing.
+EVENT_KEY = {
+    "users": ("user_id",),
+    "items": ("item_id",),
+    "impressions": ("request_id", "position"),
+    "engagements": ("request_id", "item_id", "action", "ts"),
+}
+MANIFEST = "_manifest.json"
+
+
+@dataclass
+class PartFile:
+    name: str
+    rows: int
+    sha256: str
+    sources: list[str]
+    written_at: str
+
+
+@dataclass
+class Manifest:
+    table: str
+    date: str
+    schema_version: int = SCHEMA_VERSION
+    files: list[PartFile] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        files = [PartFile(**f) for f in data.pop("files")]
+        data.pop("rows", None)
+        return cls(**data, files=files)
+
+    def dumps(self) -> str:
+        return json.dumps({**asdict(self), "rows": self.rows}, indent=1, sort_keys=True)
+
+
+def partition_dates(table: str, rows: pa.Table) -> pa.Array:
+    """The partition date of each row."""
+    days = pc.cast(rows[PARTITION_COLUMN[table]], pa.date32())
+    if table in MONTHLY:
+        days = pc.floor_temporal(days, unit="month")
+    return days.combine_chunks() if isinstance(days, pa.ChunkedArray) else days
+
+
+class Lake:
+    """Reads and writes canonical tables under ``root``; every write is atomic and recorded in a manifest."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def partition(self, table: str, date: dt.date) -> Path:
+        return self.root / table / f"date={date:%Y-%m-%d}"
+
+    def manifest(self, table: str, date: dt.date) -> Manifest:
+        path = self.partition(table, date) / MANIFEST
+        return Manifest.load(path) if path.exists() else Manifest(table=table, date=f"{date:%Y-%m-%d}")
+
+    def dates(self, table: str) -> list[dt.date]:
+        base = self.root / table
+        if not base.exists():
+            return []
+        found = [dt.date.fromisoformat(p.name[5:]) for p in base.glob("date=*") if (p / MANIFEST).exists()]
+        return sorted(found)
+
+    def files(self, table: str, start: dt.date | None = None, end: dt.date | None = None) -> list[Path]:
+        """Committed files of ``table`` with partition dates in [start, end]."""
+        out = []
+        for date in self.dates(table):
+            if (start is None or date >= start) and (end is None or date <= end):
+                part = self.partition(table, date)
+                out.extend(part / f.name for f in self.manifest(table, date).files)
+        return out
+
+    def read(self, table: str, start: dt.date | None = None, end: dt.date | None = None) -> pa.Table:
+        """The canonical rows of ``table`` in partitions [start, end], exactly as the schema types them."""
+        files = self.files(table, start, end)
+        if not files:
+            return TABLES[table].empty_table()
+        return ds.dataset([str(f) for f in files], schema=TABLES[table], format="parquet").to_table()
+
+    def append(self, table: str, rows: pa.Table, sources: list[str]) -> dict[dt.date, int]:
+        """Add canonical ``rows`` to their partitions: one new file and a new manifest per partition touched."""
+        if rows.num_rows == 0:
+            return {}
+        dates = partition_dates(table, rows)
+        written: dict[dt.date, int] = {}
+        for date in pc.unique(dates).to_pylist():
+            part_rows = rows.filter(pc.equal(dates, pa.scalar(date, pa.date32())))
+            manifest = self.manifest(table, date)
+            name = f"part-{len(manifest.files):05d}.parquet"
+            path = self.partition(table, date) / name
+            atomic_write_parquet(path, part_rows)
+            manifest.files.append(
+                PartFile(
+                    name=name,
+                    rows=part_rows.num_rows,
+                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                    sources=sorted(sources),
+                    written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                )
+            )
+            atomic_write_text(path.parent / MANIFEST, manifest.dumps())
+            written[date] = part_rows.num_rows
+        return written
+
+    def verify(self, table: str, date: dt.date) -> list[str]:
+        """Files of a partition whose bytes no longer match their manifest checksum."""
+        part = self.partition(table, date)
+        return [
+            f.name
+            for f in self.manifest(table, date).files
+            if not (part / f.name).exists() or hashlib.sha256((part / f.name).read_bytes()).hexdigest() != f.sha256
+        ]

@@ -1,0 +1,199 @@
+"""Ingestion: contracts per row, quarantine with reasons, dedupe, and the rows-in = rows-out invariant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from homefeed.config import SimSettings
+from homefeed.data.ingest import IngestError, ingest
+from homefeed.data.lake import Lake
+from homefeed.schema import TABLES
+from homefeed.sim import RandomPolicy, Simulation
+
+NOW = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def sim_logs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest_logs")
+    Simulation(SimSettings(users=1_500, items_per_day=400, creators=150, seed=8)).run(RandomPolicy(seed=2), 3, out)
+    return out
+
+
+def parts(root, table):
+    return sorted((root / table).rglob("*.parquet"))
+
+
+def load_all(lake, quarantine, sim_logs, tables=("users", "items", "impressions", "engagements")):
+    reports = []
+    for table in tables:
+        for part in parts(sim_logs, table):
+            reports.append(ingest(part, table, "parquet", lake, quarantine, NOW))
+    return reports
+
+
+def test_simulated_logs_land_whole_and_reingesting_adds_nothing(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    reports = load_all(lake, tmp_path / "q", sim_logs)
+    assert all(r.balanced and r.quarantined == 0 and r.duplicates == 0 for r in reports)
+    for table in TABLES:
+        expected = sum(pq.read_metadata(p).num_rows for p in parts(sim_logs, table))
+        assert lake.read(table).num_rows == expected, table
+    again = load_all(lake, tmp_path / "q", sim_logs)
+    assert all(r.written == 0 and r.duplicates == r.rows_in for r in again)
+    assert lake.read("impressions").num_rows == sum(
+        pq.read_metadata(p).num_rows for p in parts(sim_logs, "impressions")
+    )
+
+
+def test_partitions_have_manifests_that_say_what_was_read(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("impressions",))
+    dates = lake.dates("impressions")
+    assert [d.isoformat() for d in dates] == ["2026-03-02", "2026-03-03", "2026-03-04"]
+    manifest = lake.manifest("impressions", dates[0])
+    assert manifest.rows == lake.read("impressions", dates[0], dates[0]).num_rows
+    assert manifest.files[0].sources == [str(parts(sim_logs, "impressions")[0])]
+    assert lake.verify("impressions", dates[0]) == []
+    victim = lake.partition("impressions", dates[0]) / manifest.files[0].name
+    victim.write_bytes(victim.read_bytes()[:-10])
+    assert lake.verify("impressions", dates[0]) == [manifest.files[0].name]
+
+
+def test_a_file_left_without_a_manifest_entry_is_never_read(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("items",))
+    before = lake.read("items").num_rows
+    date = lake.dates("items")[-1]
+    stray = lake.partition("items", date) / "part-99999.parquet"
+    pq.write_table(lake.read("items", date, date), stray)  # as if a crash came between file and manifest
+    assert lake.read("items").num_rows == before
+
+
+def write_jsonl(path, rows):
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(row if isinstance(row, str) else json.dumps(row, default=str))
+            fh.write("\n")
+
+
+def impression_rows(sim_logs, n=6):
+    rows = pq.read_table(parts(sim_logs, "impressions")[0]).slice(0, n).to_pylist()
+    return [{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in r.items()} for r in rows]
+
+
+def quarantined(root):
+    return duckdb.sql(f"select line, reason, raw from read_parquet('{root}/**/*.parquet') order by line").fetchall()
+
+
+def test_bad_rows_go_to_quarantine_with_their_reason_and_raw_row(tmp_path, sim_logs):
+    rows = impression_rows(sim_logs)
+    rows[1]["position"] = 0
+    rows[2]["propensity"] = "abc"
+    rows[3]["ts"] = "1970-01-01T00:00:00+00:00"
+    del rows[4]["user_id"]
+    path = tmp_path / "imps.jsonl"
+    write_jsonl(path, [*rows, "{this is not json", "[1, 2]"])
+    report = ingest(path, "impressions", "jsonl", Lake(tmp_path / "lake"), tmp_path / "q", NOW)
+    assert report.rows_in == 8
+    assert report.written == 2
+    assert report.quarantined == 6
+    assert report.balanced
+    reasons = {line: reason for line, reason, _ in quarantined(tmp_path / "q")}
+    assert reasons[2] == "position:greater_than_or_equal_to(1)"
+    assert reasons[3] == "type:propensity"
+    assert reasons[4].startswith("ts:in_range")
+    assert reasons[5] == "user_id:null"
+    assert reasons[7] == reasons[8] == "malformed:not_a_json_object"
+    raw = {line: r for line, _, r in quarantined(tmp_path / "q")}
+    assert json.loads(raw[3])["propensity"] == "abc"
+    assert raw[7] == "{this is not json"
+
+
+def test_engagements_without_an_impression_are_quarantined(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("impressions",))
+    engagements = pq.read_table(parts(sim_logs, "engagements")[0]).slice(0, 4)
+    request_ids = engagements["request_id"].to_pylist()
+    request_ids[0] = "no-such-request"
+    engagements = engagements.set_column(3, "request_id", pa.array(request_ids))
+    path = tmp_path / "eng.parquet"
+    pq.write_table(engagements, path)
+    report = ingest(path, "engagements", "parquet", lake, tmp_path / "q", NOW)
+    assert report.reasons == {"orphan:no_matching_impression": 1}
+    assert report.written == 3
+
+
+def test_csv_cells_are_typed_by_the_contract(tmp_path, sim_logs):
+    rows = impression_rows(sim_logs, 3)
+    rows[2]["position"] = "second"
+    path = tmp_path / "imps.csv"
+    header = ["request_id", "ts", "user_id", "item_id", "surface", "position", "country", "model_version", "propensity"]
+    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lake = Lake(tmp_path / "lake")
+    report = ingest(path, "impressions", "csv", lake, tmp_path / "q", NOW)
+    assert (report.written, report.quarantined, report.reasons) == (2, 1, {"type:position": 1})
+    assert lake.read("impressions").schema.equals(TABLES["impressions"])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "message"),
+    [
+        ("parquet", b"PAR1 this is not parquet", "cannot be read as parquet"),
+        ("csv", b"a,b\n1,2\n3,4\n5,6,7\n", "cannot be read as csv at line 4"),
+    ],
+)
+def test_a_file_that_cannot_be_parsed_is_refused_by_name_and_nothing_is_written(tmp_path, fmt, content, message):
+    path = tmp_path / f"broken.{fmt}"
+    path.write_bytes(content)
+    with pytest.raises(IngestError, match=message) as exc:
+        ingest(path, "impressions", fmt, Lake(tmp_path / "lake"), tmp_path / "q", NOW)
+    assert str(path) in str(exc.value)
+    assert not (tmp_path / "lake").exists()
+    assert not (tmp_path / "q").exists()
+
+
+def test_unknown_table_and_format_are_refused(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("{}\n")
+    with pytest.raises(IngestError, match="unknown table 'clicks'"):
+        ingest(path, "clicks", "jsonl", Lake(tmp_path), tmp_path / "q", NOW)
+    with pytest.raises(IngestError, match="unknown format 'xml'"):
+        ingest(path, "users", "xml", Lake(tmp_path), tmp_path / "q", NOW)
+
+
+json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False), max_size=2),
+)  # fmt: skip
+columns = st.sampled_from(["request_id", "ts", "user_id", "item_id", "surface", "position", "propensity", "junk"])
+rows = st.one_of(
+    st.dictionaries(columns, json_values, max_size=8),
+    st.text(max_size=30).filter(lambda s: "\n" not in s and "\r" not in s),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(rows, min_size=1, max_size=12))
+def test_malformed_input_never_crashes_and_never_loses_a_row(tmp_path_factory, batch):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    path = tmp / "rows.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for row in batch:
+            fh.write((json.dumps(row) if isinstance(row, dict) else row) + "\n")
+    non_blank = sum(1 for row in batch if not isinstance(row, str) or row.strip())
+    report = ingest(path, "impressions", "jsonl", Lake(tmp / "lake"), tmp / "q", NOW)
+    assert report.rows_in == non_blank
+    assert report.balanced
+    stored = Lake(tmp / "lake").read("impressions").num_rows
+    kept = len(quarantined(tmp / "q")) if report.quarantined else 0
+    assert stored + kept + report.duplicates == report.rows_in
