@@ -224,3 +224,30 @@ def test_bad_input_ends_in_one_error_line_and_exit_code_2(tmp_path, case):
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc.stderr, *expected)
     assert not (tmp_path / "out").exists()
+
+
+# --- ingest ----------------------------------------------------------------------------------------------------------
+
+
+def test_ingest_loads_simulated_logs_into_the_lake_once(tmp_path, tiny, capsys):
+    logs = tmp_path / "logs"
+    assert main(["sim", "run", "--days", "2", "--out", str(logs), "-c", str(tiny)]) == 0
+    capsys.readouterr()
+    assert main(["ingest", str(logs / "impressions"), "--table", "impressions", "-c", str(tiny)]) == 0
+    first = plain(capsys.readouterr().out)
+    lake = tmp_path / ".homefeed" / "lake" / "impressions"
+    assert sorted(p.name for p in lake.iterdir()) == dates(2)
+    assert all((lake / d / "_manifest.json").exists() for d in dates(2))
+    assert main(["ingest", str(logs / "impressions"), "--table", "impressions", "-c", str(tiny)]) == 0
+    second = plain(capsys.readouterr().out)
+    written = [line.split("│")[3].strip() for line in second.splitlines() if "part-" in line]
+    assert written == ["0", "0"]  # re-ingesting adds nothing
+    assert first != second
+
+
+def test_ingest_bad_input_is_one_error_line(tmp_path, tiny, capsys):
+    assert main(["ingest", str(tmp_path / "missing.jsonl"), "--table", "impressions", "-f", "jsonl"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "missing.jsonl", "no such file")
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    assert main(["ingest", str(tmp_path / "x.jsonl"), "--table", "clicks", "-f", "jsonl"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "unknown table 'clicks'")
