@@ -145,50 +145,43 @@ def _csv_bad_line(path: Path) -> int | None:
     return None
 
 
+def _matching(rows: pa.Table, columns: list[str], files: list[Path]) -> np.ndarray:
+    """Indices of ``rows`` whose ``columns`` equal those of some row in the Parquet ``files``."""
+    if not files or rows.num_rows == 0:
+        return np.empty(0, dtype=np.int64)
+    con = duckdb.connect()
+    try:
+        con.register("batch", rows.select(columns).append_column("__row", pa.array(np.arange(rows.num_rows))))
+        on = " and ".join(f"b.{c} = e.{c}" for c in columns)
+        query = f"select b.__row from batch b semi join read_parquet({[str(f) for f in files]!r}) e on {on}"
+        return con.sql(query).fetchnumpy()["__row"]
+    finally:
+        con.close()
+
+
 def _dedupe(table: str, rows: pa.Table, lake: Lake) -> np.ndarray:
     """Mask of rows that are new: first of their key in the batch and absent from the lake."""
     keys = list(EVENT_KEY[table])
     con = duckdb.connect()
     try:
-        batch = rows.select(keys).append_column("__row", pa.array(np.arange(rows.num_rows)))
-        con.register("batch", batch)
-        query = "select __row from batch qualify row_number() over (partition by {k} order by __row) = 1"
-        first = con.sql(query.format(k=", ".join(keys))).fetchnumpy()["__row"]
-        dates = partition_dates(table, rows)
-        files = lake.files(table, min(dates.to_pylist()), max(dates.to_pylist())) if rows.num_rows else []
-        if files:
-            on = " and ".join(f"b.{k} = e.{k}" for k in keys)
-            present = con.sql(
-                f"select b.__row from batch b semi join read_parquet({[str(f) for f in files]!r}) e on {on}"
-            ).fetchnumpy()["__row"]
-        else:
-            present = np.empty(0, dtype=np.int64)
+        con.register("batch", rows.select(keys).append_column("__row", pa.array(np.arange(rows.num_rows))))
+        query = f"select __row from batch qualify row_number() over (partition by {', '.join(keys)} order by __row) = 1"
+        first = con.sql(query).fetchnumpy()["__row"]
     finally:
         con.close()
+    dates = partition_dates(table, rows).to_pylist()
     new = np.zeros(rows.num_rows, dtype=bool)
     new[first] = True
-    new[present] = False
+    new[_matching(rows, keys, lake.files(table, min(dates), max(dates)))] = False
     return new
 
 
 def _orphans(rows: pa.Table, lake: Lake) -> np.ndarray:
-    """Engagements with no logged impression of the same request and item."""
+    """Engagements with no logged impression of the same request and item (looked up a day back too)."""
     dates = partition_dates("engagements", rows).to_pylist()
     files = lake.files("impressions", min(dates) - dt.timedelta(days=1), max(dates))
-    if not files:
-        return np.ones(rows.num_rows, dtype=bool)
-    con = duckdb.connect()
-    try:
-        batch = rows.select(["request_id", "item_id"]).append_column("__row", pa.array(np.arange(rows.num_rows)))
-        con.register("batch", batch)
-        matched = con.sql(
-            f"select __row from batch b semi join read_parquet({[str(f) for f in files]!r}) i "
-            "on b.request_id = i.request_id and b.item_id = i.item_id"
-        ).fetchnumpy()["__row"]
-    finally:
-        con.close()
     orphan = np.ones(rows.num_rows, dtype=bool)
-    orphan[matched] = False
+    orphan[_matching(rows, ["request_id", "item_id"], files)] = False
     return orphan
 
 
