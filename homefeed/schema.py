@@ -91,7 +91,7 @@ TABLES: dict[str, pa.Schema] = {
     "engagements": ENGAGEMENTS,
 }
 
-#: The column each table is partitioned by date on.
+#: The time column of each table: what the lake partitions it by and the checks segment it on.
 TIME_COLUMN: dict[str, str] = {
     "users": "signup_at",
     "items": "created_at",

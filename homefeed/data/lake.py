@@ -20,10 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from homefeed.files import atomic_write_parquet, atomic_write_text
-from homefeed.schema import SCHEMA_VERSION, TABLES
+from homefeed.schema import SCHEMA_VERSION, TABLES, TIME_COLUMN
 
-#: The column each table is partitioned on, and how coarsely.
-PARTITION_COLUMN = {"users": "signup_at", "items": "created_at", "impressions": "ts", "engagements": "ts"}
+#: Tables partitioned by month of their time column rather than by day.
 MONTHLY = {"users"}
 #: Columns that identify one event: re-ingesting a row with the same key adds nothing.
 EVENT_KEY = {
@@ -68,7 +67,7 @@ class Manifest:
 
 def partition_dates(table: str, rows: pa.Table) -> pa.Array:
     """The partition date of each row."""
-    days = pc.cast(rows[PARTITION_COLUMN[table]], pa.date32())
+    days = pc.cast(rows[TIME_COLUMN[table]], pa.date32())
     if table in MONTHLY:
         days = pc.floor_temporal(days, unit="month")
     return days.combine_chunks() if isinstance(days, pa.ChunkedArray) else days
