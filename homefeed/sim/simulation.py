@@ -140,7 +140,8 @@ class Simulation:
         logged_users = self.faults.apply("users", new_users, day)
         policy.observe(Feedback(items=logged_items, users=logged_users))
 
-        requests = self._requests(rng, day, date, signup_day)
+        market = MarketEffects.on_day(s, world.countries, day)
+        requests = self._requests(rng, day, date, signup_day, market)
         slates = policy.rank(requests)
         validate_slates(slates, requests, world.item_created_us)
 
@@ -148,7 +149,6 @@ class Simulation:
         user_id = requests.user_id[ri]
         ts = requests.ts[ri] + (slates.position.astype(np.int64) - 1) * (3 * SECOND_US // 2)
         exposures = self.exposures.lookup(user_id, slates.item_id)
-        market = MarketEffects.on_day(s, world.countries, day)
         probs = propensities(world, user_id, slates.item_id, slates.position, ts, exposures, market)
         reactions = react(world, probs, slates.item_id, rng)
 
@@ -210,11 +210,12 @@ class Simulation:
         self.day += 1
         return outcome
 
-    def _requests(self, rng: np.random.Generator, day: int, date: dt.date, signup_day: np.ndarray) -> RequestBatch:
+    def _requests(
+        self, rng: np.random.Generator, day: int, date: dt.date, signup_day: np.ndarray, market: MarketEffects
+    ) -> RequestBatch:
         """Who visits today, when, and how far they scroll."""
         world, s = self.world, self.settings
         start = day_start_us(s.start_date, day)
-        market = MarketEffects.on_day(s, world.countries, day)
         weekday = date.weekday()
         season = s.sessions.weekly_seasonality * np.cos(2 * np.pi * (weekday - 5.5) / 7)
         logit = (
