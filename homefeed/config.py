@@ -39,6 +39,7 @@ class Paths(_Section):
     sim_logs: Path = Path("sim")
     online_store: Path = Path("online.sqlite")
     registry: Path = Path("registry.sqlite")
+    etl: Path = Path("etl")
 
     def resolve(self, base: Path) -> Paths:
         root = self.root if self.root.is_absolute() else (base / self.root)
@@ -50,6 +51,22 @@ class Backends(_Section):
     etl: Literal["duckdb", "spark"] = "duckdb"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    spark_master: str = "local[2]"
+
+
+class EtlSettings(_Section):
+    """The daily aggregations' windows and smoothing."""
+
+    windows: list[Annotated[int, Field(ge=1, le=365)]] = Field(default_factory=lambda: [1, 7, 28], min_length=1)
+    half_life_days: float = Field(7.0, gt=0.0)  # decay of user x topic / creator affinities
+    prior_strength: float = Field(100.0, ge=0.0)  # exposures of the global rate added to each item/creator rate
+    pair_prior_strength: float = Field(5.0, ge=0.0)  # impressions of the user's rate added to each affinity
+
+    @model_validator(mode="after")
+    def _windows_distinct_ascending(self) -> EtlSettings:
+        if self.windows != sorted(set(self.windows)):
+            raise ValueError(f"windows: must be distinct and ascending (got {self.windows})")
+        return self
 
 
 class PositionBias(_Section):
@@ -188,6 +205,7 @@ class SimSettings(_Section):
 class Settings(_Section):
     paths: Paths = Paths()
     backends: Backends = Backends()
+    etl: EtlSettings = EtlSettings()
     sim: SimSettings = SimSettings()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -258,11 +276,19 @@ quarantine = "quarantine"       # rows that failed their contract, with the reas
 sim_logs = "sim"                # logs written by the simulator
 online_store = "online.sqlite"  # online feature store (SQLite backend)
 registry = "registry.sqlite"    # model registry metadata
+etl = "etl"                     # daily feature sources computed from the lake
 
 [backends]
 etl = "duckdb"                  # duckdb | spark
 online_store = "sqlite"         # sqlite | redis
 redis_url = "redis://127.0.0.1:6379/0"
+spark_master = "local[2]"       # with etl = "spark": local[N], spark://host:7077, yarn, ...
+
+[etl]                           # daily aggregations of the lake: item, creator, user, user x topic/creator
+windows = [1, 7, 28]            # trailing windows in days; counts and rates are kept for each
+half_life_days = 7.0            # decay of user x topic and user x creator affinities
+prior_strength = 100.0          # exposures of the global rate blended into every item and creator rate
+pair_prior_strength = 5.0       # impressions of the user's own rate blended into every affinity
 
 [sim]                           # the simulated world, deterministic for a seed
 seed = 7

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from homefeed.config import SimSettings
+from homefeed.data.lake import Lake
 from homefeed.sim import Simulation, make_baseline
 
 
@@ -17,6 +19,15 @@ def run_world(out: Path, policy: str = "random", days: int = 7, **overrides) -> 
     sim = Simulation(settings)
     sim.run(make_baseline(policy, seed=settings.seed, max_age_days=settings.item_lifetime_days), days, out)
     return sim
+
+
+def lake_of(logs_root: Path, lake_root: Path) -> Lake:
+    """A lake holding a simulation's logs, appended as they are (they are canonical; ingestion is tested apart)."""
+    lake = Lake(lake_root)
+    for table in ("users", "items", "impressions", "engagements"):
+        for part in sorted((logs_root / table).rglob("*.parquet")):
+            lake.append(table, pq.read_table(part, partitioning=None), [str(part)])
+    return lake
 
 
 def logs(con: duckdb.DuckDBPyConnection, root: Path) -> duckdb.DuckDBPyConnection:

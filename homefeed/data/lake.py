@@ -65,6 +65,18 @@ class Manifest:
         return json.dumps({**asdict(self), "rows": self.rows}, indent=1, sort_keys=True)
 
 
+def _write_part(path: Path, rows: pa.Table, sources: list[str]) -> PartFile:
+    """Write one data file atomically and describe it for the manifest."""
+    atomic_write_parquet(path, rows)
+    return PartFile(
+        name=path.name,
+        rows=rows.num_rows,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sources=sources,
+        written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
 def partition_dates(table: str, rows: pa.Table) -> pa.Array:
     """The partition date of each row."""
     days = pc.cast(rows[TIME_COLUMN[table]], pa.date32())
@@ -103,11 +115,12 @@ class Lake:
         return out
 
     def read(self, table: str, start: dt.date | None = None, end: dt.date | None = None) -> pa.Table:
-        """The canonical rows of ``table`` in partitions [start, end], exactly as the schema types them."""
+        """The rows of ``table`` in partitions [start, end]; a canonical table exactly as the schema types it."""
         files = self.files(table, start, end)
+        schema = TABLES.get(table)
         if not files:
-            return TABLES[table].empty_table()
-        return ds.dataset([str(f) for f in files], schema=TABLES[table], format="parquet").to_table()
+            return schema.empty_table() if schema is not None else pa.table({})
+        return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
 
     def append(self, table: str, rows: pa.Table, sources: list[str]) -> dict[dt.date, int]:
         """Add canonical ``rows`` to their partitions: one new file and a new manifest per partition touched."""
@@ -120,19 +133,27 @@ class Lake:
             manifest = self.manifest(table, date)
             name = f"part-{len(manifest.files):05d}.parquet"
             path = self.partition(table, date) / name
-            atomic_write_parquet(path, part_rows)
-            manifest.files.append(
-                PartFile(
-                    name=name,
-                    rows=part_rows.num_rows,
-                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                    sources=sorted(sources),
-                    written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                )
-            )
+            manifest.files.append(_write_part(path, part_rows, sorted(sources)))
             atomic_write_text(path.parent / MANIFEST, manifest.dumps())
             written[date] = part_rows.num_rows
         return written
+
+    def stage(self, table: str, date: dt.date, rows: pa.Table, sources: list[str]) -> PartFile:
+        """Write ``rows`` as a new file of the partition that no reader sees until :meth:`commit` names it."""
+        name = f"part-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}.parquet"
+        return _write_part(self.partition(table, date) / name, rows, sources)
+
+    def commit(self, table: str, date: dt.date, staged: PartFile) -> None:
+        """Make a staged file the whole partition, for derived tables where a re-run recomputes rather than adds.
+
+        The manifest switches to the new file in one rename, so a reader sees the
+        old partition or the new one, never a mix; files it no longer names go.
+        """
+        part = self.partition(table, date)
+        atomic_write_text(part / MANIFEST, Manifest(table=table, date=f"{date:%Y-%m-%d}", files=[staged]).dumps())
+        for stale in part.glob("part-*.parquet"):
+            if stale.name != staged.name:
+                stale.unlink(missing_ok=True)
 
     def verify(self, table: str, date: dt.date) -> list[str]:
         """Files of a partition whose bytes no longer match their manifest checksum."""

@@ -1,0 +1,21 @@
+"""ETL aggregations: the daily feature sources later stages read (item, creator, user, user×topic, user×creator).
+
+Written once as SQL (:mod:`.jobs`), run on DuckDB or Spark (:mod:`.engines`),
+scheduled and recorded by :mod:`.run`.
+"""
+
+from homefeed.data.etl.engines import DuckDBEngine, Engine, SparkEngine, make_engine
+from homefeed.data.etl.jobs import Params, outputs
+from homefeed.data.etl.run import EtlError, EtlReport, run_etl
+
+__all__ = [
+    "DuckDBEngine",
+    "Engine",
+    "EtlError",
+    "EtlReport",
+    "Params",
+    "SparkEngine",
+    "make_engine",
+    "outputs",
+    "run_etl",
+]

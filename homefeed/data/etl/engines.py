@@ -1,0 +1,128 @@
+"""Where the ETL's SQL runs: DuckDB in process (the default) or Apache Spark (``backends.etl = "spark"``).
+
+Both engines take the same statements (:mod:`homefeed.data.etl.jobs`); Spark
+gets them transpiled from DuckDB's dialect by sqlglot, so there is one text to
+review and no second implementation to drift.  An engine only registers inputs
+(Parquet files or small Arrow tables), materializes intermediate steps, and
+hands an output back as Arrow; writing and manifests stay with the runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+
+from homefeed.schema import TABLES
+
+
+def _typed_if_empty(name: str, source: list[Path] | pa.Table) -> list[Path] | pa.Table:
+    """An input with no files is still a table with its canonical columns."""
+    return TABLES[name].empty_table() if isinstance(source, list) and not source else source
+
+
+class Engine(Protocol):
+    name: str
+
+    def register(self, name: str, source: list[Path] | pa.Table) -> None: ...
+
+    def materialize(self, name: str, sql: str) -> None: ...
+
+    def fetch(self, name: str) -> pa.Table: ...
+
+    def close(self) -> None: ...
+
+
+class DuckDBEngine:
+    """DuckDB over the lake's Parquet files; intermediate steps become temporary tables."""
+
+    name = "duckdb"
+
+    def __init__(self, threads: int | None = None, memory_limit: str | None = None):
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{memory_limit}'")
+
+    def register(self, name: str, source: list[Path] | pa.Table) -> None:
+        source = _typed_if_empty(name, source)
+        if isinstance(source, pa.Table):
+            self.con.register(f"{name}_arrow", source)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
+        else:
+            files = ", ".join(f"'{f}'" for f in source)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+
+    def materialize(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def fetch(self, name: str) -> pa.Table:
+        return self.con.sql(f"SELECT * FROM {name}").to_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class SparkEngine:
+    """A Spark session (``local[2]`` by default, or any master URL); statements are transpiled by sqlglot."""
+
+    name = "spark"
+
+    def __init__(self, master: str = "local[2]", shuffle_partitions: int = 8, conf: dict[str, str] | None = None):
+        try:
+            import sqlglot
+            from pyspark.sql import SparkSession
+        except ImportError as exc:  # pragma: no cover - both are project dependencies
+            raise RuntimeError(f"backends.etl = 'spark' needs pyspark and sqlglot installed: {exc}") from exc
+        self._transpile = lambda sql: sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+        builder = SparkSession.builder
+        for key, value in (conf or {}).items():
+            builder = builder.config(key, value)
+        self.spark = (
+            builder.master(master)
+            .appName("homefeed-etl")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate()
+        )
+        self.spark.sparkContext.setLogLevel("ERROR")
+        self._cached: list[object] = []
+
+    def register(self, name: str, source: list[Path] | pa.Table) -> None:
+        source = _typed_if_empty(name, source)
+        if isinstance(source, pa.Table):
+            frame = self.spark.createDataFrame(source)
+        else:
+            frame = self.spark.read.parquet(*[str(f) for f in source])
+        frame.createOrReplaceTempView(name)
+
+    def materialize(self, name: str, sql: str) -> None:
+        frame = self.spark.sql(self._transpile(sql)).cache()
+        self._cached.append(frame)
+        frame.createOrReplaceTempView(name)
+
+    def fetch(self, name: str) -> pa.Table:
+        return self.spark.table(name).toArrow()
+
+    def close(self) -> None:
+        for frame in self._cached:
+            frame.unpersist()  # type: ignore[attr-defined]
+        self._cached.clear()
+        for view in self.spark.catalog.listTables():
+            if view.isTemporary:
+                self.spark.catalog.dropTempView(view.name)
+
+
+def make_engine(backend: str, spark_master: str = "local[2]") -> Engine:
+    if backend == "duckdb":
+        return DuckDBEngine()
+    if backend == "spark":
+        return SparkEngine(spark_master)
+    raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")

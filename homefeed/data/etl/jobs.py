@@ -1,0 +1,432 @@
+"""The ETL jobs: SQL written once, in DuckDB's dialect, for every engine.
+
+Each output is a **daily snapshot**: for snapshot day D, one row per entity
+with any activity in the longest window up to D, holding what was known at the
+end of D and valid from D + 1 00:00 UTC.  Windows are sums over a dense
+(entity × day) grid, so a 7-day count falls back to zero on the days after the
+last event instead of repeating a stale value; a point-in-time join can then
+take the latest snapshot before an impression and be right.
+
+The text is generated here from a few shapes (daily counts → windowed sums →
+smoothed rates) so that 60-odd columns are declared once with their types, and
+the same string runs on DuckDB and, transpiled by sqlglot, on Spark SQL.  Only
+constructs both engines share are used: no ``GROUP BY ALL``, no ``//``, every
+division guarded with ``NULLIF`` (Spark's ANSI mode raises on ÷0), every sum
+cast to its declared type (DuckDB widens integer sums to HUGEINT).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from homefeed.config import EtlSettings
+from homefeed.schema import NEGATIVE_ACTIONS, POSITIVE_ACTIONS
+
+ACTIONS = POSITIVE_ACTIONS + NEGATIVE_ACTIONS
+EPOCH = dt.date(1970, 1, 1)
+
+
+def day_number(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
+@dataclass(frozen=True)
+class Params:
+    """What a run computes: snapshot days [start, end] and the knobs of every job."""
+
+    start: dt.date
+    end: dt.date
+    windows: tuple[int, ...] = (1, 7, 28)
+    half_life_days: float = 7.0
+    prior_strength: float = 100.0
+    pair_prior_strength: float = 5.0
+
+    @classmethod
+    def from_settings(cls, etl: EtlSettings, start: dt.date, end: dt.date) -> Params:
+        return cls(
+            start=start,
+            end=end,
+            windows=tuple(etl.windows),
+            half_life_days=etl.half_life_days,
+            prior_strength=etl.prior_strength,
+            pair_prior_strength=etl.pair_prior_strength,
+        )
+
+    @property
+    def lookback(self) -> int:
+        return max(self.windows)
+
+    @property
+    def first_input_day(self) -> dt.date:
+        return self.start - dt.timedelta(days=self.lookback - 1)
+
+    def fingerprint(self) -> str:
+        return (
+            f"windows={','.join(map(str, self.windows))};half_life={self.half_life_days};"
+            f"prior={self.prior_strength};pair_prior={self.pair_prior_strength};version={JOBS_VERSION}"
+        )
+
+
+#: Bumped whenever a job's SQL changes meaning, so stored snapshots are recomputed.
+JOBS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One SQL statement: an intermediate table other steps read, or an output written to the feature lake."""
+
+    name: str
+    sql: str
+    keys: tuple[str, ...] = ()
+    schema: pa.Schema | None = None  # outputs only: the declared columns, without ``date``/``valid_from``
+
+    @property
+    def is_output(self) -> bool:
+        return self.schema is not None
+
+
+def _dn(column: str) -> str:
+    return f"CAST(DATE_DIFF('day', DATE '1970-01-01', CAST({column} AS DATE)) AS BIGINT)"
+
+
+def _f(x: float) -> str:
+    """A float literal typed as DOUBLE: DuckDB reads ``7.0`` as a DECIMAL and rounds divisions by it."""
+    return f"CAST({float(x)!r} AS DOUBLE)"
+
+
+def _exact_sum(expr: str) -> str:
+    """A sum of doubles that does not depend on the order rows arrive in (parallel aggregation reorders them).
+
+    Summed as integers of 1e-9 units, so every run and both engines give the same bits.
+    """
+    return f"CAST(SUM(CAST(ROUND({expr} * {_f(1e9)}) AS BIGINT)) AS DOUBLE) / {_f(1e9)}"
+
+
+def _windowed(
+    keys: tuple[str, ...],
+    daily: str,
+    counts: tuple[str, ...],
+    doubles: tuple[str, ...],
+    p: Params,
+    span: str | None = None,
+    presence: str | None = None,
+    decayed: bool = False,
+) -> str:
+    """Sums of ``daily``'s metrics over each window, on a dense grid of every key's active days.
+
+    A key has a row on day D when ``presence`` (default: ``daily`` and ``span``) has
+    a row for it within the longest window up to D; so a snapshot depends on the
+    past only, and a backfill gives the same rows as day-by-day runs.  ``span``
+    lists extra (keys, dn) rows that make an entity present without counts (an
+    item's creation day).  ``decayed`` adds exponentially decayed sums over the
+    longest window (half-life ``p.half_life_days``), computed as a plain window sum
+    of ``x · 2^(t/h)`` rescaled by ``2^(-t/h)``, ``t`` counted from the first input day.
+    """
+    first, start, end, lw = day_number(p.first_input_day), day_number(p.start), day_number(p.end), p.lookback
+    k = ", ".join(keys)
+    span_rows = f"SELECT {k}, dn FROM {daily}" + (f" UNION ALL {span}" if span else "")
+    presence = presence or span_rows
+    on = " AND ".join(f"g.{c} = x.{c}" for c in keys)
+    on_present = " AND ".join(f"g.{c} = a.{c}" for c in keys)
+    filled = ", ".join(
+        [f"g.{c}" for c in keys]
+        + ["g.dn", "CASE WHEN a.dn IS NULL THEN 0 ELSE 1 END AS present"]
+        + [f"COALESCE(x.{m}, 0) AS {m}" for m in counts + doubles]
+    )
+    cols, names, windows = [], [], []
+    for w in p.windows:
+        windows.append(f"w{w} AS (PARTITION BY {k} ORDER BY dn ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW)")
+        if decayed:  # pair affinities keep only the decayed sums
+            continue
+        cols += [f"CAST(SUM({m}) OVER w{w} AS BIGINT) AS {m}_{w}d" for m in counts]
+        cols += [f"CAST(SUM({m}) OVER w{w} AS DOUBLE) AS {m}_{w}d" for m in doubles]
+        names += [f"{m}_{w}d" for m in counts + doubles]
+    if decayed:
+        h = p.half_life_days
+        grow = f"POWER({_f(2.0)}, CAST(dn - {first} AS DOUBLE) / {_f(h)})"
+        shrink = f"POWER({_f(2.0)}, CAST({first} - dn AS DOUBLE) / {_f(h)})"
+        cols += [f"CAST(SUM({m} * {grow}) OVER w{lw} AS DOUBLE) * {shrink} AS {m}_decayed" for m in counts + doubles]
+        names += [f"{m}_decayed" for m in counts + doubles]
+    return f"""
+SELECT {k}, dn, {", ".join(names)} FROM (
+  SELECT {k}, dn, SUM(present) OVER w{lw} AS present_in_window, {", ".join(cols)}
+  FROM (
+    SELECT {filled}
+    FROM (
+      SELECT s.*, d.dn FROM (SELECT {k}, MIN(dn) AS first_dn, MAX(dn) AS last_dn FROM ({span_rows}) a GROUP BY {k}) s
+      JOIN days d ON d.dn BETWEEN s.first_dn AND s.last_dn + {lw - 1}
+    ) g
+    LEFT JOIN {daily} x ON {on} AND g.dn = x.dn
+    LEFT JOIN (SELECT DISTINCT {k}, dn FROM ({presence}) p) a ON {on_present} AND g.dn = a.dn
+  ) f
+  WINDOW {", ".join(windows)}
+) w
+WHERE dn BETWEEN {start} AND {end} AND present_in_window > 0"""
+
+
+def _rates(
+    entity: str, metric_windows: tuple[int, ...], strength: float, prior: str = "prior"
+) -> tuple[list[str], list[str]]:
+    """Smoothed per-exposure rates ``(count + m·prior) / (exposure + m)`` for every action and window."""
+    cols, names = [], []
+    for w in metric_windows:
+        for a in ACTIONS:
+            cols.append(
+                f"({entity}.{a}_{w}d + {_f(strength)} * COALESCE({prior}.{a}_{w}d, {_f(0.0)}))"
+                f" / ({entity}.exposure_{w}d + {_f(strength)}) AS {a}_rate_{w}d"
+            )
+            names.append(f"{a}_rate_{w}d")
+    return cols, names
+
+
+def _count_fields(metrics: tuple[str, ...], windows: tuple[int, ...], kind: pa.DataType) -> list[pa.Field]:
+    return [pa.field(f"{m}_{w}d", kind) for w in windows for m in metrics]
+
+
+def steps(p: Params) -> list[Step]:
+    """Every statement of a run, in order; outputs carry their schema and keys."""
+    first, end, lw = day_number(p.first_input_day), day_number(p.end), p.lookback
+    m = p.prior_strength
+    action_counts = ", ".join(f"CAST(COUNT(*) FILTER (WHERE action = '{a}') AS BIGINT) AS {a}" for a in ACTIONS)
+    sum_actions = ", ".join(f"CAST(SUM({a}) AS BIGINT) AS {a}" for a in ACTIONS)
+    out: list[Step] = []
+
+    out.append(
+        Step(
+            "imp",
+            f"""SELECT request_id, user_id, item_id, surface, position, {_dn("ts")} AS dn FROM impressions
+            WHERE {_dn("ts")} BETWEEN {first} AND {end}""",
+        )
+    )
+    out.append(
+        Step(
+            "eng",
+            f"""SELECT request_id, user_id, item_id, action, {_dn("ts")} AS dn FROM engagements
+            WHERE {_dn("ts")} BETWEEN {first} AND {end}""",
+        )
+    )
+    # Examination by slot, from the trailing window's closeup rate relative to slot 1 (shrunk towards 1 when
+    # a slot has few impressions).  Exact under randomized serving; under a ranking policy it also carries the
+    # ranker's preference for its top slots, which the models' own position handling corrects (issue 5).
+    out.append(
+        Step(
+            "position_curve",
+            f"""
+WITH daily AS (
+  SELECT i.surface, i.position, i.dn, CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(c.request_id) AS BIGINT) AS closeups
+  FROM imp i LEFT JOIN (SELECT DISTINCT request_id, item_id FROM eng WHERE action = 'closeup') c
+    ON i.request_id = c.request_id AND i.item_id = c.item_id
+  GROUP BY i.surface, i.position, i.dn
+), slot_window AS (
+  SELECT surface, position, dn, CAST(SUM(n) OVER w AS DOUBLE) AS n, CAST(SUM(closeups) OVER w AS DOUBLE) AS closeups
+  FROM daily WINDOW w AS (PARTITION BY surface, position ORDER BY dn RANGE BETWEEN {lw - 1} PRECEDING AND CURRENT ROW)
+), first_slot AS (
+  SELECT surface, dn, closeups / NULLIF(n, 0) AS rate FROM slot_window WHERE position = 1
+)
+SELECT t.surface, t.position, t.dn,
+  CASE WHEN first_slot.rate IS NULL OR first_slot.rate = 0 THEN {_f(1.0)}
+       ELSE LEAST({_f(1.0)}, GREATEST({_f(0.05)}, (t.closeups + {_f(m)} * first_slot.rate) / (t.n + {_f(m)})
+            / first_slot.rate)) END AS examination
+FROM slot_window t LEFT JOIN first_slot ON t.surface = first_slot.surface AND t.dn = first_slot.dn""",
+            keys=("surface", "position", "dn"),
+            schema=pa.schema([("surface", pa.string()), ("position", pa.int32()), ("examination", pa.float64())]),
+        )
+    )
+    out.append(
+        Step(
+            "item_daily",
+            f"""
+WITH i AS (
+  SELECT imp.item_id, imp.dn, CAST(COUNT(*) AS BIGINT) AS impressions, {_exact_sum("c.examination")} AS exposure
+  FROM imp JOIN position_curve c ON imp.surface = c.surface AND imp.position = c.position AND imp.dn = c.dn
+  GROUP BY imp.item_id, imp.dn
+), e AS (
+  SELECT item_id, dn, {action_counts} FROM eng GROUP BY item_id, dn
+)
+SELECT COALESCE(i.item_id, e.item_id) AS item_id, COALESCE(i.dn, e.dn) AS dn,
+  COALESCE(i.impressions, 0) AS impressions, COALESCE(i.exposure, {_f(0.0)}) AS exposure,
+  {", ".join(f"COALESCE(e.{a}, 0) AS {a}" for a in ACTIONS)}
+FROM i FULL OUTER JOIN e ON i.item_id = e.item_id AND i.dn = e.dn""",
+        )
+    )
+    out.append(
+        Step(
+            "item_creator",
+            f"SELECT item_id, creator_id, topic, {_dn('created_at')} AS created_dn FROM items",
+        )
+    )
+    counts = ("impressions", *ACTIONS)
+    # The global rate every entity's rate is shrunk towards, over the same trailing window.
+    prior_cols = []
+    for w in p.windows:
+        frame = f"(ORDER BY dn RANGE BETWEEN {w - 1} PRECEDING AND CURRENT ROW)"
+        prior_cols += [f"SUM({a}) OVER {frame} / NULLIF(SUM(exposure) OVER {frame}, 0) AS {a}_{w}d" for a in ACTIONS]
+    out.append(
+        Step(
+            "prior",
+            f"""SELECT dn, {", ".join(prior_cols)} FROM (
+  SELECT dn, {_exact_sum("exposure")} AS exposure, {", ".join(f"CAST(SUM({a}) AS DOUBLE) AS {a}" for a in ACTIONS)}
+  FROM item_daily GROUP BY dn) t""",
+        )
+    )
+
+    rate_cols, rate_names = _rates("s", p.windows, m)
+    windowed_fields = _count_fields(counts, p.windows, pa.int64()) + _count_fields(
+        ("exposure",), p.windows, pa.float64()
+    )
+    item_grid = _windowed(
+        ("item_id",),
+        "item_daily",
+        counts,
+        ("exposure",),
+        p,
+        span=f"SELECT item_id, created_dn AS dn FROM item_creator WHERE created_dn BETWEEN {first} AND {end}",
+    )
+    out.append(
+        Step(
+            "item_stats",
+            f"""SELECT s.*, ic.creator_id, CAST(s.dn + 1 - ic.created_dn AS BIGINT) AS age_days, {", ".join(rate_cols)}
+FROM ({item_grid}) s LEFT JOIN item_creator ic ON s.item_id = ic.item_id LEFT JOIN prior ON s.dn = prior.dn""",
+            keys=("item_id",),
+            schema=pa.schema(
+                [pa.field("item_id", pa.int64()), *windowed_fields]
+                + [pa.field("creator_id", pa.int64()), pa.field("age_days", pa.int64())]
+                + [pa.field(n, pa.float64()) for n in rate_names]
+            ),
+        )
+    )
+    out.append(
+        Step(
+            "creator_daily",
+            f"""SELECT ic.creator_id, d.dn, CAST(COUNT(DISTINCT d.item_id) AS BIGINT) AS items,
+  CAST(SUM(d.impressions) AS BIGINT) AS impressions, {_exact_sum("d.exposure")} AS exposure, {sum_actions}
+FROM item_daily d JOIN item_creator ic ON d.item_id = ic.item_id GROUP BY ic.creator_id, d.dn""",
+        )
+    )
+    creator_grid = _windowed(("creator_id",), "creator_daily", ("items", *counts), ("exposure",), p)
+    out.append(
+        Step(
+            "creator_stats",
+            f"SELECT s.*, {', '.join(rate_cols)} FROM ({creator_grid}) s LEFT JOIN prior ON s.dn = prior.dn",
+            keys=("creator_id",),
+            schema=pa.schema(
+                [pa.field("creator_id", pa.int64()), *_count_fields(("items", *counts), p.windows, pa.int64())]
+                + _count_fields(("exposure",), p.windows, pa.float64())
+                + [pa.field(n, pa.float64()) for n in rate_names]
+            ),
+        )
+    )
+
+    user_counts = ("impressions", "requests", "active_days", *ACTIONS)
+    out.append(
+        Step(
+            "user_daily",
+            f"""
+WITH i AS (
+  SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS impressions, CAST(COUNT(DISTINCT request_id) AS BIGINT) AS requests
+  FROM imp GROUP BY user_id, dn
+), e AS (
+  SELECT user_id, dn, {action_counts} FROM eng GROUP BY user_id, dn
+)
+SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.dn, e.dn) AS dn,
+  COALESCE(i.impressions, 0) AS impressions, COALESCE(i.requests, 0) AS requests,
+  CAST(CASE WHEN i.impressions > 0 THEN 1 ELSE 0 END AS BIGINT) AS active_days,
+  {", ".join(f"COALESCE(e.{a}, 0) AS {a}" for a in ACTIONS)}
+FROM i FULL OUTER JOIN e ON i.user_id = e.user_id AND i.dn = e.dn""",
+        )
+    )
+    user_grid = _windowed(("user_id",), "user_daily", user_counts, (), p)
+    negatives = [
+        f"CAST({' + '.join(f's.{a}_{w}d' for a in NEGATIVE_ACTIONS)} AS BIGINT) AS negatives_{w}d" for w in p.windows
+    ]
+    out.append(
+        Step(
+            "user_profile",
+            f"""SELECT s.*, {", ".join(negatives)}, CAST(s.dn + 1 - {_dn("u.signup_at")} AS BIGINT) AS tenure_days
+FROM ({user_grid}) s LEFT JOIN users u ON s.user_id = u.user_id""",
+            keys=("user_id",),
+            schema=pa.schema(
+                [pa.field("user_id", pa.int64()), *_count_fields(user_counts, p.windows, pa.int64())]
+                + [pa.field(f"negatives_{w}d", pa.int64()) for w in p.windows]
+                + [pa.field("tenure_days", pa.int64())]
+            ),
+        )
+    )
+
+    for other in ("topic", "creator_id"):
+        out += _pair_steps(other, p)
+    return out
+
+
+def _pair_steps(other: str, p: Params) -> list[Step]:
+    """User × ``other`` affinities from decayed engagement, for the pairs with any engagement in the window.
+
+    Pairs a user was only shown are left out: they are the bulk of all pairs and
+    say little beyond the user's overall rate, which ``user_profile`` holds.
+    """
+    name = "user_topic" if other == "topic" else "user_creator"
+    daily = f"{name}_daily"
+    mp = p.pair_prior_strength
+    grid = _windowed(
+        ("user_id", other),
+        daily,
+        (),
+        ("impressions", "positives", "saves", "negatives"),
+        p,
+        presence=f"SELECT user_id, {other}, dn FROM {daily} WHERE positives + negatives > 0",
+        decayed=True,
+    )
+    other_type = pa.string() if other == "topic" else pa.int64()
+    return [
+        Step(
+            daily,
+            f"""
+WITH e AS (
+  SELECT e.user_id, ic.{other}, e.dn,
+    {", ".join(f"CAST(COUNT(*) FILTER (WHERE e.action = '{a}') AS DOUBLE) AS {a}" for a in ACTIONS)}
+  FROM eng e JOIN item_creator ic ON e.item_id = ic.item_id
+  WHERE ic.{other} IS NOT NULL
+  GROUP BY e.user_id, ic.{other}, e.dn
+), pairs AS (SELECT DISTINCT user_id, {other} FROM e),
+i AS (
+  SELECT i.user_id, ic.{other}, i.dn, CAST(COUNT(*) AS DOUBLE) AS impressions
+  FROM imp i JOIN item_creator ic ON i.item_id = ic.item_id
+  JOIN pairs ON i.user_id = pairs.user_id AND ic.{other} = pairs.{other}
+  GROUP BY i.user_id, ic.{other}, i.dn
+)
+SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.{other}, e.{other}) AS {other},
+  COALESCE(i.dn, e.dn) AS dn, COALESCE(i.impressions, {_f(0.0)}) AS impressions,
+  COALESCE({" + ".join(f"e.{a}" for a in POSITIVE_ACTIONS)}, {_f(0.0)}) AS positives,
+  COALESCE(e.save, {_f(0.0)}) AS saves,
+  COALESCE({" + ".join(f"e.{a}" for a in NEGATIVE_ACTIONS)}, {_f(0.0)}) AS negatives
+FROM i FULL OUTER JOIN e ON i.user_id = e.user_id AND i.{other} = e.{other} AND i.dn = e.dn""",
+        ),
+        Step(
+            name,
+            f"""
+SELECT user_id, {other}, dn, impressions_decayed, positives_decayed, saves_decayed, negatives_decayed,
+  positives_decayed / NULLIF(SUM(positives_decayed) OVER user_day, 0) AS positive_share,
+  (positives_decayed + {_f(mp)} * COALESCE(
+     SUM(positives_decayed) OVER user_day
+     / NULLIF(SUM(impressions_decayed) OVER user_day, 0), {_f(0.0)}))
+   / (impressions_decayed + {_f(mp)}) AS affinity
+FROM ({grid}) s
+WINDOW user_day AS (
+  PARTITION BY user_id, dn ORDER BY {other} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+)""",
+            keys=("user_id", other),
+            schema=pa.schema(
+                [pa.field("user_id", pa.int64()), pa.field(other, other_type)]
+                + [pa.field(f"{m}_decayed", pa.float64()) for m in ("impressions", "positives", "saves", "negatives")]
+                + [pa.field("positive_share", pa.float64()), pa.field("affinity", pa.float64())]
+            ),
+        ),
+    ]
+
+
+#: The outputs a run writes, in the order they are computed.
+def outputs(p: Params) -> list[str]:
+    return [s.name for s in steps(p) if s.is_output]
