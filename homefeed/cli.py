@@ -18,9 +18,10 @@ from typer.exceptions import TyperException
 
 from homefeed import config as config_mod
 from homefeed.config import ConfigError, Settings
-from homefeed.data.ingest import IngestError
+from homefeed.data.ingest import IngestError, IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
+from homefeed.data.open_bandit import ingest_open_bandit
 from homefeed.files import ensure_replaceable
 from homefeed.schema import SchemaError
 from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
@@ -30,6 +31,7 @@ app = typer.Typer(help="homefeed: build, ship and run a personalized home feed."
 sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 
+OPEN_BANDIT = "open-bandit"
 console = Console(width=max(Console().width, 100))  # tables stay readable in CI logs and pipes
 err_console = Console(stderr=True)
 
@@ -138,33 +140,66 @@ def sim_run(
     console.print(f"logs written to {out_dir}")
 
 
+def _ingest_table(title: str, reports: list[IngestReport], root: Path, tables: bool = False) -> Table:
+    """One row per file (and table, where one file feeds several): rows in = written + duplicates + quarantined."""
+    quarantined = any(r.reasons for r in reports)  # the reasons column only when there are some
+    table = Table(title=title)
+    for header in ("file",) + ("table",) * tables + ("rows in", "written", "duplicates", "quarantined"):
+        table.add_column(header, justify="left" if header in ("file", "table") else "right")
+    if quarantined:
+        table.add_column("reasons")
+    for r in reports:
+        name = _source_name(Path(r.source), root)
+        cells = [name, r.table] if tables else [name]
+        cells += [f"{r.rows_in:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.quarantined:,}"]
+        if quarantined:
+            cells.append(", ".join(f"{k} ({v})" for k, v in sorted(r.reasons.items())))
+        table.add_row(*cells)
+    return table
+
+
+def _source_name(source: Path, root: Path) -> str:
+    """A source file as the user named it: relative to the folder they gave, else its name."""
+    return str(source.relative_to(root)) if root.is_dir() and source.is_relative_to(root) else source.name
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="A file, or a directory to ingest every matching file under.")],
     table: Annotated[
-        str, typer.Option("--table", "-t", help="Canonical table: users, items, impressions, engagements.")
-    ],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "parquet",
+        str | None,
+        typer.Option(
+            "--table", "-t", help="Canonical table: users, items, impressions, engagements (not for open-bandit)."
+        ),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="jsonl, csv, parquet, or open-bandit (an Open Bandit Dataset folder or log)."
+        ),
+    ] = "parquet",
     config: ConfigOption = None,
 ) -> None:
     """Check files against TABLE's contract: clean rows to the lake, failing rows to quarantine with a reason."""
+    if fmt == OPEN_BANDIT and table is not None:
+        raise UserError(
+            f"--table does not apply to --format {OPEN_BANDIT}: it writes users, items, impressions and engagements"
+        )
+    if fmt != OPEN_BANDIT and table is None:
+        raise UserError(f"--table is required for --format {fmt}")
     settings = _settings(config)
     paths = settings.resolved_paths
+    lake = Lake(paths.lake)
+    if fmt == OPEN_BANDIT:
+        reports = ingest_open_bandit(path, lake, paths.quarantine)
+        console.print(_ingest_table(f"ingest into {paths.lake} ({OPEN_BANDIT})", reports, path, tables=True))
+        return
     suffix = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}.get(fmt, ())
     files = sorted(p for p in path.rglob("*") if p.suffix in suffix) if path.is_dir() else [path]
     if not files:
         raise UserError(f"{path}: no {fmt} files found")
-    lake = Lake(paths.lake)
-    report_table = Table(title=f"ingest into {paths.lake} ({table})")
-    for header in ("file", "rows in", "written", "duplicates", "quarantined", "reasons"):
-        report_table.add_column(header, justify="left" if header in ("file", "reasons") else "right")
-    for file in files:
-        r = ingest_file(file, table, fmt, lake, paths.quarantine)  # type: ignore[arg-type]
-        reasons = ", ".join(f"{k} ({v})" for k, v in sorted(r.reasons.items()))
-        report_table.add_row(
-            file.name, f"{r.rows_in:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.quarantined:,}", reasons
-        )
-    console.print(report_table)
+    reports = [ingest_file(file, table, fmt, lake, paths.quarantine) for file in files]  # type: ignore[arg-type]
+    console.print(_ingest_table(f"ingest into {paths.lake} ({table})", reports, path))
 
 
 @app.command()

@@ -196,9 +196,33 @@ def ingest(
     """Validate one file against ``table``'s contract; clean new rows to the lake, failures to quarantine."""
     if table not in TABLES:
         raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
-    now = now or dt.datetime.now(dt.UTC)
     path = Path(path)
     raw, lines, malformed = read_file(path, fmt)
+    return ingest_table(raw, path, table, lake, quarantine_root, now, lines=lines, malformed=malformed)
+
+
+def ingest_table(
+    raw: pa.Table,
+    source: str | Path,
+    table: str,
+    lake: Lake,
+    quarantine_root: str | Path,
+    now: dt.datetime | None = None,
+    *,
+    lines: list[int] | None = None,
+    malformed: list[tuple[int, str]] | None = None,
+) -> IngestReport:
+    """The same contract, quarantine, dedupe and lake path for rows already in memory (an adapter's output).
+
+    ``source`` is the file the rows came from (recorded in quarantine and manifests); ``lines`` is each
+    row's 1-based line in it (default 1..n).
+    """
+    if table not in TABLES:
+        raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    now = now or dt.datetime.now(dt.UTC)
+    path = Path(source)
+    lines = list(range(1, raw.num_rows + 1)) if lines is None else lines
+    malformed = malformed or []
     report = IngestReport(source=str(path), table=table, rows_in=raw.num_rows + len(malformed))
 
     rows, reasons = coerce(table, raw)
