@@ -6,6 +6,7 @@ end in one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ from typer.exceptions import TyperException
 
 from homefeed import config as config_mod
 from homefeed.config import ConfigError, Settings
+from homefeed.data.daily import CheckError, DayCheck, check_date
 from homefeed.data.ingest import IngestError, IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
@@ -219,6 +221,65 @@ def demo(
     results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
     console.print(_outcome_table(results, "Baseline policies on the same world"))
     console.print(f"logs written under {root}")
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+data_app = typer.Typer(help="The lake's data: daily checks.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@data_app.command("check")
+def data_check(
+    date: Annotated[str, typer.Option("--date", "-d", metavar="YYYY-MM-DD", help="The day to check.")],
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tables", "-t", metavar="T1,T2", help="Tables to check, comma-separated or repeated (default: all four)."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check a day in the lake against its trailing baseline, store the findings, and exit 1 on an error.
+
+    Exit codes: 0 no error; 1 an error-level finding (do not train on this day); 2 a bad date or table, or no data.
+    """
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise UserError(f"--date: {date!r} is not a date (YYYY-MM-DD)") from None
+    settings = _settings(config)
+    paths = settings.resolved_paths
+    wanted = [t.strip() for item in tables or [] for t in item.split(",") if t.strip()]
+    try:
+        result = check_date(Lake(paths.lake), day, paths.checks, settings.checks, wanted or None)
+    except CheckError as exc:
+        raise UserError(str(exc)) from None
+    # Messages are long: outside a terminal (CI logs, pipes) the table gets room for them.
+    wide = Console(width=console.width if console.is_terminal else max(console.width, 160))
+    wide.print(_findings_table(result))
+    counts = ", ".join(f"{n} {s}" + ("s" if n != 1 and s != "info" else "") for s, n in result.counts().items())
+    verdict = "[bold red]FAILED[/]" if result.worst == "error" else "[green]passed[/]"
+    console.print(
+        f"{verdict} {day}: {counts} in {', '.join(result.tables)}; findings stored in {result.path}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if result.worst == "error":
+        raise typer.Exit(1)
+
+
+def _findings_table(result: DayCheck) -> Table:
+    """One row per finding; the numbers are in each message with their units (all fields are in the stored file)."""
+    table = Table(title=f"data checks of {result.date}")
+    for header in ("severity", "table", "check", "column", "segment"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("message", ratio=1)
+    for f in result.findings:
+        severity = f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]"
+        table.add_row(severity, f.table, f.check, f.column or "-", f.segment or "-", f.message)
+    return table
 
 
 def _fail(message: str) -> None:

@@ -40,6 +40,7 @@ class Paths(_Section):
     online_store: Path = Path("online.sqlite")
     registry: Path = Path("registry.sqlite")
     etl: Path = Path("etl")
+    checks: Path = Path("checks")
 
     def resolve(self, base: Path) -> Paths:
         root = self.root if self.root.is_absolute() else (base / self.root)
@@ -202,11 +203,80 @@ class SimSettings(_Section):
         return self
 
 
+class Thresholds(_Section):
+    """When a daily check's finding is a warning or an error (``[checks.thresholds]``).
+
+    This model *is* the thresholds type :mod:`homefeed.data.checks` judges with, so the project file and the
+    checks cannot disagree on a name or a default.  Each limit is raised by the sampling noise of the sizes
+    compared, so small segments do not cry wolf while large ones are held to the configured value.
+    """
+
+    #: Relative change of the row count vs the baseline's mean daily count.  Feeds swing ±10-20% over the
+    #: week (weekends are busy), so a warning starts just past that and an error at a loss no season explains.
+    volume_change_warning: float = Field(0.2, gt=0.0)
+    volume_change_error: float = Field(0.4, gt=0.0)
+    #: Absolute increase of a column's null rate (0.02 = 2 percentage points), overall and per segment.  A
+    #: 10-point jump is never organic: something stopped logging the column.
+    null_rate_increase_warning: float = Field(0.02, gt=0.0, le=1.0)
+    null_rate_increase_error: float = Field(0.10, gt=0.0, le=1.0)
+    #: Relative change of the distinct users / items / requests of the day vs the baseline's daily mean.
+    distinct_change_warning: float = Field(0.2, gt=0.0)
+    distinct_change_error: float = Field(0.4, gt=0.0)
+    #: Population stability index: the industry's rule of thumb (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major).
+    psi_warning: float = Field(0.1, gt=0.0)
+    psi_error: float = Field(0.25, gt=0.0)
+    #: Jensen–Shannon distance, base 2.  For small shifts PSI ≈ 8 ln 2 · JS², so 0.1 and 0.2 sit at PSI ≈
+    #: 0.055 and 0.22; JS stays bounded where PSI explodes (a category appearing or vanishing).
+    js_warning: float = Field(0.1, gt=0.0, le=1.0)
+    js_error: float = Field(0.2, gt=0.0, le=1.0)
+    #: Segments (and columns) with fewer rows than this, in the day or the baseline, are not judged.
+    min_segment_rows: int = Field(200, ge=1)
+    #: Standard deviations of sampling noise added to every threshold (see :mod:`homefeed.data.drift`).
+    noise_z: float = Field(3.0, ge=0.0)
+    #: Numeric columns are cut into this many baseline-quantile bins; categorical columns keep at most
+    #: ``max_categories`` categories (the rest are pooled as "(other)").
+    bins: int = Field(10, ge=2)
+    max_categories: int = Field(30, ge=1)
+    #: A baseline category missing from the day is an error once the day would have expected this many rows
+    #: of it (P(0 rows | Poisson(20)) ≈ 2e-9: not chance).
+    vanished_min_expected: float = Field(20.0, gt=0.0)
+    #: A category unseen in the baseline is a warning from this share of the day's rows.
+    new_category_share: float = Field(0.01, gt=0.0, le=1.0)
+    #: A numeric shift whose quantiles move less than this share of the column's magnitude is reported as
+    #: info only, however significant: a 1 / catalogue-size propensity drifting 0.2% a day is no data problem.
+    numeric_materiality: float = Field(0.01, ge=0.0)
+
+    @model_validator(mode="after")
+    def _warning_before_error(self) -> Thresholds:
+        for name in type(self).model_fields:
+            if name.endswith("_warning"):
+                error = name.removesuffix("_warning") + "_error"
+                if getattr(self, name) > getattr(self, error):
+                    raise ValueError(
+                        f"{name}: {getattr(self, name)!r} is above {error} ({getattr(self, error)!r}); "
+                        "a warning must start at or below its error"
+                    )
+        return self
+
+
+class Checks(_Section):
+    """Daily data checks (``homefeed data check --date D``): the baseline a day is compared with, and thresholds."""
+
+    #: Trailing days (before the checked day) whose data form the baseline; two weeks hold the weekly cycle twice.
+    baseline_days: int = Field(14, ge=1, le=366)
+    #: With fewer baseline days than this (a young lake, a gap) the checks still run, with a warning finding:
+    #: a baseline shorter than a week does not cover the weekly cycle, so volume findings may be the weekend.
+    #: Capped at ``baseline_days``, so shortening the window alone never needs this changed too.
+    min_baseline_days: int = Field(7, ge=0)
+    thresholds: Thresholds = Thresholds()
+
+
 class Settings(_Section):
     paths: Paths = Paths()
     backends: Backends = Backends()
     etl: EtlSettings = EtlSettings()
     sim: SimSettings = SimSettings()
+    checks: Checks = Checks()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property
@@ -224,8 +294,10 @@ def _describe(error: dict) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in error and not isinstance(error["input"], dict | list):
-        msg = f"{msg} (got {error['input']!r})"
+    else:
+        msg = msg.removeprefix("Value error, ")  # our validators' messages name the key themselves
+        if "input" in error and not isinstance(error["input"], dict | list):
+            msg = f"{msg} (got {error['input']!r})"
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -277,6 +349,7 @@ sim_logs = "sim"                # logs written by the simulator
 online_store = "online.sqlite"  # online feature store (SQLite backend)
 registry = "registry.sqlite"    # model registry metadata
 etl = "etl"                     # daily feature sources computed from the lake
+checks = "checks"               # findings of the daily data checks, by date
 
 [backends]
 etl = "duckdb"                  # duckdb | spark
@@ -372,6 +445,29 @@ return_sensitivity = 1.5
 # kind = "market_shift"         # a market that behaves differently
 # country = "JP"
 # hide_shift = 1.0
+
+[checks]                        # daily data checks: homefeed data check --date D
+baseline_days = 14              # trailing days a day is compared with
+min_baseline_days = 7           # a shorter baseline (young lake, gap) runs with a warning; at most baseline_days
+
+[checks.thresholds]             # warning and error levels; each is raised by the sampling noise of the sizes
+volume_change_warning = 0.2     # relative change of rows vs the baseline's daily mean, overall and per market
+volume_change_error = 0.4
+null_rate_increase_warning = 0.02  # absolute rise of a column's null rate, overall and per segment
+null_rate_increase_error = 0.1
+distinct_change_warning = 0.2   # relative change of distinct users, items, requests
+distinct_change_error = 0.4
+psi_warning = 0.1               # population stability index of a column's distribution
+psi_error = 0.25
+js_warning = 0.1                # Jensen-Shannon distance (base 2)
+js_error = 0.2
+min_segment_rows = 200          # smaller segments (in the day or the baseline) are not judged
+noise_z = 3.0                   # standard deviations of sampling noise added to every threshold
+bins = 10                       # baseline-quantile bins of a numeric column
+max_categories = 30             # categories kept per column; the rest pooled as "(other)"
+vanished_min_expected = 20.0    # a missing category is an error once this many rows of it were expected
+new_category_share = 0.01       # a category new to the day is a warning from this share of rows
+numeric_materiality = 0.01      # numeric shifts moving quantiles less than this share are info only
 """
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
 from homefeed.config import SimSettings
 from homefeed.data.lake import Lake
+from homefeed.schema import TABLES, TIME_COLUMN
 from homefeed.sim import Simulation, make_baseline
 
 
@@ -21,12 +23,20 @@ def run_world(out: Path, policy: str = "random", days: int = 7, **overrides) -> 
     return sim
 
 
-def lake_of(logs_root: Path, lake_root: Path) -> Lake:
-    """A lake holding a simulation's logs, appended as they are (they are canonical; ingestion is tested apart)."""
+def load_lake(
+    logs_root: Path, lake_root: Path, tables: tuple[str, ...] = tuple(TABLES), skip: dict[str, str] | None = None
+) -> Lake:
+    """Put simulated logs into a lake as they are (canonical already), without ingestion's contracts.
+
+    ``skip`` maps a table to a day (YYYY-MM-DD) left out of the lake, as if that day had not been loaded.
+    """
     lake = Lake(lake_root)
-    for table in ("users", "items", "impressions", "engagements"):
-        for part in sorted((logs_root / table).rglob("*.parquet")):
-            lake.append(table, pq.read_table(part, partitioning=None), [str(part)])
+    for table in tables:
+        rows = ds.dataset(str(logs_root / table), schema=TABLES[table], format="parquet").to_table()
+        if skip and table in skip:
+            day = pc.strftime(rows[TIME_COLUMN[table]], format="%Y-%m-%d")
+            rows = rows.filter(pc.not_equal(day, skip[table]))
+        lake.append(table, rows, [str(logs_root / table)])
     return lake
 
 

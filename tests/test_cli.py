@@ -4,12 +4,14 @@ import re
 import subprocess
 import sys
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from homefeed import config
 from homefeed.cli import main
 from homefeed.schema import check_values, conform
+from tests.conftest import load_lake
 
 TINY = "[sim]\nusers = 400\nitems_per_day = 300\ncreators = 100\n"
 TABLES = ("users", "items", "impressions", "engagements")
@@ -251,3 +253,83 @@ def test_ingest_bad_input_is_one_error_line(tmp_path, tiny, capsys):
     (tmp_path / "x.jsonl").write_text("{}\n")
     assert main(["ingest", str(tmp_path / "x.jsonl"), "--table", "clicks", "-f", "jsonl"]) == 2
     assert_one_line_error(capsys.readouterr().err, "unknown table 'clicks'")
+
+
+# --- data check ------------------------------------------------------------------------------------------------------
+
+CHECKED = """\
+[sim]
+users = 4000
+items_per_day = 600
+creators = 250
+seed = 23
+
+[[sim.faults]]                  # from 2026-03-10 half the impressions are lost in logging
+kind = "volume_drop"
+table = "impressions"
+share = 0.5
+from_day = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """An operator's project: nine simulated days in the lake, the last one broken.
+
+    The logs go into the lake without ingestion's contracts (tested on their own above), to keep this fast.
+    """
+    root = tmp_path_factory.mktemp("project")
+    cfg = root / "homefeed.toml"
+    cfg.write_text(CHECKED, encoding="utf-8")
+    logs = root / "logs"
+    assert main(["sim", "run", "--days", "9", "--out", str(logs), "-c", str(cfg)]) == 0
+    load_lake(logs, config.load(cfg).resolved_paths.lake)
+    return cfg
+
+
+def check(project, date, *extra):
+    return main(["data", "check", "--date", date, "-c", str(project), *extra])
+
+
+def stored(project, date):
+    return pq.read_table(project.parent / ".homefeed" / "checks" / f"date={date}" / "findings.parquet")
+
+
+def test_data_check_passes_a_normal_day_and_stores_its_findings(project, capsys):
+    assert check(project, "2026-03-09") == 0
+    out = plain(capsys.readouterr().out)
+    assert not table_rows(out, "error") and "passed 2026-03-09: 0 errors" in out
+    assert len(table_rows(out, "info")) + len(table_rows(out, "warning")) == stored(project, "2026-03-09").num_rows
+
+
+def test_data_check_fails_a_broken_day_naming_the_problem(project, capsys):
+    assert check(project, "2026-03-10", "--tables", "impressions,engagements") == 1
+    out = plain(capsys.readouterr().out)
+    errors = table_rows(out, "error")
+    assert any("impressions" in row and "volume" in row for row in errors), out
+    assert "FAILED 2026-03-10" in out and "in impressions, engagements" in out
+    findings = stored(project, "2026-03-10")
+    assert findings.num_rows == len(table_rows(out, "(?:error|warning|info)"))
+    volume = findings.filter(pc.and_(pc.equal(findings["check"], "volume"), pc.is_null(findings["segment"])))
+    assert "error" in volume["severity"].to_pylist()
+
+
+def test_data_check_rerun_replaces_its_findings(project, capsys):
+    assert check(project, "2026-03-10", "-t", "impressions") == 1
+    first = stored(project, "2026-03-10")
+    assert check(project, "2026-03-10", "-t", "impressions") == 1
+    assert stored(project, "2026-03-10").equals(first)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--date", "2026-04-30"], ["no data for 2026-04-30", "impressions 2026-03-02 .. 2026-03-10"]),
+        (["--date", "2026-02-30"], ["--date", "'2026-02-30'", "YYYY-MM-DD"]),
+        (["--date", "2026-03-09", "--tables", "impressions,clicks"], ["unknown table 'clicks'"]),
+        ([], ["--date"]),
+    ],
+)
+def test_data_check_user_mistakes_are_one_error_line(project, capsys, argv, expected):
+    assert main(["data", "check", "-c", str(project), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, *expected)

@@ -15,6 +15,7 @@ from homefeed.config import (
     Settings,
     VolumeDrop,
 )
+from homefeed.data import checks
 
 DEFAULTS = Settings().model_dump(exclude={"base_dir"})
 
@@ -122,6 +123,8 @@ def test_custom_root_and_absolute_paths(tmp_path):
         ("[sim.sessions]\ndepthmean = 3.0\n", "sim.sessions.depthmean"),
         ("[backend]\netl = 'spark'\n", "backend"),
         ("[[sim.faults]]\nkind = 'volume_drop'\ntable = 'impressions'\nform_day = 3\n", "sim.faults.0.form_day"),
+        ("[checks]\nbaseline_dayz = 7\n", "checks.baseline_dayz"),
+        ("[checks.thresholds]\npsi_eror = 0.3\n", "checks.thresholds.psi_eror"),
     ],
 )
 def test_an_unknown_key_is_an_error_naming_it(tmp_path, text, key):
@@ -141,6 +144,9 @@ def test_an_unknown_key_is_an_error_naming_it(tmp_path, text, key):
         ("[backends]\netl = 'postgres'\n", "backends.etl", "'postgres'"),
         ("[sim.position_bias]\ncurve = [1.0, 0.0]\n", "sim.position_bias.curve.1", "0.0"),
         ("[sim]\nstart_date = 'yesterday'\n", "sim.start_date", "'yesterday'"),
+        ("[checks]\nbaseline_days = 0\n", "checks.baseline_days", "0"),
+        ("[checks.thresholds]\njs_error = 1.5\n", "checks.thresholds.js_error", "1.5"),
+        ("[checks.thresholds]\nmin_segment_rows = 'many'\n", "checks.thresholds.min_segment_rows", "'many'"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_key_and_the_value(tmp_path, text, key, value):
@@ -150,6 +156,27 @@ def test_a_bad_value_is_an_error_naming_the_key_and_the_value(tmp_path, text, ke
     message = str(info.value)
     assert message.startswith(f"{cfg}: {key}: ")
     assert f"(got {value})" in message
+
+
+def test_a_warning_threshold_above_its_error_is_an_error_naming_both(tmp_path):
+    cfg = write(tmp_path / "homefeed.toml", "[checks.thresholds]\npsi_warning = 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(cfg)
+    assert str(info.value) == (
+        f"{cfg}: checks.thresholds: psi_warning: 0.5 is above psi_error (0.25); a warning must start at or below "
+        "its error"
+    )
+
+
+def test_checks_settings_load_and_are_what_the_checks_use(tmp_path):
+    text = "[paths]\nchecks = 'qa'\n\n[checks]\nbaseline_days = 28\n\n[checks.thresholds]\npsi_error = 0.3\n"
+    settings = config.load(write(tmp_path / "homefeed.toml", text))
+    assert (settings.checks.baseline_days, settings.checks.min_baseline_days) == (28, 7)
+    assert settings.checks.thresholds.psi_error == 0.3 and settings.checks.thresholds.psi_warning == 0.1
+    assert settings.resolved_paths.checks == tmp_path / ".homefeed" / "qa"
+    assert checks.Thresholds is config.Thresholds  # one definition: the template and the code cannot drift
+    # Shortening the window alone is enough: min_baseline_days is capped at it, not an error.
+    assert config.parse({"checks": {"baseline_days": 3}}).checks.baseline_days == 3
 
 
 def test_invalid_toml_names_the_file(tmp_path):

@@ -17,8 +17,11 @@ whole although every row is valid:
 
 Every threshold is raised by the sampling noise of the sizes compared, so small
 segments do not cry wolf while large ones are held to the configured value.
-The checks are pure functions of Arrow tables (the lake feeds them); counting
-and grouping run in DuckDB, the statistics in NumPy.
+The checks are pure functions of Arrow tables (:mod:`homefeed.data.daily` feeds
+them from the lake); counting and grouping per segment run in DuckDB
+(:mod:`homefeed.data.segments`), the statistics in NumPy (:mod:`homefeed.data.drift`).
+The thresholds are :class:`homefeed.config.Thresholds`, the ``[checks.thresholds]``
+section of the project file.
 
 Why hand-written: pandera (ingestion's row contracts) validates one table
 against rules; drift libraries such as Evidently or TensorFlow Data Validation
@@ -38,56 +41,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from homefeed.config import Thresholds
 from homefeed.data import drift
-from homefeed.schema import TIME_COLUMN
+from homefeed.data.segments import ID_COLUMNS, NEW_USER_DAYS, SegmentStats, quote, segment_stats
+
+__all__ = [
+    "FINDINGS_SCHEMA",
+    "ID_COLUMNS",
+    "NEW_USER_DAYS",
+    "SEVERITIES",
+    "Finding",
+    "Severity",
+    "Thresholds",
+    "check_day",
+    "ordered",
+    "summarize",
+    "to_table",
+    "worst_severity",
+]
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "error")
-
-#: Identifier columns: judged by distinct counts, never by distribution.
-ID_COLUMNS = frozenset({"request_id", "user_id", "item_id", "creator_id"})
-#: A user is "new" at an event less than this many days after signing up.
-NEW_USER_DAYS = 28
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a change is a warning or an error.  Each one is raised by the sampling noise of the sizes compared."""
-
-    #: Relative change of the row count vs the baseline's mean daily count.  Feeds swing ±10-20% over the
-    #: week (weekends are busy), so a warning starts just past that and an error at a loss no season explains.
-    volume_change_warning: float = 0.2
-    volume_change_error: float = 0.4
-    #: Absolute increase of a column's null rate (0.02 = 2 percentage points), overall and per segment.  A
-    #: 10-point jump is never organic: something stopped logging the column.
-    null_rate_increase_warning: float = 0.02
-    null_rate_increase_error: float = 0.10
-    #: Relative change of the distinct users / items / requests of the day vs the baseline's daily mean.
-    distinct_change_warning: float = 0.2
-    distinct_change_error: float = 0.4
-    #: Population stability index: the industry's rule of thumb (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major).
-    psi_warning: float = 0.1
-    psi_error: float = 0.25
-    #: Jensen–Shannon distance, base 2.  For small shifts PSI ≈ 8 ln 2 · JS², so 0.1 and 0.2 sit at PSI ≈
-    #: 0.055 and 0.22; JS stays bounded where PSI explodes (a category appearing or vanishing).
-    js_warning: float = 0.1
-    js_error: float = 0.2
-    #: Segments (and columns) with fewer rows than this, in the day or the baseline, are not judged.
-    min_segment_rows: int = 200
-    #: Standard deviations of sampling noise added to every threshold (see :mod:`homefeed.data.drift`).
-    noise_z: float = 3.0
-    #: Numeric columns are cut into this many baseline-quantile bins; categorical columns keep at most
-    #: ``max_categories`` categories (the rest are pooled as "(other)").
-    bins: int = 10
-    max_categories: int = 30
-    #: A baseline category missing from the day is an error once the day would have expected this many rows
-    #: of it (P(0 rows | Poisson(20)) ≈ 2e-9: not chance).
-    vanished_min_expected: float = 20.0
-    #: A category unseen in the baseline is a warning from this share of the day's rows.
-    new_category_share: float = 0.01
-    #: A numeric shift whose quantiles move less than this share of the column's magnitude is reported as
-    #: info only, however significant: a 1 / catalogue-size propensity drifting 0.2% a day is no data problem.
-    numeric_materiality: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -116,13 +90,15 @@ def check_day(
     day: pa.Table,
     baseline: list[pa.Table],
     users: pa.Table | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds | None = None,
 ) -> list[Finding]:
     """Check ``day`` (one day of canonical table ``table``) against ``baseline`` (trailing days, oldest first).
 
     ``users`` (the canonical users table) gives each row of a table with ``user_id`` its market and tenure;
-    without it the row's own ``country`` column, if any, gives the market.  Findings come worst first.
+    without it the row's own ``country`` column, if any, gives the market.  ``thresholds`` default to
+    ``Thresholds()``, the ``[checks.thresholds]`` defaults.  Findings come worst first.
     """
+    thresholds = Thresholds() if thresholds is None else thresholds
     findings = _schema(table, day, baseline)
     if not baseline:
         msg = f"{table}: no baseline days; only the schema was checked"
@@ -134,14 +110,21 @@ def check_day(
     try:
         for i, data in enumerate([day, *baseline]):
             con.register(f"t{i}", data)
-        stats = _segment_stats(con, table, len(baseline) + 1, users, common)
+        stats = segment_stats(con, table, len(baseline) + 1, users, common)
         findings += _volume(table, stats[0], stats[1:], thresholds)
         findings += _null_rates(table, common, stats[0], stats[1:], thresholds)
         findings += _distinct(table, common, stats[0], stats[1:], thresholds)
         findings += _distributions(con, table, common, day, baseline, thresholds)
     finally:
         con.close()
-    return sorted(findings, key=lambda f: (-SEVERITIES.index(f.severity), f.check, f.column or "", f.segment or ""))
+    return ordered(findings)
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Worst first; then by table, check, column and segment, so a report reads the same on every run."""
+    return sorted(
+        findings, key=lambda f: (-SEVERITIES.index(f.severity), f.table, f.check, f.column or "", f.segment or "")
+    )
 
 
 def worst_severity(findings: list[Finding]) -> Severity | None:
@@ -186,10 +169,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _schema(table: str, day: pa.Table, baseline: list[pa.Table]) -> list[Finding]:
     """Columns added, removed or retyped vs the most recent baseline day: always an error."""
     if not baseline:
@@ -205,60 +184,6 @@ def _schema(table: str, day: pa.Table, baseline: list[pa.Table]) -> list[Finding
             msg = f"{table}.{field.name}: type changed from {ref.field(field.name).type} to {field.type}"
             out.append(Finding(table, "schema", field.name, None, 1.0, 1.0, 0.0, "error", msg))
     return out
-
-
-@dataclass
-class _Stats:
-    """One day's counts per segment (None = all rows): rows, non-nulls per column; distinct ids (all rows)."""
-
-    rows: dict[str | None, int]
-    present: dict[str | None, np.ndarray]
-    distinct: dict[str, int]
-
-
-def _segment_stats(
-    con: duckdb.DuckDBPyConnection, table: str, days: int, users: pa.Table | None, columns: list[str]
-) -> list[_Stats]:
-    """Row and non-null counts overall and per segment of tables ``t0..t{days-1}``, in one grouped pass."""
-    time_col = TIME_COLUMN.get(table)
-    join_users = users is not None and "user_id" in columns and table != "users"
-    market = "u.country" if join_users else None
-    if "country" in columns:
-        market = f"coalesce({market}, t.country)" if market else "t.country"
-    sets, extra, join = [], [], ""
-    if join_users:
-        con.register("users_t", users)
-        join = (
-            "left join (select user_id, any_value(country) as country, "
-            f"min(signup_at) + interval {NEW_USER_DAYS} days as new_until from users_t group by user_id) u "
-            "on u.user_id = t.user_id"
-        )
-    if market:
-        extra.append(f"'country=' || coalesce({market}, '(unknown)') as market")
-        sets.append("market")
-    if join_users and time_col in columns:
-        new = f"t.{_q(time_col)} < u.new_until"
-        tenure = f"case when {new} then 'new' when {new} is null then 'unknown' else 'tenured' end"
-        extra.append(f"'tenure=' || {tenure} as tenure")
-        sets.append("tenure")
-    label = " ".join(f"when grouping({s}) = 0 then {s}" for s in sets) or "when true then null"
-    counts = ", ".join(["d", f"case {label} end", "count(*)", *(f"count({_q(c)})" for c in columns)])
-    projection = ", ".join([*(f"t.{_q(c)}" for c in columns), *extra])
-    union = " union all ".join(f"select {i} as d, {projection} from t{i} as t {join}" for i in range(days))
-    grouping = ", ".join(["(d)", *(f"(d, {s})" for s in sets)])
-    stats = [_Stats({None: 0}, {None: np.zeros(len(columns))}, {}) for _ in range(days)]
-    for d, segment, n, *present in con.sql(
-        f"select {counts} from ({union}) group by grouping sets ({grouping})"
-    ).fetchall():
-        stats[d].rows[segment] = n
-        stats[d].present[segment] = np.asarray(present, dtype=np.float64)
-    ids = [c for c in columns if c in ID_COLUMNS]
-    if ids:  # costly under grouping sets, and only wanted for all rows
-        union = " union all ".join(f"select {i} as d, {', '.join(map(_q, ids))} from t{i}" for i in range(days))
-        distinct = ", ".join(f"count(distinct {_q(c)})" for c in ids)
-        for d, *n in con.sql(f"select d, {distinct} from ({union}) group by d").fetchall():
-            stats[d].distinct = dict(zip(ids, n, strict=True))
-    return stats
 
 
 def _count_change(
@@ -278,7 +203,7 @@ def _count_change(
     return Finding(table, check, col, seg, float(n), mean, thr, sev, msg)
 
 
-def _volume(table: str, day: _Stats, base: list[_Stats], t: Thresholds) -> list[Finding]:
+def _volume(table: str, day: SegmentStats, base: list[SegmentStats], t: Thresholds) -> list[Finding]:
     """Row count vs the baseline's daily mean, overall and per market (a market gone from the day counts 0)."""
     limits = (t.volume_change_warning, t.volume_change_error)
     segments = sorted({s for b in base for s in b.rows if s is None or s.startswith("country=")}, key=str)
@@ -289,7 +214,9 @@ def _volume(table: str, day: _Stats, base: list[_Stats], t: Thresholds) -> list[
     return [f for f in found if f]
 
 
-def _distinct(table: str, columns: list[str], day: _Stats, base: list[_Stats], t: Thresholds) -> list[Finding]:
+def _distinct(
+    table: str, columns: list[str], day: SegmentStats, base: list[SegmentStats], t: Thresholds
+) -> list[Finding]:
     """Distinct ids of the day vs the baseline's daily mean."""
     limits = (t.distinct_change_warning, t.distinct_change_error)
     found = [
@@ -302,7 +229,9 @@ def _distinct(table: str, columns: list[str], day: _Stats, base: list[_Stats], t
     return [f for f in found if f]
 
 
-def _null_rates(table: str, columns: list[str], day: _Stats, base: list[_Stats], t: Thresholds) -> list[Finding]:
+def _null_rates(
+    table: str, columns: list[str], day: SegmentStats, base: list[SegmentStats], t: Thresholds
+) -> list[Finding]:
     """Null-rate increase per column, overall and per segment, beyond the binomial noise of the two rates."""
     out = []
     for seg in sorted(day.rows, key=str):
@@ -353,7 +282,7 @@ def _finite(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _categorical(con: duckdb.DuckDBPyConnection, table: str, col: str, days: int, t: Thresholds) -> list[Finding]:
-    union = " union all ".join(f"select {i > 0} as base, {_q(col)} as v from t{i}" for i in range(days + 1))
+    union = " union all ".join(f"select {i > 0} as base, {quote(col)} as v from t{i}" for i in range(days + 1))
     counts: tuple[dict, dict] = ({}, {})
     for is_base, value, n in con.sql(
         f"select base, v, count(*) from ({union}) where v is not null group by all"

@@ -13,7 +13,7 @@ import pytest
 from homefeed.data.etl import DuckDBEngine, EtlError, Params, outputs, run_etl
 from homefeed.data.lake import Lake
 from homefeed.sim import Simulation
-from tests.conftest import lake_of, run_world
+from tests.conftest import load_lake, run_world
 
 START = dt.date(2026, 3, 2)
 WINDOWS = (1, 3, 7)
@@ -31,7 +31,7 @@ def params(first: int, last: int) -> Params:
 def world(tmp_path_factory) -> tuple[Simulation, Lake]:
     root = tmp_path_factory.mktemp("etl")
     sim = run_world(root / "logs", "random", days=9, users=1_500, items_per_day=300, creators=150, seed=5)
-    return sim, lake_of(root / "logs", root / "lake")
+    return sim, load_lake(root / "logs", root / "lake")
 
 
 @pytest.fixture(scope="module")

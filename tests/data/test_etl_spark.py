@@ -10,7 +10,7 @@ import pytest
 
 from homefeed.data.etl import DuckDBEngine, Params, SparkEngine, outputs, run_etl
 from homefeed.data.lake import Lake
-from tests.conftest import lake_of, run_world
+from tests.conftest import load_lake, run_world
 
 START = dt.date(2026, 3, 2)
 
@@ -19,7 +19,7 @@ START = dt.date(2026, 3, 2)
 def lake(tmp_path_factory) -> Lake:
     root = tmp_path_factory.mktemp("etl_spark")
     run_world(root / "logs", "random", days=5, users=600, items_per_day=150, creators=60, seed=9)
-    return lake_of(root / "logs", root / "lake")
+    return load_lake(root / "logs", root / "lake")
 
 
 def test_spark_and_duckdb_write_identical_snapshots(lake, tmp_path):
