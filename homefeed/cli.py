@@ -20,6 +20,7 @@ from typer.exceptions import TyperException
 from homefeed import config as config_mod
 from homefeed.config import ConfigError, Settings
 from homefeed.data.daily import CheckError, DayCheck, check_date
+from homefeed.data.etl import EtlError, Params, make_engine, run_etl
 from homefeed.data.ingest import IngestError, IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
@@ -224,7 +225,7 @@ def demo(
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
-data_app = typer.Typer(help="The lake's data: daily checks.", no_args_is_help=True)
+data_app = typer.Typer(help="The lake's data: daily checks and ETL aggregations.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -245,10 +246,7 @@ def data_check(
 
     Exit codes: 0 no error; 1 an error-level finding (do not train on this day); 2 a bad date or table, or no data.
     """
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        raise UserError(f"--date: {date!r} is not a date (YYYY-MM-DD)") from None
+    day = _day("--date", date)
     settings = _settings(config)
     paths = settings.resolved_paths
     wanted = [t.strip() for item in tables or [] for t in item.split(",") if t.strip()]
@@ -268,6 +266,55 @@ def data_check(
     )
     if result.worst == "error":
         raise typer.Exit(1)
+
+
+def _day(option: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@data_app.command("etl")
+def data_etl(
+    start: Annotated[str, typer.Option("--start", metavar="YYYY-MM-DD", help="First snapshot day.")],
+    end: Annotated[
+        str | None, typer.Option("--end", metavar="YYYY-MM-DD", help="Last snapshot day (default: --start).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="duckdb | spark (default: backends.etl in the config).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute days that are up to date.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Compute the daily feature sources (item, creator, user, user×topic, user×creator) from the lake.
+
+    Days whose inputs have not changed since they were computed are skipped, so re-running is cheap and safe.
+    """
+    first = _day("--start", start)
+    last = _day("--end", end) if end else first
+    settings = _settings(config)
+    paths = settings.resolved_paths
+    backend = engine or settings.backends.etl
+    if backend not in ("duckdb", "spark"):
+        raise UserError(f"--engine: {backend!r} is not one of duckdb, spark")
+    params = Params.from_settings(settings.etl, first, last)
+    runner = make_engine(backend, settings.backends.spark_master)
+    try:
+        report = run_etl(Lake(paths.lake), Lake(paths.etl), params, runner, force=force)
+    except EtlError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        runner.close()
+    table = Table(title=f"ETL on {report.engine} into {paths.etl}")
+    table.add_column("output")
+    table.add_column("rows", justify="right")
+    for name, rows in report.rows.items():
+        table.add_row(name, f"{rows:,}")
+    if report.rows:
+        console.print(table)
+    computed = f"{len(report.computed)} day(s) computed" if report.computed else "nothing to compute"
+    console.print(f"{computed}, {len(report.up_to_date)} up to date, in {report.seconds:.1f} s")
 
 
 def _findings_table(result: DayCheck) -> Table:

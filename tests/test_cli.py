@@ -333,3 +333,28 @@ def test_data_check_rerun_replaces_its_findings(project, capsys):
 def test_data_check_user_mistakes_are_one_error_line(project, capsys, argv, expected):
     assert main(["data", "check", "-c", str(project), *argv]) == 2
     assert_one_line_error(capsys.readouterr().err, *expected)
+
+
+def test_data_etl_writes_snapshots_then_skips_days_that_are_up_to_date(project, capsys):
+    argv = ["data", "etl", "-c", str(project), "--start", "2026-03-08", "--end", "2026-03-09"]
+    assert main(argv) == 0
+    out = plain(capsys.readouterr().out)
+    assert table_rows(out, "item_stats") and "2 day(s) computed, 0 up to date" in out
+    etl = project.parent / ".homefeed" / "etl"
+    assert sorted(p.name for p in (etl / "user_profile").iterdir()) == ["date=2026-03-08", "date=2026-03-09"]
+    assert main(argv) == 0
+    assert "nothing to compute, 2 up to date" in plain(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--start", "2026-03-32"], ["--start", "'2026-03-32'", "YYYY-MM-DD"]),
+        (["--start", "2026-03-09", "--end", "2026-03-08"], ["end 2026-03-08 is before start 2026-03-09"]),
+        (["--start", "2025-01-01"], ["no impressions or engagements", "2025-01-01"]),
+        (["--start", "2026-03-09", "--engine", "hive"], ["--engine", "'hive'", "duckdb, spark"]),
+    ],
+)
+def test_data_etl_user_mistakes_are_one_error_line(project, capsys, argv, expected):
+    assert main(["data", "etl", "-c", str(project), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, *expected)
