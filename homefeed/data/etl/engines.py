@@ -4,7 +4,9 @@ Both engines take the same statements (:mod:`homefeed.data.etl.jobs`); Spark
 gets them transpiled from DuckDB's dialect by sqlglot, so there is one text to
 review and no second implementation to drift.  An engine only registers inputs
 (Parquet files or small Arrow tables), materializes intermediate steps, and
-hands an output back as Arrow; writing and manifests stay with the runner.
+writes an output as Parquet partitioned by snapshot day into a staging folder
+(in parallel, from the executors on Spark); the lake's files and manifests stay
+with the runner.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Engine(Protocol):
 
     def materialize(self, name: str, sql: str) -> None: ...
 
-    def fetch(self, name: str) -> pa.Table: ...
+    def export(self, sql: str, directory: Path) -> None: ...
 
     def close(self) -> None: ...
 
@@ -43,6 +45,7 @@ class DuckDBEngine:
     def __init__(self, threads: int | None = None, memory_limit: str | None = None):
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET preserve_insertion_order = false")  # lets big exports stream and spill
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
@@ -60,8 +63,8 @@ class DuckDBEngine:
     def materialize(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
 
-    def fetch(self, name: str) -> pa.Table:
-        return self.con.sql(f"SELECT * FROM {name}").to_arrow_table()
+    def export(self, sql: str, directory: Path) -> None:
+        self.con.execute(f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY (dn), OVERWRITE_OR_IGNORE)")
 
     def close(self) -> None:
         self.con.close()
@@ -108,8 +111,8 @@ class SparkEngine:
         self._cached.append(frame)
         frame.createOrReplaceTempView(name)
 
-    def fetch(self, name: str) -> pa.Table:
-        return self.spark.table(name).toArrow()
+    def export(self, sql: str, directory: Path) -> None:
+        self.spark.sql(self._transpile(sql)).write.partitionBy("dn").mode("overwrite").parquet(str(directory))
 
     def close(self) -> None:
         for frame in self._cached:

@@ -11,19 +11,18 @@ a run that fails midway leaves the previous snapshots readable.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.etl.jobs import Params, day_number, outputs, steps
 from homefeed.data.lake import Lake
 from homefeed.schema import TIMESTAMP
-
-DAY_US = 86_400_000_000
 
 
 class EtlError(ValueError):
@@ -71,13 +70,13 @@ def sources(lake: Lake, day: dt.date, params: Params) -> list[str]:
     return [*listed, f"params {params.fingerprint()}"]
 
 
-def _with_time(rows: pa.Table, keys: tuple[str, ...], schema: pa.Schema) -> pa.Table:
-    """Cast to the declared schema, sort by key, and say from when each row is valid (the next midnight, UTC)."""
-    dn = pc.cast(rows["dn"], pa.int64())
-    valid_from = pc.cast(pc.multiply(pc.add(dn, 1), DAY_US), pa.int64()).cast(TIMESTAMP)
-    body = rows.select(schema.names).cast(schema)
-    table = body.append_column("valid_from", valid_from).append_column("dn", dn)
-    return table.sort_by([("dn", "ascending"), *[(k, "ascending") for k in keys if k != "dn"]])
+def _snapshot(staged: Path, day: dt.date, keys: tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """One day of an engine's output: cast to the declared schema, sorted by key, valid from the next midnight UTC."""
+    part = staged / f"dn={day_number(day)}"
+    rows = ds.dataset(str(part), format="parquet").to_table() if part.exists() else schema.empty_table()
+    table = rows.select(schema.names).cast(schema).sort_by([(k, "ascending") for k in keys if k != "dn"])
+    valid_from = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return table.append_column("valid_from", pa.repeat(pa.scalar(valid_from, TIMESTAMP), table.num_rows))
 
 
 def run_etl(
@@ -109,25 +108,26 @@ def run_etl(
         raise EtlError(f"no impressions or engagements in the lake from {run.first_input_day} to {run.end}")
     for table, files in inputs.items():
         engine.register(table, files)
-    first, last = day_number(run.first_input_day), day_number(run.end)
-    engine.register("days", pa.table({"dn": pa.array(range(first, last + 1), pa.int64())}))
+    first, last = day_number(run.start), day_number(run.end)
+    engine.register("snapshot_days", pa.table({"dn": pa.array(range(first, last + 1), pa.int64())}))
 
     # Every output is staged before any is committed: a run that fails midway changes nothing readers see.
     staged = []
-    for step in steps(run):
-        engine.materialize(step.name, step.sql)
-        if not step.is_output:
-            continue
-        assert step.schema is not None
-        table = _with_time(engine.fetch(step.name), step.keys, step.schema)
-        dns = table["dn"].to_numpy()
-        for day in stale:
-            lo, hi = np.searchsorted(dns, [day_number(day), day_number(day) + 1])
-            rows = table.slice(lo, hi - lo).drop_columns(["dn"])
-            staged.append((step.name, day, features.stage(step.name, day, rows, wanted[day])))
-            report.rows[step.name] = report.rows.get(step.name, 0) + rows.num_rows
-    for name, day, part in staged:
-        features.commit(name, day, part)
+    features.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".etl-", dir=features.root) as tmp:
+        for step in steps(run):
+            if not step.is_output or step.shared:
+                engine.materialize(step.name, step.sql)
+            if not step.is_output:
+                continue
+            assert step.schema is not None
+            engine.export(f"SELECT * FROM {step.name}" if step.shared else step.sql, Path(tmp) / step.name)
+            for day in stale:
+                rows = _snapshot(Path(tmp) / step.name, day, step.keys, step.schema)
+                staged.append((step.name, day, features.stage(step.name, day, rows, wanted[day])))
+                report.rows[step.name] = report.rows.get(step.name, 0) + rows.num_rows
+        for name, day, part in staged:
+            features.commit(name, day, part)
     report.computed = stale
     report.seconds = time.perf_counter() - began
     return report
