@@ -35,6 +35,7 @@ class EtlReport:
     computed: list[dt.date] = field(default_factory=list)
     up_to_date: list[dt.date] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, step by step
     seconds: float = 0.0
 
 
@@ -116,9 +117,11 @@ def run_etl(
     features.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".etl-", dir=features.root) as tmp:
         for step in steps(run):
+            step_began = time.perf_counter()
             if not step.is_output or step.shared:
                 engine.materialize(step.name, step.sql)
             if not step.is_output:
+                report.step_seconds[step.name] = time.perf_counter() - step_began
                 continue
             assert step.schema is not None
             engine.export(f"SELECT * FROM {step.name}" if step.shared else step.sql, Path(tmp) / step.name)
@@ -126,6 +129,7 @@ def run_etl(
                 rows = _snapshot(Path(tmp) / step.name, day, step.keys, step.schema)
                 staged.append((step.name, day, features.stage(step.name, day, rows, wanted[day])))
                 report.rows[step.name] = report.rows.get(step.name, 0) + rows.num_rows
+            report.step_seconds[step.name] = time.perf_counter() - step_began
         for name, day, part in staged:
             features.commit(name, day, part)
     report.computed = stale
