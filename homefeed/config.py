@@ -70,6 +70,16 @@ class EtlSettings(_Section):
         return self
 
 
+class FeatureSettings(_Section):
+    """Which features the models read, and when a value counts as known."""
+
+    set: str = "default"  # the feature set datasets and models use: default, all, or one of [features.sets]
+    lag_minutes: int = Field(60, ge=0)  # an ETL snapshot valid from midnight is readable this much later
+    ttl_hours: int = Field(36, ge=1)  # older values are missing, offline and in the online store
+    missing_flags: bool = True  # add an <entity>_missing column per source
+    sets: dict[str, list[str]] = Field(default_factory=dict)  # name -> feature names
+
+
 class PositionBias(_Section):
     """Examination probability by slot: ``curve`` if given, else ``(1 / position) ** eta``."""
 
@@ -275,6 +285,7 @@ class Settings(_Section):
     paths: Paths = Paths()
     backends: Backends = Backends()
     etl: EtlSettings = EtlSettings()
+    features: FeatureSettings = FeatureSettings()
     sim: SimSettings = SimSettings()
     checks: Checks = Checks()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -362,6 +373,15 @@ windows = [1, 7, 28]            # trailing windows in days; counts and rates are
 half_life_days = 7.0            # decay of user x topic and user x creator affinities
 prior_strength = 100.0          # exposures of the global rate blended into every item and creator rate
 pair_prior_strength = 5.0       # impressions of the user's own rate blended into every affinity
+
+[features]                      # what the models read; `homefeed features list` shows every feature
+set = "default"                 # default | all | a name under [features.sets]
+lag_minutes = 60                # an ETL snapshot valid from midnight is readable this much later
+ttl_hours = 36                  # older values count as missing, offline and in the online store
+missing_flags = true            # add an <entity>_missing column per source (cold start, late ETL)
+
+[features.sets]                 # your own sets: name = [feature names]
+# small = ["item_save_rate_7d", "user_topic_affinity", "context_item_age_hours"]
 
 [sim]                           # the simulated world, deterministic for a seed
 seed = 7

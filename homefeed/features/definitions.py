@@ -1,0 +1,216 @@
+"""Feature definitions: every feature declared once — entity, source, type, default, lag, version — in named sets.
+
+The catalogue is generated from the ETL's declared outputs (:mod:`homefeed.data.etl.jobs`),
+so a column added to a job becomes a feature with the same name everywhere:
+offline joins, the online store, the skew check and the model's inputs.
+Request-context features (the item's age at the request, the hour) are computed
+from the impression itself and are exact at any time.
+
+A feature whose value is missing takes its declared default, and each source has
+an ``<entity>_missing`` flag (no snapshot for this user / item / pair), so a
+cold-start item or a late ETL run is visible to the model and to the monitors
+instead of looking like an item nobody saved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from homefeed.config import EtlSettings, FeatureSettings
+from homefeed.data.etl.jobs import Params, steps
+
+Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "context"]
+
+#: How each entity's source is keyed, and which impression columns (after joining the item) key it.
+ENTITY_KEYS: dict[str, tuple[str, ...]] = {
+    "user": ("user_id",),
+    "item": ("item_id",),
+    "creator": ("creator_id",),
+    "user_topic": ("user_id", "topic"),
+    "user_creator": ("user_id", "creator_id"),
+}
+#: The ETL output each entity's features come from.
+ENTITY_SOURCE = {
+    "user": "user_profile",
+    "item": "item_stats",
+    "creator": "creator_stats",
+    "user_topic": "user_topic",
+    "user_creator": "user_creator",
+}
+
+
+class FeatureError(ValueError):
+    """A feature or feature set that does not exist or is declared wrongly."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    entity: Entity
+    source: str  # an ETL output, or "request" for context features
+    column: str  # the source's column (or the context expression's name)
+    description: str
+    dtype: str = "float32"
+    default: float = 0.0
+    lag: dt.timedelta = dt.timedelta(hours=1)  # how long after ``valid_from`` the value can be read
+    ttl: dt.timedelta = dt.timedelta(hours=36)  # a value older than this is missing, offline and online
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    name: str
+    features: tuple[Feature, ...]
+    missing_flags: bool = True
+
+    @property
+    def version(self) -> str:
+        """Changes whenever any feature's definition does: a dataset or model names the exact set it used."""
+        payload = json.dumps([_identity(f) for f in self.features], sort_keys=True, default=str)
+        return f"{self.name}@{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def flags(self) -> list[str]:
+        """The ``<entity>_missing`` columns this set adds, one per joined source."""
+        if not self.missing_flags:
+            return []
+        return [f"{e}_missing" for e in ENTITY_SOURCE if any(f.entity == e for f in self.features)]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every model input column, in a fixed order."""
+        return self.names + self.flags
+
+
+def _identity(f: Feature) -> dict:
+    d = asdict(f)
+    d.pop("description")
+    return d
+
+
+_ACTION_WORDS = {
+    "closeup": "closeups",
+    "click": "clicks",
+    "save": "saves",
+    "hide": "hides",
+    "report": "reports",
+    "impressions": "impressions",
+    "exposure": "position-normalized exposure (impressions weighted by the slot's examination)",
+    "requests": "feed requests",
+    "active_days": "days with a visit",
+    "items": "distinct items shown",
+    "negatives": "hides and reports",
+}
+
+
+def _describe(entity: str, column: str) -> str:
+    whose = {"item": "the item", "creator": "the creator's items", "user": "the user"}.get(entity, "")
+    if column == "age_days":
+        return "days since the item was created, at the snapshot"
+    if column == "tenure_days":
+        return "days since the user signed up, at the snapshot"
+    if column == "positive_share":
+        return f"share of the user's decayed positive engagements that went to this {entity.split('_')[1]}"
+    if column == "affinity":
+        return "decayed positive engagements per decayed impression, smoothed towards the user's own rate"
+    if column.endswith("_decayed"):
+        what = column.removesuffix("_decayed")
+        return f"{what} of this user with this {entity.split('_')[1]}, exponentially decayed"
+    for stem, words in _ACTION_WORDS.items():
+        if column.startswith(f"{stem}_rate_"):
+            days = column.removeprefix(f"{stem}_rate_").removesuffix("d")
+            return f"{words} per exposure of {whose} over {days} day(s), smoothed towards the global rate"
+        days = column.removeprefix(f"{stem}_").removesuffix("d")
+        if column.startswith(f"{stem}_") and days.isdigit():
+            return f"{words} of {whose} over the last {days} day(s)"
+    return column.replace("_", " ")
+
+
+def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict[str, Feature]:
+    """Every feature the ETL's outputs (as configured) and the request context provide, by name."""
+    settings = settings or FeatureSettings()
+    lag, ttl = dt.timedelta(minutes=settings.lag_minutes), dt.timedelta(hours=settings.ttl_hours)
+    probe = Params.from_settings(etl, dt.date(2000, 1, 1), dt.date(2000, 1, 1))
+    outputs = {s.name: s for s in steps(probe) if s.is_output}
+    found: dict[str, Feature] = {}
+    for entity, source in ENTITY_SOURCE.items():
+        step = outputs[source]
+        assert step.schema is not None
+        for f in step.schema:
+            if f.name in ENTITY_KEYS[entity] or f.name in ("creator_id", "topic"):
+                continue
+            name = f"{entity}_{f.name}"
+            found[name] = Feature(name, entity, source, f.name, _describe(entity, f.name), lag=lag, ttl=ttl)  # type: ignore[arg-type]
+    for name, description in CONTEXT.items():
+        found[name] = Feature(name, "context", "request", name, description, lag=dt.timedelta(0), ttl=dt.timedelta(0))
+    return found
+
+
+#: Request-context features: computed from the impression (and the item's creation time) at request time.
+CONTEXT = {
+    "context_item_age_hours": "hours between the item's creation and the request",
+    "context_hour_of_day": "hour of the request, UTC",
+    "context_day_of_week": "day of the week of the request (0 = Sunday), UTC",
+}
+
+
+def _default_set(cat: dict[str, Feature], windows: list[int]) -> list[str]:
+    """About fifty features: each source's volumes and rates across the windows, the pairs' affinities."""
+    long = windows[-1]
+    mid = windows[len(windows) // 2] if len(windows) > 2 else long
+    names = [f"item_impressions_{w}d" for w in windows] + [f"item_exposure_{mid}d"]
+    names += [f"item_{a}_rate_{w}d" for a in ("closeup", "click", "save") for w in windows]
+    names += [f"item_hide_rate_{w}d" for w in sorted({mid, long})] + [f"item_report_rate_{long}d", "item_age_days"]
+    names += [f"creator_items_{long}d", f"creator_impressions_{long}d"]
+    names += [f"creator_{a}_rate_{w}d" for a in ("closeup", "click", "save") for w in sorted({mid, long})]
+    names += [f"creator_hide_rate_{long}d", f"creator_report_rate_{long}d"]
+    names += [f"user_{m}_{w}d" for m in ("impressions", "requests", "active_days") for w in sorted({mid, long})]
+    names += [f"user_{a}_{long}d" for a in ("closeup", "click", "save")]
+    names += [f"user_negatives_{w}d" for w in sorted({mid, long})] + ["user_tenure_days"]
+    for pair in ("user_topic", "user_creator"):
+        names += [f"{pair}_{c}" for c in ("affinity", "positive_share", "saves_decayed", "negatives_decayed")]
+    names += ["user_topic_impressions_decayed", *CONTEXT]
+    return [n for n in names if n in cat]
+
+
+def feature_set(name: str, etl: EtlSettings, settings: FeatureSettings | None = None) -> FeatureSet:
+    """A named set: ``default`` (built in), ``all``, or one declared under ``[features.sets]`` in the config."""
+    settings = settings or FeatureSettings()
+    cat = catalogue(etl, settings)
+    if name == "default":
+        names = _default_set(cat, list(etl.windows))
+    elif name == "all":
+        names = list(cat)
+    elif name in settings.sets:
+        names = list(settings.sets[name])
+    else:
+        known = ["default", "all", *settings.sets]
+        raise FeatureError(f"unknown feature set {name!r}; expected one of {', '.join(known)}")
+    unknown = [n for n in names if n not in cat]
+    if unknown:
+        raise FeatureError(
+            f"feature set {name!r}: unknown feature(s) {', '.join(unknown)}; `homefeed features list --all` shows them"
+        )
+    if len(set(names)) != len(names):
+        raise FeatureError(f"feature set {name!r}: a feature is listed twice")
+    return FeatureSet(name, tuple(cat[n] for n in names), missing_flags=settings.missing_flags)
+
+
+__all__ = [
+    "CONTEXT",
+    "ENTITY_KEYS",
+    "ENTITY_SOURCE",
+    "Feature",
+    "FeatureError",
+    "FeatureSet",
+    "catalogue",
+    "feature_set",
+]

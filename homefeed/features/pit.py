@@ -1,0 +1,140 @@
+"""Point-in-time joins: each impression gets every feature's value as it was known at the impression.
+
+A value is known from its snapshot's ``valid_from`` plus the feature's availability
+lag, and is used until its TTL runs out; DuckDB's ASOF join picks, per impression
+and source, the latest snapshot known at ``ts`` — never one computed later. The
+same rule serves the skew check (recomputing what serving should have seen) and
+the dataset builder. The join is a DuckDB query over the ETL's Parquet files, so
+ten million impressions stream through it without being held in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from homefeed.data.lake import Lake
+from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
+
+#: What an impression table must hold for the join (more columns pass through).
+REQUIRED = ("request_id", "ts", "user_id", "item_id")
+
+
+@dataclass(frozen=True)
+class _Source:
+    entity: str
+    name: str  # the ETL output
+    features: tuple[Feature, ...]
+
+    @property
+    def alias(self) -> str:
+        return f"src_{self.entity}"
+
+
+def _sources(fs: FeatureSet) -> list[_Source]:
+    out = []
+    for entity, name in ENTITY_SOURCE.items():
+        used = tuple(f for f in fs.features if f.entity == entity)
+        if used:
+            lags = {f.lag for f in used} | {f.ttl for f in used}
+            if len({f.lag for f in used}) > 1 or len({f.ttl for f in used}) > 1:
+                raise FeatureError(f"features of {name} must share one lag and TTL (found {sorted(map(str, lags))})")
+            out.append(_Source(entity, name, used))
+    return out
+
+
+def _seconds(td) -> int:  # noqa: ANN001 - a timedelta
+    return int(td.total_seconds())
+
+
+def register_sources(con: duckdb.DuckDBPyConnection, fs: FeatureSet, etl: Lake, lake: Lake) -> None:
+    """Views over the ETL snapshots the set reads and over the lake's items (topic, creator, creation time)."""
+    con.execute("SET TimeZone = 'UTC'")
+    for src in _sources(fs):
+        files = etl.files(src.name)
+        if not files:
+            raise FeatureError(f"no {src.name} snapshots under {etl.root}: run `homefeed data etl` first")
+        listed = ", ".join(f"'{f}'" for f in files)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {src.name} AS SELECT * FROM read_parquet([{listed}])")
+    items = lake.files("items")
+    if not items:
+        raise FeatureError(f"no items in the lake at {lake.root}: ingest items first")
+    listed = ", ".join(f"'{f}'" for f in items)
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW feature_items AS SELECT item_id, topic, creator_id, created_at "
+        f"FROM read_parquet([{listed}])"
+    )
+
+
+def _context(f: Feature) -> str:
+    expr = {
+        "context_item_age_hours": "epoch(i.ts - i._created_at) / 3600.0",
+        "context_hour_of_day": "hour(i.ts)",
+        "context_day_of_week": "dayofweek(i.ts)",
+    }[f.name]
+    return f"CAST(COALESCE({expr}, {f.default!r}) AS FLOAT) AS {f.name}"
+
+
+def query(fs: FeatureSet, impressions: str = "impressions", keep: tuple[str, ...] | None = None) -> str:
+    """SQL (DuckDB) giving ``impressions``'s rows, their item's topic and creator, and every feature of ``fs``.
+
+    ``keep`` names the impression columns to pass through (default: all of them).
+    """
+    passthrough = (
+        "i.* EXCLUDE (_topic, _creator_id, _created_at)" if keep is None else ", ".join(f"i.{c}" for c in keep)
+    )
+    base = (
+        f"SELECT imp.*, it.topic AS _topic, it.creator_id AS _creator_id, it.created_at AS _created_at "
+        f"FROM {impressions} imp LEFT JOIN feature_items it ON imp.item_id = it.item_id"
+    )
+    joins, cols = [], []
+    for src in _sources(fs):
+        lag, ttl = _seconds(src.features[0].lag), _seconds(src.features[0].ttl)
+        keys = ENTITY_KEYS[src.entity]
+        picked = ", ".join(f"{f.column}" for f in src.features)
+        a = src.alias
+        joins.append(
+            f"ASOF LEFT JOIN (SELECT {', '.join(keys)}, valid_from + INTERVAL {lag} SECOND AS known_at, {picked} "
+            f"FROM {src.name}) {a} ON "
+            + " AND ".join(f"i.{_impression_key(k)} = {a}.{k}" for k in keys)
+            + f" AND i.ts >= {a}.known_at"
+        )
+        fresh = f"({a}.known_at IS NOT NULL AND i.ts < {a}.known_at + INTERVAL {ttl} SECOND)"
+        cols += [
+            f"CAST(CASE WHEN {fresh} THEN COALESCE({a}.{f.column}, {f.default!r}) ELSE {f.default!r} END AS FLOAT) "
+            f"AS {f.name}"
+            for f in src.features
+        ]
+        if fs.missing_flags:
+            cols.append(f"CAST(CASE WHEN {fresh} THEN 0 ELSE 1 END AS TINYINT) AS {src.entity}_missing")
+    cols += [_context(f) for f in fs.features if f.entity == "context"]
+    order = [*(f.name for f in fs.features), *fs.flags]
+    select = {c.rsplit(" AS ", 1)[1]: c for c in cols}
+    return (
+        f"SELECT {passthrough}, i._topic AS topic, i._creator_id AS creator_id, "
+        f"{', '.join(select[name] for name in order)}\nFROM ({base}) i\n" + "\n".join(joins)
+    )
+
+
+def _impression_key(key: str) -> str:
+    return {"topic": "_topic", "creator_id": "_creator_id"}.get(key, key)
+
+
+def join_frame(
+    fs: FeatureSet, etl: Lake, lake: Lake, impressions: duckdb.DuckDBPyRelation | object, con: duckdb.DuckDBPyConnection
+) -> duckdb.DuckDBPyRelation:
+    """The point-in-time join of an in-memory impressions table (Arrow or a relation) as a DuckDB relation."""
+    register_sources(con, fs, etl, lake)
+    con.register("pit_impressions", impressions)
+    missing = [c for c in REQUIRED if c not in con.sql("SELECT * FROM pit_impressions LIMIT 0").columns]
+    if missing:
+        raise FeatureError(f"impressions lack column(s) {', '.join(missing)} needed for the point-in-time join")
+    return con.sql(query(fs, "pit_impressions"))
+
+
+def files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> None:
+    """A view over Parquet files (the lake's impressions for a date range, say)."""
+    listed = ", ".join(f"'{f}'" for f in files)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listed}])")
