@@ -14,19 +14,21 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from homefeed.data.contracts import coerce, validate
-from homefeed.data.lake import EVENT_KEY, Lake, partition_dates
+from homefeed.data.contracts import coerce, reasons_at, validate
+from homefeed.data.lake import EVENT_KEY, Lake, partition_range
 from homefeed.files import atomic_write_parquet
 from homefeed.schema import TABLES, TIMESTAMP
 
@@ -65,11 +67,10 @@ class IngestReport:
         return self.rows_in == self.written + self.duplicates + self.quarantined
 
 
-def _read_jsonl(path: Path) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
+def _read_jsonl(path: Path) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str]]]:
     """Rows of a JSON Lines file, their line numbers, and the lines that are not JSON objects."""
     try:
-        table = pa_json.read_json(path)
-        return table, list(range(1, table.num_rows + 1)), []
+        return pa_json.read_json(path), None, []
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     # Slow path, only for files with broken lines: find them, keep the rest.
@@ -90,7 +91,8 @@ def _read_jsonl(path: Path) -> tuple[pa.Table, list[int], list[tuple[int, str]]]
             lines.append(number)
     keys = sorted({k for row in rows for k in row})
     if not keys:  # only `{}` lines: rows without columns, each still a row to account for
-        return pa.Table.from_struct_array(pa.array([{}] * len(rows), pa.struct([]))), lines, bad
+        empty = pa.Table.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
+        return empty, np.array(lines, dtype=np.int64), bad
     columns = {}
     for key in keys:
         values = [row.get(key) for row in rows]
@@ -98,16 +100,19 @@ def _read_jsonl(path: Path) -> tuple[pa.Table, list[int], list[tuple[int, str]]]
             columns[key] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types or huge ints: keep as text
             columns[key] = pa.array([_text(v) for v in values], pa.string())
-    table = pa.table(columns)
-    return table, lines, bad
+    return pa.table(columns), np.array(lines, dtype=np.int64), bad
 
 
 def _text(value: object) -> str | None:
     return None if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
-def read_file(path: str | Path, fmt: Format) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
-    """Parse a file: (rows, 1-based line of each row, malformed lines).  Raises IngestError if unreadable."""
+def read_file(path: str | Path, fmt: Format) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str]]]:
+    """Parse a file: (rows, 1-based line of each row, malformed lines).  Raises IngestError if unreadable.
+
+    The line numbers are None when row i is line i + 1 (every format but a JSON
+    Lines file with broken lines).
+    """
     path = Path(path)
     if fmt not in FORMATS:
         raise IngestError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -115,15 +120,13 @@ def read_file(path: str | Path, fmt: Format) -> tuple[pa.Table, list[int], list[
         raise IngestError(f"{path}: no such file")
     try:
         if fmt == "parquet":
-            table = pq.read_table(path)
-            return table, list(range(1, table.num_rows + 1)), []
+            return pq.read_table(path), None, []
         if fmt == "csv":
             with path.open(newline="", encoding="utf-8") as fh:
                 header = next(csv.reader(fh), [])
             # Every column stays text: the contract decides types row by row.
             options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=dict.fromkeys(header, pa.string()))
-            table = pa_csv.read_csv(path, convert_options=options)
-            return table, list(range(1, table.num_rows + 1)), []
+            return pa_csv.read_csv(path, convert_options=options), None, []
         return _read_jsonl(path)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, csv.Error) as exc:
         where = _csv_bad_line(path) if fmt == "csv" else None
@@ -146,43 +149,63 @@ def _csv_bad_line(path: Path) -> int | None:
 
 
 def _matching(rows: pa.Table, columns: list[str], files: list[Path]) -> np.ndarray:
-    """Indices of ``rows`` whose ``columns`` equal those of some row in the Parquet ``files``."""
+    """Indices of ``rows`` whose ``columns`` equal those of some row in the Parquet ``files``.
+
+    An exact semi-join in Polars (both cores) that reads only the key columns of
+    the files, which callers prune to the partitions the rows can touch.  Stored
+    rows whose first key column (the request id) the batch never names are
+    dropped while scanning, before the join builds its table.
+    """
     if not files or rows.num_rows == 0:
         return np.empty(0, dtype=np.int64)
-    con = duckdb.connect()
-    try:
-        con.register("batch", rows.select(columns).append_column("__row", pa.array(np.arange(rows.num_rows))))
-        on = " and ".join(f"b.{c} = e.{c}" for c in columns)
-        query = f"select b.__row from batch b semi join read_parquet({[str(f) for f in files]!r}) e on {on}"
-        return con.sql(query).fetchnumpy()["__row"]
-    finally:
-        con.close()
+    batch = pl.from_arrow(rows.select(columns)).with_row_index("__row")
+    wanted = batch[columns[0]].unique().implode()
+    stored = pl.scan_parquet([str(f) for f in files], hive_partitioning=False).select(columns)
+    stored = stored.filter(pl.col(columns[0]).is_in(wanted))
+    return batch.lazy().join(stored, on=columns, how="semi").collect()["__row"].to_numpy()
+
+
+def _first_of_key(keys: pa.Table) -> np.ndarray:
+    """Mask of rows that are the first of their key in the batch.
+
+    Exact, and cheap when keys are distinct (the usual case): rows are grouped by
+    a 64-bit hash of the key, and only rows whose hash repeats — duplicates, or
+    in principle a collision — are compared by the full key.
+    """
+    frame = pl.from_arrow(keys)
+    hashes = frame.hash_rows()
+    first = np.ones(keys.num_rows, dtype=bool)
+    if hashes.n_unique() == keys.num_rows:
+        return first
+    repeated = np.flatnonzero(hashes.is_duplicated().to_numpy())
+    first[repeated] = frame[repeated].select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+    return first
 
 
 def _dedupe(table: str, rows: pa.Table, lake: Lake) -> np.ndarray:
     """Mask of rows that are new: first of their key in the batch and absent from the lake."""
     keys = list(EVENT_KEY[table])
-    con = duckdb.connect()
-    try:
-        con.register("batch", rows.select(keys).append_column("__row", pa.array(np.arange(rows.num_rows))))
-        query = f"select __row from batch qualify row_number() over (partition by {', '.join(keys)} order by __row) = 1"
-        first = con.sql(query).fetchnumpy()["__row"]
-    finally:
-        con.close()
-    dates = partition_dates(table, rows).to_pylist()
-    new = np.zeros(rows.num_rows, dtype=bool)
-    new[first] = True
-    new[_matching(rows, keys, lake.files(table, min(dates), max(dates)))] = False
+    new = _first_of_key(rows.select(keys))
+    new[_matching(rows, keys, lake.files(table, *partition_range(table, rows)))] = False
     return new
 
 
 def _orphans(rows: pa.Table, lake: Lake) -> np.ndarray:
     """Engagements with no logged impression of the same request and item (looked up a day back too)."""
-    dates = partition_dates("engagements", rows).to_pylist()
-    files = lake.files("impressions", min(dates) - dt.timedelta(days=1), max(dates))
+    start, end = partition_range("engagements", rows)
+    files = lake.files("impressions", start - dt.timedelta(days=1), end)
     orphan = np.ones(rows.num_rows, dtype=bool)
     orphan[_matching(rows, ["request_id", "item_id"], files)] = False
     return orphan
+
+
+def _keep(rows: pa.Table, mask: np.ndarray) -> pa.Table:
+    return rows if mask.all() else rows.filter(pa.array(mask))
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
 
 
 def ingest(
@@ -194,84 +217,80 @@ def ingest(
     now: dt.datetime | None = None,
 ) -> IngestReport:
     """Validate one file against ``table``'s contract; clean new rows to the lake, failures to quarantine."""
-    if table not in TABLES:
-        raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    _check_table(table)
     path = Path(path)
     raw, lines, malformed = read_file(path, fmt)
-    return ingest_table(raw, path, table, lake, quarantine_root, now, lines=lines, malformed=malformed)
+    return ingest_table(raw, table, lake, quarantine_root, source=path, now=now, lines=lines, malformed=malformed)
 
 
 def ingest_table(
     raw: pa.Table,
-    source: str | Path,
     table: str,
     lake: Lake,
     quarantine_root: str | Path,
+    source: str | Path,
     now: dt.datetime | None = None,
-    *,
-    lines: list[int] | None = None,
-    malformed: list[tuple[int, str]] | None = None,
+    lines: np.ndarray | None = None,
+    malformed: Sequence[tuple[int, str]] = (),
 ) -> IngestReport:
-    """The same contract, quarantine, dedupe and lake path for rows already in memory (an adapter's output).
+    """Ingest rows already in memory, as read from ``source``: the contract, dedupe, quarantine and lake steps.
 
-    ``source`` is the file the rows came from (recorded in quarantine and manifests); ``lines`` is each
-    row's 1-based line in it (default 1..n).
+    ``lines`` gives the 1-based line of each row in ``source`` (default: row i is
+    line i + 1); ``malformed`` lists (line, text) of lines that were not rows at
+    all, each quarantined as ``malformed:not_a_json_object``.
     """
-    if table not in TABLES:
-        raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    _check_table(table)
     now = now or dt.datetime.now(dt.UTC)
-    path = Path(source)
-    lines = list(range(1, raw.num_rows + 1)) if lines is None else lines
-    malformed = malformed or []
-    report = IngestReport(source=str(path), table=table, rows_in=raw.num_rows + len(malformed))
+    report = IngestReport(source=str(source), table=table, rows_in=raw.num_rows + len(malformed))
 
     rows, reasons = coerce(table, raw)
-    contract_reasons = validate(table, rows, now)
-    reasons = np.where(reasons == "", contract_reasons, reasons)
-    ok = reasons == ""
+    reasons = pc.coalesce(reasons, validate(table, rows, now))
+    ok = pc.is_null(reasons).to_numpy(zero_copy_only=False, writable=True)
     if table == "engagements" and ok.any():
-        orphan = np.zeros(len(ok), dtype=bool)
-        orphan[np.flatnonzero(ok)] = _orphans(rows.filter(pa.array(ok)), lake)
-        reasons[orphan] = "orphan:no_matching_impression"
-        ok &= ~orphan
-    clean = rows.filter(pa.array(ok))
+        passed = np.flatnonzero(ok)
+        orphans = passed[_orphans(_keep(rows, ok), lake)]
+        reasons = pc.coalesce(reasons, reasons_at(len(ok), orphans, ["orphan:no_matching_impression"] * len(orphans)))
+        ok[orphans] = False
+    clean = _keep(rows, ok)
     new = _dedupe(table, clean, lake) if clean.num_rows else np.zeros(0, dtype=bool)
     report.duplicates = int((~new).sum())
 
-    bad = np.flatnonzero(~ok)
-    quarantine = _quarantine_rows(path, table, raw, lines, bad, reasons, malformed, now)
-    report.quarantined = quarantine.num_rows
-    report.reasons = dict(Counter(quarantine["reason"].to_pylist()))
-    if quarantine.num_rows:
-        digest = hashlib.sha256(f"{path.resolve()}:{now.isoformat()}".encode()).hexdigest()[:12]
-        target = Path(quarantine_root) / table / f"date={now:%Y-%m-%d}" / f"{path.stem}-{digest}.parquet"
+    if not ok.all() or malformed:
+        quarantine = _quarantine_rows(str(source), table, raw, lines, np.flatnonzero(~ok), reasons, malformed, now)
+        report.quarantined = quarantine.num_rows
+        report.reasons = dict(Counter(quarantine["reason"].to_pylist()))
+        digest = hashlib.sha256(f"{Path(source).resolve()}:{now.isoformat()}".encode()).hexdigest()[:12]
+        target = Path(quarantine_root) / table / f"date={now:%Y-%m-%d}" / f"{Path(source).stem}-{digest}.parquet"
         atomic_write_parquet(target, quarantine)
-    report.partitions = lake.append(table, clean.filter(pa.array(new)), [str(path)])
+    report.partitions = lake.append(table, _keep(clean, new), [str(source)])
     report.written = sum(report.partitions.values())
     return report
 
 
 def _quarantine_rows(
-    path: Path,
+    source: str,
     table: str,
     raw: pa.Table,
-    lines: list[int],
+    lines: np.ndarray | None,
     bad: np.ndarray,
-    reasons: np.ndarray,
-    malformed: list[tuple[int, str]],
+    reasons: pa.Array,
+    malformed: Sequence[tuple[int, str]],
     now: dt.datetime,
 ) -> pa.Table:
     # A table without columns (every line was `{}`) has rows but no records to list.
     records = raw.take(pa.array(bad, pa.int64())).to_pylist() if raw.num_columns else [{}] * len(bad)
     raw_rows = [json.dumps(r, default=str, sort_keys=True) for r in records]
-    line_numbers = [lines[i] for i in bad.tolist()] + [n for n, _ in malformed]
+    line_numbers = (bad + 1 if lines is None else lines[bad]).tolist() + [n for n, _ in malformed]
     n = len(line_numbers)
     return pa.Table.from_arrays(
         [
-            pa.array([str(path)] * n, pa.string()),
+            pa.array([source] * n, pa.string()),
             pa.array(line_numbers, pa.int64()),
             pa.array([table] * n, pa.string()),
-            pa.array([str(r) for r in reasons[bad]] + ["malformed:not_a_json_object"] * len(malformed), pa.string()),
+            pa.array(
+                reasons.take(pa.array(bad, pa.int64())).to_pylist() + ["malformed:not_a_json_object"] * len(malformed),
+                pa.string(),
+            ),
             pa.array(raw_rows + [text for _, text in malformed], pa.string()),
             pa.array([now] * n, TIMESTAMP),
         ],

@@ -85,6 +85,15 @@ def partition_dates(table: str, rows: pa.Table) -> pa.Array:
     return days.combine_chunks() if isinstance(days, pa.ChunkedArray) else days
 
 
+def partition_range(table: str, rows: pa.Table) -> tuple[dt.date, dt.date]:
+    """The first and last partition date of non-empty ``rows``, from their min and max time (no date per row)."""
+    column = TIME_COLUMN[table]
+    bounds = pc.min_max(rows[column])
+    ends = pa.table({column: pa.array([bounds["min"].as_py(), bounds["max"].as_py()], rows.schema.field(column).type)})
+    first, last = partition_dates(table, ends).to_pylist()
+    return first, last
+
+
 class Lake:
     """Reads and writes canonical tables under ``root``; every write is atomic and recorded in a manifest."""
 
@@ -126,10 +135,11 @@ class Lake:
         """Add canonical ``rows`` to their partitions: one new file and a new manifest per partition touched."""
         if rows.num_rows == 0:
             return {}
-        dates = partition_dates(table, rows)
+        first, last = partition_range(table, rows)
+        dates = None if first == last else partition_dates(table, rows)  # one partition: no date per row needed
         written: dict[dt.date, int] = {}
-        for date in pc.unique(dates).to_pylist():
-            part_rows = rows.filter(pc.equal(dates, pa.scalar(date, pa.date32())))
+        for date in [first] if dates is None else pc.unique(dates).to_pylist():
+            part_rows = rows if dates is None else rows.filter(pc.equal(dates, pa.scalar(date, pa.date32())))
             manifest = self.manifest(table, date)
             name = f"part-{len(manifest.files):05d}.parquet"
             path = self.partition(table, date) / name

@@ -351,7 +351,13 @@ def ingest_open_bandit(
         for table in ("users", "items", "impressions", "engagements"):
             reports.append(
                 ingest_table(
-                    read.tables[table], read.sources[table], table, lake, quarantine_root, now, lines=read.lines[table]
+                    read.tables[table],
+                    table,
+                    lake,
+                    quarantine_root,
+                    source=read.sources[table],
+                    now=now,
+                    lines=None if read.lines[table] is None else np.asarray(read.lines[table]),
                 )
             )
     return reports

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homefeed.config import SimSettings
-from homefeed.data.ingest import IngestError, ingest
-from homefeed.data.lake import Lake
+from homefeed.data.ingest import IngestError, ingest, ingest_table
+from homefeed.data.lake import EVENT_KEY, Lake
 from homefeed.schema import TABLES
 from homefeed.sim import RandomPolicy, Simulation
 
@@ -52,6 +52,31 @@ def test_simulated_logs_land_whole_and_reingesting_adds_nothing(tmp_path, sim_lo
     assert lake.read("impressions").num_rows == sum(
         pq.read_metadata(p).num_rows for p in parts(sim_logs, "impressions")
     )
+
+
+def test_the_lake_holds_exactly_the_rows_that_arrived(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("impressions", "engagements"))
+    for table in ("impressions", "engagements"):
+        order = [(k, "ascending") for k in EVENT_KEY[table]]
+        arrived = pa.concat_tables(pq.read_table(p) for p in parts(sim_logs, table)).cast(TABLES[table])
+        assert lake.read(table).sort_by(order).equals(arrived.sort_by(order)), table
+
+
+def test_rows_in_memory_are_ingested_as_a_file_would_be(tmp_path, sim_logs):
+    rows = pq.read_table(parts(sim_logs, "impressions")[0]).slice(0, 50)
+    positions = rows["position"].to_pylist()
+    positions[3] = 0
+    rows = rows.set_column(rows.schema.get_field_index("position"), "position", pa.array(positions, pa.int32()))
+    rows = pa.concat_tables([rows, rows.slice(0, 1)])  # the first row again: a duplicate within the batch
+    lake = Lake(tmp_path / "lake")
+    report = ingest_table(rows, "impressions", lake, tmp_path / "q", source="memory:test", now=NOW)
+    assert (report.rows_in, report.written, report.duplicates, report.quarantined) == (51, 49, 1, 1)
+    assert report.reasons == {"position:greater_than_or_equal_to(1)": 1}
+    assert [line for line, _, _ in quarantined(tmp_path / "q")] == [4]
+    assert lake.manifest("impressions", lake.dates("impressions")[0]).files[0].sources == ["memory:test"]
+    again = ingest_table(rows, "impressions", lake, tmp_path / "q", source="memory:test", now=NOW)
+    assert (again.written, again.duplicates, again.quarantined) == (0, 50, 1)
 
 
 def test_partitions_have_manifests_that_say_what_was_read(tmp_path, sim_logs):
