@@ -24,6 +24,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
+	$(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache
