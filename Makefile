@@ -24,7 +24,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
+<<<<<<< HEAD
 	$(BIN)/python benchmarks/data_pipeline.py
+=======
+	$(BIN)/python benchmarks/features.py
+>>>>>>> store
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache

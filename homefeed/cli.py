@@ -25,6 +25,7 @@ from homefeed.data.ingest import IngestError, IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
 from homefeed.data.open_bandit import ingest_open_bandit
+from homefeed.features.store import StoreError
 from homefeed.files import ensure_replaceable
 from homefeed.schema import SchemaError
 from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # an empty message is the help text already shown for a bare command
             _fail(message)
         return 2
-    except (UserError, ConfigError, PolicyError, SchemaError, IngestError) as exc:
+    except (UserError, ConfigError, PolicyError, SchemaError, IngestError, StoreError) as exc:
         _fail(str(exc))
         return 2
     return rv if isinstance(rv, int) else 0

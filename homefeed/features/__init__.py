@@ -1,1 +1,1 @@
-"""Features: definitions, point-in-time joins, the online store and the train/serve skew check."""
+"""The features stage: feature definitions, point-in-time joins, the online store (SQLite | Redis), skew checks."""

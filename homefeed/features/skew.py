@@ -47,7 +47,10 @@ class FeatureSkew:
     def reason(self) -> str:
         if not self.flagged:
             return ""
-        return f"{self.mismatch_share:.1%} of rows differ; PSI {self.psi:.3f}; mean {self.mean_served:.4g} served vs {self.mean_offline:.4g} offline"
+        return (
+            f"{self.mismatch_share:.1%} of rows differ; PSI {self.psi:.3f}; "
+            f"mean {self.mean_served:.4g} served vs {self.mean_offline:.4g} offline"
+        )
 
 
 def skew(

@@ -1,0 +1,197 @@
+"""Feature-store figures: online batch reads of 1 user + 500 items, per backend and from the in-process cache.
+
+Fills each online store with 1M items × 50 features and 100k users × 50
+features, then times 2,000 requests of ``read_many([("user", [u]), ("item",
+500 ids)])`` on SQLite and on a local redis-server, and 1 user from the store +
+500 items from ``ItemCache``.  Targets: p99 <= 1 ms from the cache, <= 5 ms from
+Redis.  For comparison, Feast publishes a p99 of 198–425 ms for 500 rows
+online; if ``feast`` is importable (it is not a project dependency: install it
+in a throwaway venv together with this project), its ``get_online_features``
+is timed on the same 50 features, on a smaller table because its writes are
+slow (a few thousand rows/s).
+
+    python benchmarks/features.py [--quick] [--items 1000000] [--users 100000] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from homefeed.features.cache import ItemCache
+from homefeed.features.redis_store import RedisStore, local_redis
+from homefeed.features.sqlite_store import SqliteStore
+from homefeed.features.store import OnlineStore
+
+CANDIDATES = 500
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+
+def timed(fn: Callable[[int], object], requests: int, warmup: int = 50) -> dict[str, float]:
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(requests):
+        start = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - start)
+    return percentiles(out)
+
+
+def fill(store: OnlineStore, items: np.ndarray, users: np.ndarray, d: int, seed: int = 0) -> float:
+    """Write both entities in chunks, as a materialization would; returns the seconds it took."""
+    rng = np.random.default_rng(seed)
+    columns = tuple(f"f{i:02d}" for i in range(d))
+    start = time.perf_counter()
+    for entity, keys in (("item", items), ("user", users)):
+        for lo in range(0, len(keys), 200_000):
+            chunk = keys[lo : lo + 200_000]
+            values = rng.random((len(chunk), d), dtype=np.float32)
+            store.write(entity, chunk, values, columns, version="bench", replace=lo == 0)
+    return time.perf_counter() - start
+
+
+def bench_online(items: int, users: int, d: int, requests: int, seed: int = 1) -> dict[str, dict]:
+    """p50/p99 of one request (1 user + 500 items) per read path, plus fill and cache-load times."""
+    rng = np.random.default_rng(seed)
+    item_ids = rng.permutation(items * 4)[:items].astype(np.int64)  # sparse ids, as a real catalogue's are
+    user_ids = rng.permutation(users * 4)[:users].astype(np.int64)
+    pick_users = rng.choice(user_ids, requests + 100)
+    pick_items = [rng.choice(item_ids, CANDIDATES, replace=False) for _ in range(requests + 100)]
+    results: dict[str, dict] = {}
+
+    def request(store: OnlineStore) -> Callable[[int], object]:
+        return lambda i: store.read_many([("user", [pick_users[i]]), ("item", pick_items[i])])
+
+    def with_cache(store: OnlineStore, cache: ItemCache) -> Callable[[int], object]:
+        return lambda i: (store.read("user", [pick_users[i]]), cache.lookup(pick_items[i]))
+
+    with tempfile.TemporaryDirectory(prefix="homefeed-bench-") as tmp, local_redis(Path(tmp) / "redis") as url:
+        stores = {"sqlite": SqliteStore(Path(tmp) / "online.sqlite"), "redis": RedisStore(url)}
+        for name, store in stores.items():
+            fill_s = fill(store, item_ids, user_ids, d)
+            start = time.perf_counter()
+            cache = ItemCache.from_store(store)
+            load_s = time.perf_counter() - start
+            results[f"{name}: user + {CANDIDATES} items (read_many)"] = {
+                **timed(request(store), requests),
+                "fill_s": fill_s,
+            }
+            results[f"{name} user + cache {CANDIDATES} items"] = {
+                **timed(with_cache(store, cache), requests),
+                "cache_load_s": load_s,
+            }
+            results[f"cache: {CANDIDATES} items only ({name}-loaded)"] = timed(
+                lambda i, c=cache: c.lookup(pick_items[i]), requests
+            )
+            store.close()
+    return results
+
+
+def bench_feast(items: int, d: int, requests: int, seed: int = 1) -> dict[str, dict] | None:
+    """Feast's get_online_features for 500 rows × d features (SQLite and Redis online stores); None if absent."""
+    try:
+        import pandas as pd
+        from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+        from feast.repo_config import RepoConfig
+        from feast.types import Float32
+    except ImportError:
+        return None
+    import datetime as dt
+    import logging
+
+    logging.getLogger("feast").setLevel(logging.ERROR)
+    rng = np.random.default_rng(seed)
+    columns = [f"f{i:02d}" for i in range(d)]
+    frame = pd.DataFrame(rng.random((items, d), dtype=np.float32), columns=columns)
+    frame["item_id"] = np.arange(items, dtype=np.int64)
+    frame["event_timestamp"] = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    features = [f"item_stats:{c}" for c in columns]
+    picks = [rng.integers(0, items, CANDIDATES) for _ in range(requests + 5)]
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="homefeed-feast-") as tmp, local_redis(Path(tmp) / "redis") as url:
+        frame.to_parquet(f"{tmp}/items.parquet")
+        host_port = url.removeprefix("redis://").rsplit("/", 1)[0]
+        online = {
+            "sqlite": SqliteOnlineStoreConfig(path=f"{tmp}/online.db"),
+            "redis": RedisOnlineStoreConfig(connection_string=host_port),
+        }
+        for name, config in online.items():
+            item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+            source = FileSource(path=f"{tmp}/items.parquet", timestamp_field="event_timestamp")
+            schema = [Field(name=c, dtype=Float32) for c in columns]
+            view = FeatureView(name="item_stats", entities=[item], schema=schema, source=source)
+            repo = RepoConfig(
+                project=f"bench_{name}",
+                registry=f"{tmp}/registry_{name}.db",
+                provider="local",
+                online_store=config,
+                entity_key_serialization_version=3,
+            )
+            fs = FeatureStore(config=repo)
+            fs.apply([item, view])
+            start = time.perf_counter()
+            fs.write_to_online_store("item_stats", frame)
+            fill_s = time.perf_counter() - start
+
+            def get(i: int, fs: FeatureStore = fs) -> object:
+                rows = [{"item_id": int(k)} for k in picks[i]]
+                return fs.get_online_features(features=features, entity_rows=rows).to_dict()
+
+            results[f"feast {name}: {CANDIDATES} items"] = {**timed(get, requests, warmup=5), "fill_s": fill_s}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k items, 10k users, 300 requests")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--feast-items", type=int, default=20_000, help="rows Feast materializes (its writes are slow)")
+    parser.add_argument("--feast-requests", type=int, default=100)
+    args = parser.parse_args()
+    if args.quick:
+        args.items, args.users, args.requests, args.feast_items, args.feast_requests = 100_000, 10_000, 300, 5_000, 20
+
+    load = "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())  # p99 suffers when others share the cores
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}; {load}")
+    print(
+        f"online store: {args.items:,} items and {args.users:,} users × {args.features} float32 features; "
+        f"{args.requests:,} requests of 1 user + {CANDIDATES} items (redis-server local, same machine)"
+    )
+    rows = bench_online(args.items, args.users, args.features, args.requests)
+    feast = bench_feast(args.feast_items, args.features, args.feast_requests)
+    if feast is None:
+        print("feast: not installed")
+    else:
+        print(f"feast: {args.feast_items:,} items materialized, {args.feast_requests} requests")
+        rows.update(feast)
+    print(f"{'read path':<44}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}  set-up")
+    for name, r in rows.items():
+        extra = ""
+        if "fill_s" in r:
+            extra = f"fill {r['fill_s']:.1f} s"
+        if "cache_load_s" in r:
+            extra = f"cache load {r['cache_load_s']:.1f} s"
+        print(f"{name:<44}{r['n']:>9,}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}  {extra}")
+    print("load average at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+    print("targets: p99 <= 1 ms from the cache, <= 5 ms from Redis; Feast publishes p99 198–425 ms for 500 rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""An in-process copy of one entity's whole table, for the features the serving path reads most.
+
+A request hydrates hundreds of candidate items, and item features change once
+per materialization, so serving keeps them in memory: the keys sorted in a
+NumPy array and the vectors as one matrix in the same order.  A lookup of 500
+keys is a ``searchsorted`` plus a fancy index — no Python loop, no network —
+well under the 1 ms target (see ``benchmarks/features.py``).  ``refresh`` is
+cheap when nothing changed (one metadata read) and reloads when the store's
+version or generation for the entity moved.  Between refreshes the cache does
+not see expiries: call ``refresh`` on a timer or after each materialization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from homefeed.features.store import (
+    EntityMeta,
+    Keys,
+    Lookup,
+    OnlineStore,
+    StoreError,
+    check_values,
+    coerce_keys,
+    key_array,
+)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    keys: np.ndarray  # sorted: int64 ids or str
+    values: np.ndarray  # (n, d) float32, row i for keys[i]
+    columns: tuple[str, ...]
+    version: str
+    token: Any  # EntityMeta.token of the store state it was loaded from (None when built from arrays alone)
+
+
+class ItemCache:
+    """One entity (by default ``item``) held in memory; swapped whole on reload, so readers never see half of one."""
+
+    def __init__(self, store: OnlineStore | None, entity: str = "item") -> None:
+        self.store = store
+        self.entity = entity
+        self._snap: _Snapshot | None = None
+        self.loads = 0  # how many times the table was (re)loaded
+
+    @classmethod
+    def from_store(cls, store: OnlineStore, entity: str = "item") -> ItemCache:
+        cache = cls(store, entity)
+        cache.refresh()
+        return cache
+
+    def refresh(self) -> bool:
+        """Reload if the store's data for the entity changed since the last load; True if it reloaded."""
+        if self.store is None:
+            raise StoreError(f"cache of {self.entity!r} has no store to refresh from")
+        meta = self.store.meta(self.entity)
+        if meta is None:
+            raise StoreError(f"no entity {self.entity!r} in the online store at {self.store.location}")
+        if self._snap is not None and self._snap.token == meta.token:
+            return False
+        keys, lookup = self.store.read_all(self.entity)
+        self._install(keys, lookup.values, lookup.columns, lookup.version, meta.token)
+        return True
+
+    def load(self, keys: Keys, values: np.ndarray, columns: tuple[str, ...], meta: EntityMeta | None = None) -> None:
+        """Build from the arrays just materialized (the whole table), skipping a reload from the store.
+
+        Pass the store's ``meta`` after the write so the next ``refresh`` knows the cache is current.
+        """
+        keys = key_array(keys)[0]
+        values = check_values(keys, values, tuple(columns))
+        self._install(keys, values, tuple(columns), meta.version if meta else "", meta and meta.token)
+
+    def _install(
+        self, keys: np.ndarray, values: np.ndarray, columns: tuple[str, ...], version: str, token: Any
+    ) -> None:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        values = np.ascontiguousarray(values[order], dtype=np.float32)
+        self._snap = _Snapshot(keys, values, columns, version, token)
+        self.loads += 1
+
+    def _current(self) -> _Snapshot:
+        if self._snap is None:
+            raise StoreError(f"cache of {self.entity!r} is empty: call refresh() or load() first")
+        return self._snap
+
+    def lookup(self, keys: Keys) -> Lookup:
+        """Vectors for ``keys`` in their order, NaN rows and ``found`` False where absent — like a store read."""
+        snap = self._current()
+        wanted, possible = coerce_keys(key_array(keys)[0], "int" if snap.keys.dtype.kind in "iu" else "str")
+        n, d = len(wanted), snap.values.shape[1]
+        if n == 0 or len(snap.keys) == 0:
+            return Lookup(np.full((n, d), np.nan, np.float32), np.zeros(n, bool), snap.columns, snap.version)
+        pos = np.searchsorted(snap.keys, wanted)
+        np.minimum(pos, len(snap.keys) - 1, out=pos)
+        found = (snap.keys[pos] == wanted) & possible
+        values = snap.values[pos]
+        values[~found] = np.nan
+        return Lookup(values, found, snap.columns, snap.version)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self._current().columns
+
+    @property
+    def version(self) -> str:
+        return self._current().version
+
+    def __len__(self) -> int:
+        return 0 if self._snap is None else len(self._snap.keys)
