@@ -25,7 +25,10 @@ from homefeed.data.ingest import IngestError, IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
 from homefeed.data.open_bandit import ingest_open_bandit
-from homefeed.features.store import StoreError
+from homefeed.features.definitions import FeatureError, feature_set
+from homefeed.features.materialize import materialize
+from homefeed.features.skew import SkewThresholds, skew
+from homefeed.features.store import StoreError, make_store
 from homefeed.files import ensure_replaceable
 from homefeed.schema import SchemaError
 from homefeed.sim import BASELINES, PolicyError, SimulationResult, make_baseline
@@ -330,6 +333,105 @@ def _findings_table(result: DayCheck) -> Table:
     return table
 
 
+# --- features --------------------------------------------------------------------------------------------------------
+features_app = typer.Typer(
+    help="Feature definitions, the online store and the train/serve skew check.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("list")
+def features_list(
+    set_name: Annotated[
+        str | None, typer.Option("--set", help="A feature set (default: [features] set in the config).")
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every feature the ETL outputs provide.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show each feature once: entity, source, type, default, availability lag, TTL, version and meaning."""
+    settings = _settings(config)
+    fs = feature_set("all" if everything else (set_name or settings.features.set), settings.etl, settings.features)
+    table = Table(title=f"feature set {fs.version}: {len(fs.features)} features + {len(fs.flags)} missing flags")
+    for header in ("feature", "entity", "source", "type", "default", "lag", "ttl", "v"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("description", ratio=1)
+    for f in fs.features:
+        table.add_row(
+            f.name, f.entity, f.source, f.dtype, f"{f.default:g}", _duration(f.lag), _duration(f.ttl), str(f.version),
+            f.description,
+        )  # fmt: skip
+    for flag in fs.flags:
+        table.add_row(
+            flag, flag.removesuffix("_missing"), "-", "int8", "-", "-", "-", "1", "1 when the source had no value"
+        )
+    wide = Console(width=console.width if console.is_terminal else max(console.width, 180))
+    wide.print(table)
+
+
+def _duration(td: dt.timedelta) -> str:
+    seconds = int(td.total_seconds())
+    return "-" if seconds == 0 else f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m"
+
+
+@features_app.command("materialize")
+def features_materialize(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", metavar="YYYY-MM-DD", help="Use the latest snapshot on or before this day.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write the latest ETL snapshot of every entity the feature set reads into the online store."""
+    day = _day("--as-of", as_of) if as_of else None
+    settings = _settings(config)
+    fs = feature_set(settings.features.set, settings.etl, settings.features)
+    with make_store(settings) as store:
+        done = materialize(fs, Lake(settings.resolved_paths.etl), store, day)
+        location = store.location
+    table = Table(title=f"materialized {fs.version} into {location}")
+    for header in ("entity", "snapshot", "keys", "features"):
+        table.add_column(header, justify="right" if header in ("keys", "features") else "left")
+    for m in done:
+        table.add_row(m.entity, str(m.snapshot), f"{m.keys:,}", str(len(m.columns)))
+    console.print(table)
+
+
+@features_app.command("skew")
+def features_skew(
+    start: Annotated[str, typer.Option("--start", metavar="YYYY-MM-DD", help="First day of logged impressions.")],
+    end: Annotated[str | None, typer.Option("--end", metavar="YYYY-MM-DD", help="Last day (default: --start).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Recompute the logged served feature vectors offline and flag features that differ; exit 1 if any is flagged."""
+    first = _day("--start", start)
+    last = _day("--end", end) if end else first
+    settings = _settings(config)
+    paths = settings.resolved_paths
+    lake = Lake(paths.lake)
+    fs = feature_set(settings.features.set, settings.etl, settings.features)
+    report = skew(
+        lake.read("impressions", first, last),
+        fs,
+        Lake(paths.etl),
+        lake,
+        SkewThresholds.from_settings(settings.features),
+    )
+    table = Table(title=f"train/serve skew, {first} .. {last}, feature set {fs.version}")
+    for header in ("feature", "rows", "differing", "PSI", "JS", "mean served", "mean offline", "flag"):
+        table.add_column(header, justify="left" if header in ("feature", "flag") else "right")
+    for r in sorted(report, key=lambda r: (not r.flagged, -r.mismatch_share)):
+        flag = "[bold red]SKEW[/]" if r.flagged else ""
+        table.add_row(
+            r.feature, f"{r.rows:,}", f"{r.mismatch_share:.2%}", f"{r.psi:.3f}", f"{r.js:.3f}",
+            f"{r.mean_served:.4g}", f"{r.mean_offline:.4g}", flag,
+        )  # fmt: skip
+    console.print(table)
+    flagged = [r.feature for r in report if r.flagged]
+    if flagged:
+        console.print(f"[bold red]SKEW[/] in {len(flagged)} feature(s): {', '.join(flagged)}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[green]no skew[/] in {len(report)} features")
+
+
 def _fail(message: str) -> None:
     err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
 
@@ -349,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # an empty message is the help text already shown for a bare command
             _fail(message)
         return 2
-    except (UserError, ConfigError, PolicyError, SchemaError, IngestError, StoreError) as exc:
+    except (UserError, ConfigError, PolicyError, SchemaError, IngestError, StoreError, FeatureError) as exc:
         _fail(str(exc))
         return 2
     return rv if isinstance(rv, int) else 0

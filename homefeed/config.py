@@ -78,6 +78,9 @@ class FeatureSettings(_Section):
     ttl_hours: int = Field(36, ge=1)  # older values are missing, offline and in the online store
     missing_flags: bool = True  # add an <entity>_missing column per source
     sets: dict[str, list[str]] = Field(default_factory=dict)  # name -> feature names
+    skew_tolerance: float = Field(1e-4, ge=0.0)  # relative difference still counted as equal
+    skew_mismatch_share: float = Field(0.01, ge=0.0, le=1.0)  # more differing rows flag a feature
+    skew_psi: float = Field(0.1, gt=0.0)  # or a served distribution this far from the offline one
 
 
 class PositionBias(_Section):
@@ -379,6 +382,9 @@ set = "default"                 # default | all | a name under [features.sets]
 lag_minutes = 60                # an ETL snapshot valid from midnight is readable this much later
 ttl_hours = 36                  # older values count as missing, offline and in the online store
 missing_flags = true            # add an <entity>_missing column per source (cold start, late ETL)
+skew_tolerance = 0.0001         # train/serve skew: relative difference still counted as equal
+skew_mismatch_share = 0.01      # a feature differing on more rows than this is flagged
+skew_psi = 0.1                  # ... or whose served distribution is this far (PSI) from the offline one
 
 [features.sets]                 # your own sets: name = [feature names]
 # small = ["item_save_rate_7d", "user_topic_affinity", "context_item_age_hours"]

@@ -358,3 +358,36 @@ def test_data_etl_writes_snapshots_then_skips_days_that_are_up_to_date(project, 
 def test_data_etl_user_mistakes_are_one_error_line(project, capsys, argv, expected):
     assert main(["data", "etl", "-c", str(project), *argv]) == 2
     assert_one_line_error(capsys.readouterr().err, *expected)
+
+
+def test_features_list_shows_each_feature_once_with_its_definition(capsys):
+    assert main(["features", "list"]) == 0
+    out = plain(capsys.readouterr().out)
+    assert "51 features + 5 missing flags" in out
+    rows = table_rows(out, "item_save_rate_7d")
+    assert len(rows) == 1 and "item_stats" in rows[0] and "1h" in rows[0] and "36h" in rows[0]
+    assert main(["features", "list", "--all"]) == 0
+    assert "user_creator_impressions_decayed" in plain(capsys.readouterr().out)
+
+
+def test_features_materialize_fills_the_online_store_from_the_latest_snapshot(project, capsys):
+    assert main(["data", "etl", "-c", str(project), "--start", "2026-03-09"]) == 0
+    capsys.readouterr()
+    assert main(["features", "materialize", "-c", str(project)]) == 0
+    out = plain(capsys.readouterr().out)
+    assert "online.sqlite" in out
+    assert all(table_rows(out, entity) for entity in ("user", "item", "creator", "user_topic", "user_creator"))
+    assert "2026-03-09" in table_rows(out, "item")[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["features", "list", "--set", "tiny"], ["unknown feature set 'tiny'", "default, all"]),
+        (["features", "skew", "--start", "2026-03-09"], ["no impressions with served_features"]),
+        (["features", "materialize", "--as-of", "2026-01-01"], ["no user_profile snapshot", "on or before 2026-01-01"]),
+    ],
+)
+def test_features_user_mistakes_are_one_error_line(project, capsys, argv, expected):
+    assert main([*argv, "-c", str(project)]) == 2
+    assert_one_line_error(capsys.readouterr().err, *expected)

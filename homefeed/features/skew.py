@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from homefeed.config import FeatureSettings
 from homefeed.data import drift
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import FeatureError, FeatureSet
@@ -30,6 +31,10 @@ class SkewThresholds:
     tolerance: float = 1e-4  # relative (and absolute near zero) difference still counted as equal
     mismatch_share: float = 0.01  # more disagreeing rows than this flags the feature
     psi: float = 0.1  # or a distribution this far from the offline one
+
+    @classmethod
+    def from_settings(cls, s: FeatureSettings) -> SkewThresholds:
+        return cls(s.skew_tolerance, s.skew_mismatch_share, s.skew_psi)
 
 
 @dataclass(frozen=True)

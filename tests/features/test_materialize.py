@@ -1,0 +1,83 @@
+"""Materialization puts in the online store exactly what the point-in-time join would give right after a snapshot."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from homefeed.config import EtlSettings
+from homefeed.data.etl import DuckDBEngine, Params, run_etl
+from homefeed.data.lake import Lake
+from homefeed.features.definitions import FeatureError, feature_set
+from homefeed.features.materialize import entity_keys, materialize
+from homefeed.features.pit import join_frame
+from homefeed.schema import TIMESTAMP
+from tests.conftest import load_lake, run_world
+
+START = dt.date(2026, 3, 2)
+ETL = EtlSettings(windows=[1, 7])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Lake, Lake]:
+    root = tmp_path_factory.mktemp("materialize")
+    run_world(root / "logs", "random", days=5, users=1_000, items_per_day=200, creators=80, seed=12)
+    lake = load_lake(root / "logs", root / "lake")
+    etl = Lake(root / "etl")
+    run_etl(lake, etl, Params.from_settings(ETL, START, START + dt.timedelta(days=4)), DuckDBEngine())
+    return lake, etl
+
+
+def test_the_store_serves_what_the_offline_join_gives_after_the_snapshot(world, backend):
+    lake, etl = world
+    fs = feature_set("default", ETL)
+    done = {m.entity: m for m in materialize(fs, etl, backend.store)}
+    assert set(done) == {"user", "item", "creator", "user_topic", "user_creator"}
+    last = START + dt.timedelta(days=4)
+    assert {m.snapshot for m in done.values()} == {last}
+
+    # Requests just after the last snapshot became known, for a sample of logged (user, item) pairs.
+    shown = lake.read("impressions", last, last).slice(0, 400)
+    after = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(2), dt.UTC)
+    asked = shown.select(["request_id", "user_id", "item_id"]).append_column(
+        "ts", pa.array([after] * shown.num_rows, TIMESTAMP)
+    )
+    con = duckdb.connect()
+    offline = join_frame(fs, etl, lake, asked, con).order("request_id, item_id").to_arrow_table()
+    con.close()
+    items = offline["item_id"].to_numpy()
+    users = offline["user_id"].to_numpy()
+    pairs = pa.table({"user_id": offline["user_id"], "topic": offline["topic"]})
+    item_l, user_l, topic_l = backend.store.read_many(
+        [("item", items), ("user", users), ("user_topic", entity_keys("user_topic", pairs))]
+    )
+    for lookup, entity in ((item_l, "item"), (user_l, "user"), (topic_l, "user_topic")):
+        flag = offline[f"{entity}_missing"].to_numpy() == 1
+        np.testing.assert_array_equal(~lookup.found, flag, err_msg=entity)
+        for j, name in enumerate(lookup.columns):
+            want = offline[name].to_numpy()[~flag]
+            np.testing.assert_array_equal(lookup.values[~flag, j], want, err_msg=name)
+    assert item_l.version == done["item"].version and fs.version in item_l.version
+
+
+def test_materializing_an_older_day_replaces_the_entity(world, backend):
+    lake, etl = world
+    fs = feature_set("default", ETL)
+    materialize(fs, etl, backend.store)
+    first_day = START
+    done = {m.entity: m for m in materialize(fs, etl, backend.store, as_of=first_day)}
+    assert done["item"].snapshot == first_day
+    day0 = etl.read("item_stats", first_day, first_day)
+    later_only = np.setdiff1d(
+        etl.read("item_stats", START + dt.timedelta(days=4))["item_id"].to_numpy(), day0["item_id"].to_numpy()
+    )
+    assert later_only.size and not backend.store.read("item", later_only[:50]).found.any()
+
+
+def test_no_snapshot_is_a_clear_error(world, backend, tmp_path):
+    with pytest.raises(FeatureError, match="no user_profile snapshot"):
+        materialize(feature_set("default", ETL), Lake(tmp_path / "none"), backend.store)
