@@ -65,7 +65,7 @@ def test_the_store_serves_what_the_offline_join_gives_after_the_snapshot(world, 
 
 
 def test_materializing_an_older_day_replaces_the_entity(world, backend):
-    lake, etl = world
+    _, etl = world
     fs = feature_set("default", ETL)
     materialize(fs, etl, backend.store)
     first_day = START
