@@ -15,9 +15,12 @@ from pathlib import Path
 
 import duckdb
 
+from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
+from homefeed.schema import TABLES
 
+DAY_US = 86_400_000_000
 #: What an impression table must hold for the join (more columns pass through).
 REQUIRED = ("request_id", "ts", "user_id", "item_id")
 
@@ -69,46 +72,44 @@ def register_sources(con: duckdb.DuckDBPyConnection, fs: FeatureSet, etl: Lake, 
 
 
 def _context(f: Feature) -> str:
+    """Request-context features, in arithmetic both engines share (Spark numbers weekdays from 1)."""
     expr = {
-        "context_item_age_hours": "epoch(i.ts - i._created_at) / 3600.0",
+        "context_item_age_hours": "(EPOCH_US(i.ts) - EPOCH_US(i._created_at)) / 3600000000.0",
         "context_hour_of_day": "hour(i.ts)",
-        "context_day_of_week": "dayofweek(i.ts)",
+        "context_day_of_week": f"(EPOCH_US(i.ts) // {DAY_US} + 4) % 7",  # 1970-01-01 was a Thursday; Sunday = 0
     }[f.name]
     return f"CAST(COALESCE({expr}, {f.default!r}) AS FLOAT) AS {f.name}"
 
 
-def query(fs: FeatureSet, impressions: str = "impressions", keep: tuple[str, ...] | None = None) -> str:
-    """SQL (DuckDB) giving ``impressions``'s rows, their item's topic and creator, and every feature of ``fs``.
+def query(
+    fs: FeatureSet, impressions: str = "impressions", keep: tuple[str, ...] | None = None, portable: bool = False
+) -> str:
+    """SQL giving ``impressions``'s rows, their item's topic and creator, and every feature of ``fs``.
 
-    ``keep`` names the impression columns to pass through (default: all of them).
+    ``keep`` names the impression columns to pass through (default: all of them; DuckDB only).
+    ``portable`` replaces DuckDB's ASOF join by equi-joins any engine runs (Spark, after sqlglot):
+    snapshots are daily and valid from midnight, so the latest one known at ``ts`` is valid from
+    midnight of ``ts - lag``, or a day before that one if that row is missing, and so on while the
+    TTL allows — one LEFT JOIN per candidate day, first fresh match wins.  Both forms give the same
+    rows (tested); ASOF is the faster on DuckDB.
     """
-    passthrough = (
-        "i.* EXCLUDE (_topic, _creator_id, _created_at)" if keep is None else ", ".join(f"i.{c}" for c in keep)
-    )
+    if keep is None and portable:
+        raise FeatureError("a portable point-in-time join needs the impression columns to keep")
+    hidden = "i.* EXCLUDE (_topic, _creator_id, _created_at)"
+    passthrough = hidden if keep is None else ", ".join(f"i.{c}" for c in keep)
     base = (
         f"SELECT imp.*, it.topic AS _topic, it.creator_id AS _creator_id, it.created_at AS _created_at "
         f"FROM {impressions} imp LEFT JOIN feature_items it ON imp.item_id = it.item_id"
     )
     joins, cols = [], []
     for src in _sources(fs):
-        lag, ttl = _seconds(src.features[0].lag), _seconds(src.features[0].ttl)
-        keys = ENTITY_KEYS[src.entity]
-        picked = ", ".join(f"{f.column}" for f in src.features)
-        a = src.alias
-        joins.append(
-            f"ASOF LEFT JOIN (SELECT {', '.join(keys)}, valid_from + INTERVAL {lag} SECOND AS known_at, {picked} "
-            f"FROM {src.name}) {a} ON "
-            + " AND ".join(f"i.{_impression_key(k)} = {a}.{k}" for k in keys)
-            + f" AND i.ts >= {a}.known_at"
-        )
-        fresh = f"({a}.known_at IS NOT NULL AND i.ts < {a}.known_at + INTERVAL {ttl} SECOND)"
-        cols += [
-            f"CAST(CASE WHEN {fresh} THEN COALESCE({a}.{f.column}, {f.default!r}) ELSE {f.default!r} END AS FLOAT) "
-            f"AS {f.name}"
-            for f in src.features
-        ]
+        picked = _portable(src, joins) if portable else _asof(src, joins)
+        for f in src.features:
+            cases = " ".join(f"WHEN {fresh} THEN COALESCE({a}.{f.column}, {f.default!r})" for a, fresh in picked)
+            cols.append(f"CAST(CASE {cases} ELSE {f.default!r} END AS FLOAT) AS {f.name}")
         if fs.missing_flags:
-            cols.append(f"CAST(CASE WHEN {fresh} THEN 0 ELSE 1 END AS TINYINT) AS {src.entity}_missing")
+            any_fresh = " OR ".join(fresh for _, fresh in picked)
+            cols.append(f"CAST(CASE WHEN {any_fresh} THEN 0 ELSE 1 END AS TINYINT) AS {src.entity}_missing")
     cols += [_context(f) for f in fs.features if f.entity == "context"]
     order = [*(f.name for f in fs.features), *fs.flags]
     select = {c.rsplit(" AS ", 1)[1]: c for c in cols}
@@ -116,6 +117,46 @@ def query(fs: FeatureSet, impressions: str = "impressions", keep: tuple[str, ...
         f"SELECT {passthrough}, i._topic AS topic, i._creator_id AS creator_id, "
         f"{', '.join(select[name] for name in order)}\nFROM ({base}) i\n" + "\n".join(joins)
     )
+
+
+def _on(src: _Source, alias: str) -> str:
+    return " AND ".join(f"i.{_impression_key(k)} = {alias}.{k}" for k in ENTITY_KEYS[src.entity])
+
+
+def _asof(src: _Source, joins: list[str]) -> list[tuple[str, str]]:
+    """One ASOF join: the latest snapshot known at ``ts``; fresh while younger than the TTL."""
+    lag, ttl = _seconds(src.features[0].lag), _seconds(src.features[0].ttl)
+    a = src.alias
+    picked = ", ".join(f.column for f in src.features)
+    joins.append(
+        f"ASOF LEFT JOIN (SELECT {', '.join(ENTITY_KEYS[src.entity])}, valid_from + INTERVAL {lag} SECOND AS known_at, "
+        f"{picked} FROM {src.name}) {a} ON {_on(src, a)} AND i.ts >= {a}.known_at"
+    )
+    return [(a, f"({a}.known_at IS NOT NULL AND i.ts < {a}.known_at + INTERVAL {ttl} SECOND)")]
+
+
+def _portable(src: _Source, joins: list[str]) -> list[tuple[str, str]]:
+    """Equi-joins on each candidate snapshot day, newest first, as many as the TTL can reach."""
+    lag, ttl = _seconds(src.features[0].lag), _seconds(src.features[0].ttl)
+    picked = ", ".join(f.column for f in src.features)
+    out = []
+    for back in range(-(-ttl // 86_400)):  # candidate valid_from: midnight of ts - lag, then each day the TTL reaches
+        a = f"{src.alias}_{back}"
+        valid = f"(EPOCH_US(i.ts) - {lag * 1_000_000}) // {DAY_US} - {back}"  # day number of that midnight
+        joins.append(
+            f"LEFT JOIN (SELECT {', '.join(ENTITY_KEYS[src.entity])}, EPOCH_US(valid_from) // {DAY_US} AS valid_day, "
+            f"EPOCH_US(valid_from) AS valid_us, {picked} FROM {src.name}) {a} "
+            f"ON {_on(src, a)} AND {a}.valid_day = {valid}"
+        )
+        known = f"({a}.valid_us + {lag * 1_000_000})"
+        out.append(
+            (
+                a,
+                f"({a}.valid_day IS NOT NULL AND EPOCH_US(i.ts) >= {known}"
+                f" AND EPOCH_US(i.ts) < {known} + {ttl * 1_000_000})",
+            )
+        )
+    return out
 
 
 def _impression_key(key: str) -> str:
@@ -132,6 +173,23 @@ def join_frame(
     if missing:
         raise FeatureError(f"impressions lack column(s) {', '.join(missing)} needed for the point-in-time join")
     return con.sql(query(fs, "pit_impressions"))
+
+
+def write_joined(fs: FeatureSet, etl: Lake, lake: Lake, impressions: list[Path], out: Path, engine: Engine) -> None:
+    """Join impression files on any ETL engine and write the rows to Parquet under ``out``.
+
+    DuckDB runs the ASOF form, Spark the portable one (transpiled by sqlglot), so a
+    training set ten times the machine's memory can be built where the ETL runs.
+    """
+    for src in _sources(fs):
+        files = etl.files(src.name)
+        if not files:
+            raise FeatureError(f"no {src.name} snapshots under {etl.root}: run `homefeed data etl` first")
+        engine.register(src.name, files)
+    engine.register("feature_items", lake.files("items"))
+    engine.register("impressions", impressions)
+    keep = tuple(TABLES["impressions"].names)
+    engine.export(query(fs, "impressions", keep=keep, portable=engine.name != "duckdb"), out, partition_by=None)
 
 
 def files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> None:

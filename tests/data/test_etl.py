@@ -238,11 +238,11 @@ class _FailingEngine(DuckDBEngine):
         super().__init__()
         self.exported = 0
 
-    def export(self, sql: str, directory: Path) -> None:
+    def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
         self.exported += 1
         if self.exported == 3:
             raise RuntimeError("disk full")
-        super().export(sql, directory)
+        super().export(sql, directory, partition_by)
 
 
 def test_a_failed_run_leaves_the_previous_snapshots_readable(world, tmp_path, engine):

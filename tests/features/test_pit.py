@@ -14,7 +14,7 @@ from homefeed.config import EtlSettings, FeatureSettings
 from homefeed.data.etl import DuckDBEngine, Params, run_etl
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import FeatureError, FeatureSet, catalogue, feature_set
-from homefeed.features.pit import join_frame
+from homefeed.features.pit import join_frame, query, register_sources
 from homefeed.schema import ITEMS, TIMESTAMP
 from tests.conftest import load_lake, run_world
 
@@ -154,3 +154,22 @@ def test_unknown_features_sets_and_sources_are_clear_errors(world, tmp_path, con
         join_frame(one("item_save_rate_7d"), Lake(tmp_path / "empty"), lake, impressions_at(T0), con)
     with pytest.raises(FeatureError, match="lack column\\(s\\) user_id"):
         join_frame(one("item_save_rate_7d"), world[1], lake, impressions_at(T0).drop_columns(["user_id"]), con)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("request_id", "ascending"), ("position", "ascending")])
+
+
+def test_the_portable_join_gives_the_asof_join_rows(world, con, tmp_path):
+    """The equi-join form Spark runs is checked against DuckDB's ASOF join on DuckDB itself."""
+    lake, etl = world
+    fs = feature_set("default", ETL, FeatureSettings(ttl_hours=50))  # three candidate days per source
+    impressions = lake.read("impressions", day(3), day(5))
+    register_sources(con, fs, etl, lake)
+    con.register("imps", impressions)
+    keep = tuple(impressions.column_names)
+    asof = _sorted(con.sql(query(fs, "imps", keep=keep)).to_arrow_table())
+    portable = _sorted(con.sql(query(fs, "imps", keep=keep, portable=True)).to_arrow_table())
+    assert asof.num_rows == impressions.num_rows
+    assert portable.equals(asof)
+    assert 0 < pc.mean(asof["user_topic_missing"]).as_py() < 1  # both paths exercised: found and missing

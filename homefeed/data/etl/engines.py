@@ -11,6 +11,7 @@ with the runner.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from homefeed.schema import TABLES
+
+#: DuckDB's microseconds-since-epoch function, which sqlglot passes through unchanged; Spark calls it UNIX_MICROS.
+_EPOCH_US = re.compile(r"\bEPOCH_US\(", re.IGNORECASE)
 
 
 def _typed_if_empty(name: str, source: list[Path] | pa.Table) -> list[Path] | pa.Table:
@@ -32,7 +36,7 @@ class Engine(Protocol):
 
     def materialize(self, name: str, sql: str) -> None: ...
 
-    def export(self, sql: str, directory: Path) -> None: ...
+    def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None: ...
 
     def close(self) -> None: ...
 
@@ -63,8 +67,14 @@ class DuckDBEngine:
     def materialize(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
 
-    def export(self, sql: str, directory: Path) -> None:
-        self.con.execute(f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY (dn), OVERWRITE_OR_IGNORE)")
+    def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
+        if partition_by is None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self.con.execute(f"COPY ({sql}) TO '{Path(directory) / 'part-0.parquet'}' (FORMAT parquet)")
+            return
+        self.con.execute(
+            f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)"
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -81,7 +91,9 @@ class SparkEngine:
             from pyspark.sql import SparkSession
         except ImportError as exc:  # pragma: no cover - both are project dependencies
             raise RuntimeError(f"backends.etl = 'spark' needs pyspark and sqlglot installed: {exc}") from exc
-        self._transpile = lambda sql: sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+        self._transpile = lambda sql: _EPOCH_US.sub(
+            "UNIX_MICROS(", sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+        )
         builder = SparkSession.builder
         for key, value in (conf or {}).items():
             builder = builder.config(key, value)
@@ -111,8 +123,9 @@ class SparkEngine:
         self._cached.append(frame)
         frame.createOrReplaceTempView(name)
 
-    def export(self, sql: str, directory: Path) -> None:
-        self.spark.sql(self._transpile(sql)).write.partitionBy("dn").mode("overwrite").parquet(str(directory))
+    def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
+        writer = self.spark.sql(self._transpile(sql)).write.mode("overwrite")
+        (writer.partitionBy(partition_by) if partition_by else writer).parquet(str(directory))
 
     def close(self) -> None:
         for frame in self._cached:
