@@ -195,21 +195,22 @@ def bench_pit(work: Path) -> dict:
     import duckdb
 
     from homefeed.config import Settings
+    from homefeed.data.etl import DuckDBEngine
     from homefeed.data.lake import Lake
     from homefeed.features.definitions import feature_set
-    from homefeed.features.pit import files_view, query, register_sources
+    from homefeed.features.pit import write_joined
 
     settings = Settings()
     fs = feature_set("default", settings.etl, settings.features)
     lake, etl = Lake(work / "lake"), Lake(work / "etl")
-    con = duckdb.connect()
+    days = lake.dates("impressions")
+    out = work / "joined"
     began = time.perf_counter()
-    register_sources(con, fs, etl, lake)
-    files_view(con, "impressions", lake.files("impressions"))
-    out = work / "joined.parquet"
-    con.execute(f"COPY ({query(fs)}) TO '{out}' (FORMAT parquet)")
+    write_joined(fs, etl, lake, days[0], days[-1], out, DuckDBEngine())
     seconds = time.perf_counter() - began
-    rows, missing = con.execute(f"SELECT count(*), avg(item_missing) FROM read_parquet('{out}')").fetchone()  # type: ignore[misc]
+    rows, missing = duckdb.sql(f"SELECT count(*), avg(item_missing) FROM read_parquet('{out}/*/*.parquet')").fetchall()[
+        0
+    ]
     return {
         "seconds": seconds,
         "rows": rows,

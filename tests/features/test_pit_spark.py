@@ -23,12 +23,12 @@ def test_spark_and_duckdb_join_the_same_feature_values(tmp_path):
     etl = Lake(tmp_path / "etl")
     run_etl(lake, etl, Params.from_settings(ETL, START, START + dt.timedelta(days=3)), DuckDBEngine())
     fs = feature_set("default", ETL)
-    impressions = lake.files("impressions", START + dt.timedelta(days=2), START + dt.timedelta(days=3))
-    write_joined(fs, etl, lake, impressions, tmp_path / "duckdb", DuckDBEngine())
+    first, last = START + dt.timedelta(days=2), START + dt.timedelta(days=3)
+    write_joined(fs, etl, lake, first, last, tmp_path / "duckdb", DuckDBEngine(), chunk_days=1)
     fast = {"spark.sql.codegen.wholeStage": "false", "spark.sql.adaptive.enabled": "false"}
     engine = SparkEngine("local[2]", shuffle_partitions=1, conf=fast)
     try:
-        write_joined(fs, etl, lake, impressions, tmp_path / "spark", engine)
+        write_joined(fs, etl, lake, first, last, tmp_path / "spark", engine)
     finally:
         engine.close()
     order = [("request_id", "ascending"), ("position", "ascending")]
