@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from homefeed.config import SimSettings
+from homefeed.config import EtlSettings, SimSettings
 from homefeed.data.lake import Lake
 from homefeed.schema import TABLES, TIME_COLUMN
 from homefeed.sim import Simulation, make_baseline
@@ -64,3 +67,27 @@ def con() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     yield connection
     connection.close()
+
+
+def etl_world(root: Path, etl: EtlSettings, days: int, seed: int, **sim: object) -> tuple[Lake, Lake]:
+    """A simulated world's lake and its ETL snapshots for every simulated day: what the features stage reads."""
+    from homefeed.data.etl import DuckDBEngine, Params, run_etl
+
+    sim_settings = SimSettings(**sim)
+    run_world(root / "logs", "random", days=days, seed=seed, **sim)
+    lake = load_lake(root / "logs", root / "lake")
+    features = Lake(root / "etl")
+    first = sim_settings.start_date
+    run_etl(lake, features, Params.from_settings(etl, first, first + dt.timedelta(days=days - 1)), DuckDBEngine())
+    return lake, features
+
+
+def assert_same_table(a: pa.Table, b: pa.Table, label: str, rtol: float = 0.0) -> None:
+    """Equal row for row: exact for every column, or within ``rtol`` for floating-point ones."""
+    assert a.num_rows == b.num_rows, label
+    for col in a.column_names:
+        x, y = a[col], b[col]
+        if rtol and pa.types.is_floating(x.type):
+            np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=rtol, err_msg=f"{label}.{col}")
+        else:
+            assert x.equals(y), f"{label}.{col}"

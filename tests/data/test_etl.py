@@ -14,7 +14,7 @@ import pytest
 from homefeed.data.etl import DuckDBEngine, EtlError, Params, outputs, run_etl
 from homefeed.data.lake import Lake
 from homefeed.sim import Simulation
-from tests.conftest import load_lake, run_world
+from tests.conftest import assert_same_table, load_lake, run_world
 
 START = dt.date(2026, 3, 2)
 WINDOWS = (1, 3, 7)
@@ -197,14 +197,7 @@ def test_day_by_day_runs_equal_the_backfill(world, backfill, tmp_path, engine):
         run_etl(world[1], features, params(i, i), engine)
     for name in outputs(params(5, 6)):
         for i in (5, 6):
-            a, b = backfill.read(name, day(i), day(i)), features.read(name, day(i), day(i))
-            assert a.num_rows == b.num_rows, name
-            for col in a.column_names:
-                x, y = a[col], b[col]
-                if pa.types.is_floating(x.type):
-                    np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=1e-9, err_msg=f"{name}.{col}")
-                else:
-                    assert x.equals(y), f"{name}.{col}"
+            assert_same_table(backfill.read(name, day(i), day(i)), features.read(name, day(i), day(i)), name, 1e-9)
 
 
 def test_rerun_skips_up_to_date_days_and_a_late_partition_recomputes_its_windows(world, tmp_path, engine):

@@ -10,13 +10,12 @@ import pyarrow as pa
 import pytest
 
 from homefeed.config import EtlSettings
-from homefeed.data.etl import DuckDBEngine, Params, run_etl
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import FeatureError, feature_set
 from homefeed.features.materialize import entity_keys, materialize
 from homefeed.features.pit import join_frame
 from homefeed.schema import TIMESTAMP
-from tests.conftest import load_lake, run_world
+from tests.conftest import etl_world
 
 START = dt.date(2026, 3, 2)
 ETL = EtlSettings(windows=[1, 7])
@@ -25,11 +24,7 @@ ETL = EtlSettings(windows=[1, 7])
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Lake, Lake]:
     root = tmp_path_factory.mktemp("materialize")
-    run_world(root / "logs", "random", days=5, users=1_000, items_per_day=200, creators=80, seed=12)
-    lake = load_lake(root / "logs", root / "lake")
-    etl = Lake(root / "etl")
-    run_etl(lake, etl, Params.from_settings(ETL, START, START + dt.timedelta(days=4)), DuckDBEngine())
-    return lake, etl
+    return etl_world(root, ETL, days=5, seed=12, users=1_000, items_per_day=200, creators=80)
 
 
 def test_the_store_serves_what_the_offline_join_gives_after_the_snapshot(world, backend):

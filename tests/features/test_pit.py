@@ -11,12 +11,11 @@ import pyarrow.compute as pc
 import pytest
 
 from homefeed.config import EtlSettings, FeatureSettings
-from homefeed.data.etl import DuckDBEngine, Params, run_etl
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import FeatureError, FeatureSet, catalogue, feature_set
 from homefeed.features.pit import join_frame, query, register_sources
 from homefeed.schema import ITEMS, TIMESTAMP
-from tests.conftest import load_lake, run_world
+from tests.conftest import etl_world
 
 START = dt.date(2026, 3, 2)
 ETL = EtlSettings(windows=[1, 7])
@@ -95,11 +94,7 @@ def test_a_value_older_than_its_ttl_is_missing_and_flagged(planted, con):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Lake, Lake]:
     root = tmp_path_factory.mktemp("pit")
-    run_world(root / "logs", "random", days=6, users=1_200, items_per_day=250, creators=100, seed=4)
-    lake = load_lake(root / "logs", root / "lake")
-    etl = Lake(root / "etl")
-    run_etl(lake, etl, Params.from_settings(ETL, day(0), day(5)), DuckDBEngine())
-    return lake, etl
+    return etl_world(root, ETL, days=6, seed=4, users=1_200, items_per_day=250, creators=100)
 
 
 def test_impressions_get_the_latest_snapshot_known_at_their_time(world, con):

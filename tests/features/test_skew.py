@@ -10,12 +10,11 @@ import pyarrow as pa
 import pytest
 
 from homefeed.config import EtlSettings
-from homefeed.data.etl import DuckDBEngine, Params, run_etl
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import FeatureError, feature_set
 from homefeed.features.pit import join_frame
 from homefeed.features.skew import skew
-from tests.conftest import load_lake, run_world
+from tests.conftest import etl_world
 
 START = dt.date(2026, 3, 2)
 ETL = EtlSettings(windows=[1, 7])
@@ -28,11 +27,7 @@ def day(i: int) -> dt.date:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Lake, Lake]:
     root = tmp_path_factory.mktemp("skew")
-    run_world(root / "logs", "random", days=6, users=1_200, items_per_day=250, creators=100, seed=6)
-    lake = load_lake(root / "logs", root / "lake")
-    etl = Lake(root / "etl")
-    run_etl(lake, etl, Params.from_settings(ETL, day(0), day(5)), DuckDBEngine())
-    return lake, etl
+    return etl_world(root, ETL, days=6, seed=6, users=1_200, items_per_day=250, creators=100)
 
 
 def served(world, transform: dict[str, object] | None = None, rows: int = 3_000) -> pa.Table:
