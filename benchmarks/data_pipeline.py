@@ -156,12 +156,17 @@ def bench_etl(logs: Path, lake_root: Path, out: Path, backfill: bool) -> dict:
             rows = ds.dataset(str(logs / table), schema=TABLES[table], format="parquet").to_table()
             lake.append(table, rows, [str(logs / table)])
     days = lake.dates("impressions")
-    daily = run_etl(lake, Lake(out / "daily"), Params.from_settings(EtlSettings(), days[-1], days[-1]), DuckDBEngine())
-    result = {"daily": daily, "days": len(days), "window_days": EtlSettings().windows[-1]}
+    etl = EtlSettings()  # memory_limit 3GB: DuckDB spills past it
+
+    def engine() -> DuckDBEngine:
+        return DuckDBEngine(memory_limit=etl.memory_limit, spill=out / ".spill")
+
+    daily = run_etl(lake, Lake(out / "daily"), Params.from_settings(etl, days[-1], days[-1]), engine())
+    result = {"daily": daily, "days": len(days), "window_days": etl.windows[-1]}
     result["daily_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if backfill:
-        params = Params.from_settings(EtlSettings(), days[0], days[-1])
-        result["backfill"] = run_etl(lake, Lake(out / "backfill"), params, DuckDBEngine())
+        params = Params.from_settings(etl, days[0], days[-1])
+        result["backfill"] = run_etl(lake, Lake(out / "backfill"), params, engine())
     return result
 
 

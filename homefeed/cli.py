@@ -303,7 +303,7 @@ def data_etl(
     if backend not in ("duckdb", "spark"):
         raise UserError(f"--engine: {backend!r} is not one of duckdb, spark")
     params = Params.from_settings(settings.etl, first, last)
-    runner = make_engine(backend, settings.backends.spark_master)
+    runner = make_engine(backend, settings.backends.spark_master, settings.etl.memory_limit, paths.etl / ".spill")
     try:
         report = run_etl(Lake(paths.lake), Lake(paths.etl), params, runner, force=force)
     except EtlError as exc:

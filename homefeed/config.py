@@ -62,6 +62,7 @@ class EtlSettings(_Section):
     half_life_days: float = Field(7.0, gt=0.0)  # decay of user x topic / creator affinities
     prior_strength: float = Field(100.0, ge=0.0)  # exposures of the global rate added to each item/creator rate
     pair_prior_strength: float = Field(5.0, ge=0.0)  # impressions of the user's rate added to each affinity
+    memory_limit: str = Field("3GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")  # DuckDB spills past it
 
     @model_validator(mode="after")
     def _windows_distinct_ascending(self) -> EtlSettings:
@@ -376,6 +377,7 @@ windows = [1, 7, 28]            # trailing windows in days; counts and rates are
 half_life_days = 7.0            # decay of user x topic and user x creator affinities
 prior_strength = 100.0          # exposures of the global rate blended into every item and creator rate
 pair_prior_strength = 5.0       # impressions of the user's own rate blended into every affinity
+memory_limit = "3GB"            # DuckDB engine: past this, joins and aggregations spill to <paths.etl>/.spill
 
 [features]                      # what the models read; `homefeed features list` shows every feature
 set = "default"                 # default | all | a name under [features.sets]

@@ -46,7 +46,7 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, threads: int | None = None, memory_limit: str | None = None):
+    def __init__(self, threads: int | None = None, memory_limit: str | None = None, spill: Path | None = None):
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET preserve_insertion_order = false")  # lets big exports stream and spill
@@ -55,6 +55,8 @@ class DuckDBEngine:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        if spill:  # where joins and aggregations past the memory limit spill to
+            self.con.execute(f"SET temp_directory = '{spill}'")
 
     def register(self, name: str, source: list[Path] | pa.Table) -> None:
         source = _typed_if_empty(name, source)
@@ -137,9 +139,11 @@ class SparkEngine:
                 self.spark.catalog.dropTempView(view.name)
 
 
-def make_engine(backend: str, spark_master: str = "local[2]") -> Engine:
+def make_engine(
+    backend: str, spark_master: str = "local[2]", memory_limit: str | None = None, spill: Path | None = None
+) -> Engine:
     if backend == "duckdb":
-        return DuckDBEngine()
+        return DuckDBEngine(memory_limit=memory_limit, spill=spill)
     if backend == "spark":
         return SparkEngine(spark_master)
     raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")
