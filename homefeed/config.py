@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from homefeed.files import atomic_write_text
+from homefeed.schema import LABELS
 
 CONFIG_FILE = "homefeed.toml"
 
@@ -41,6 +42,7 @@ class Paths(_Section):
     registry: Path = Path("registry.sqlite")
     etl: Path = Path("etl")
     checks: Path = Path("checks")
+    datasets: Path = Path("datasets")
 
     def resolve(self, base: Path) -> Paths:
         root = self.root if self.root.is_absolute() else (base / self.root)
@@ -82,6 +84,68 @@ class FeatureSettings(_Section):
     skew_tolerance: float = Field(1e-4, ge=0.0)  # relative difference still counted as equal
     skew_mismatch_share: float = Field(0.01, ge=0.0, le=1.0)  # more differing rows flag a feature
     skew_psi: float = Field(0.1, gt=0.0)  # or a served distribution this far from the offline one
+
+
+#: Row columns a ``[dataset.sampling.segment_weights]`` key may name (``"country=BR" = 2.0``).
+SEGMENT_COLUMNS = ("country", "surface", "model_version", "topic")
+
+
+class DatasetSplit(_Section):
+    """A time-based split of the impressions' days: test is the latest, validation just before it, train the rest.
+
+    The explicit first days, when given, replace the day counts: a split that must stay put while the range grows.
+    """
+
+    validation_days: int = Field(1, ge=0)
+    test_days: int = Field(1, ge=0)
+    validation_start: dt.date | None = None
+    test_start: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _validation_before_test(self) -> DatasetSplit:
+        if self.validation_start and self.test_start and self.validation_start >= self.test_start:
+            raise ValueError(f"validation_start: {self.validation_start} is not before test_start ({self.test_start})")
+        return self
+
+
+class DatasetSampling(_Section):
+    """Which impressions a dataset keeps and what each row weighs; every choice is a hash of the row and the seed."""
+
+    negative_rate: float = Field(1.0, gt=0.0, le=1.0)  # share kept of rows with no positive label; weight x 1/rate
+    max_per_user_per_day: int = Field(0, ge=0)  # 0 = no cap; capped rows are dropped, not re-weighted
+    segment_weights: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)  # "column=value" -> w
+    exploration_only: bool = False  # keep only impressions a randomized choice placed: 0 < propensity < 1
+    ips: bool = False  # weight x 1/propensity, clipped at ips_max_weight
+    ips_max_weight: float = Field(100.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _segments_name_known_columns(self) -> DatasetSampling:
+        for key in self.segment_weights:
+            column, sep, value = key.partition("=")
+            if not sep or not value or column not in SEGMENT_COLUMNS:
+                raise ValueError(
+                    f"segment_weights: {key!r} is not 'column=value' with a column among {', '.join(SEGMENT_COLUMNS)}"
+                )
+        return self
+
+
+class DatasetSettings(_Section):
+    """Defaults of every training dataset (``homefeed dataset build``); a dataset file overrides any of them."""
+
+    feature_set: str | None = None  # default: [features] set
+    labels: list[str] = Field(default_factory=lambda: ["engaged", "negative"], min_length=1)
+    seed: int = 0
+    split: DatasetSplit = DatasetSplit()
+    sampling: DatasetSampling = DatasetSampling()
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> DatasetSettings:
+        unknown = [name for name in self.labels if name not in LABELS]
+        if unknown:
+            raise ValueError(f"labels: unknown label(s) {', '.join(map(repr, unknown))}; expected {', '.join(LABELS)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels: a label is listed twice ({', '.join(self.labels)})")
+        return self
 
 
 class PositionBias(_Section):
@@ -292,6 +356,7 @@ class Settings(_Section):
     features: FeatureSettings = FeatureSettings()
     sim: SimSettings = SimSettings()
     checks: Checks = Checks()
+    dataset: DatasetSettings = DatasetSettings()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property
@@ -319,15 +384,19 @@ def _describe(error: dict) -> str:
 _FAULT_KINDS = {"market_shift", "coverage_drop", "logging_change", "volume_drop", "delayed_arrival"}
 
 
+def describe_errors(source: str, exc: ValidationError) -> str:
+    """One line for a failed validation: the file, the first dotted key with its problem and value, how many more."""
+    errors = exc.errors()
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {_describe(errors[0])}{more}"
+
+
 def parse(data: dict, source: str = CONFIG_FILE, base_dir: Path | None = None) -> Settings:
     """Validate a parsed project file; errors name the file, the key and what was expected."""
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe(errors[0])
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {first}{more}") from None
+        raise ConfigError(describe_errors(source, exc)) from None
     except TypeError as exc:  # e.g. a section given as a scalar
         raise ConfigError(f"{source}: {exc}") from None
     settings._base_dir = base_dir or Path.cwd()
@@ -365,6 +434,7 @@ online_store = "online.sqlite"  # online feature store (SQLite backend)
 registry = "registry.sqlite"    # model registry metadata
 etl = "etl"                     # daily feature sources computed from the lake
 checks = "checks"               # findings of the daily data checks, by date
+datasets = "datasets"           # versioned training datasets: <id>/train|validation|test.parquet + manifest.json
 
 [backends]
 etl = "duckdb"                  # duckdb | spark
@@ -496,6 +566,27 @@ max_categories = 30             # categories kept per column; the rest pooled as
 vanished_min_expected = 20.0    # a missing category is an error once this many rows of it were expected
 new_category_share = 0.01       # a category new to the day is a warning from this share of rows
 numeric_materiality = 0.01      # numeric shifts moving quantiles less than this share are info only
+
+[dataset]                       # defaults of `homefeed dataset build`; a dataset file (--spec) overrides any key
+# feature_set = "default"       # default: [features] set
+labels = ["engaged", "negative"]  # from: engaged, saved, clicked, negative (each with its attribution window)
+seed = 0                        # every sampling choice is a hash of (request_id, position, seed)
+
+[dataset.split]                 # by the impressions' day: test = the last days, validation the days before
+validation_days = 1
+test_days = 1
+# validation_start = 2026-03-20   # explicit first days instead of the counts
+# test_start = 2026-03-22
+
+[dataset.sampling]
+negative_rate = 1.0             # share kept of rows with no positive label; kept ones weigh 1 / rate
+max_per_user_per_day = 0        # at most this many impressions per user and day (0 = no cap; not re-weighted)
+exploration_only = false        # keep only impressions placed by a randomized choice (0 < propensity < 1)
+ips = false                     # weight by 1 / propensity (every kept row needs one) ...
+ips_max_weight = 100.0          # ... clipped at this
+
+[dataset.sampling.segment_weights]  # "column=value" = weight, column in country, surface, model_version, topic
+# "country=BR" = 2.0
 """
 
 

@@ -59,7 +59,13 @@ def test_init_writes_a_template_whose_settings_are_the_defaults(tmp_path):
 def test_template_spells_out_every_setting():
     """A knob added to the code but not to the template would be invisible to users."""
     template = tomllib.loads(config.DEFAULT_TOML)
-    optional = {("sim", "position_bias", "curve"), ("sim", "faults")}  # shown commented out
+    optional = {  # shown commented out
+        ("sim", "position_bias", "curve"),
+        ("sim", "faults"),
+        ("dataset", "feature_set"),
+        ("dataset", "split", "validation_start"),
+        ("dataset", "split", "test_start"),
+    }
 
     def missing(defaults, written, prefix):
         for key, value in defaults.items():

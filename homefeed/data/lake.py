@@ -165,6 +165,21 @@ class Lake:
             if stale.name != staged.name:
                 stale.unlink(missing_ok=True)
 
+    def checksums(self, files: list[Path]) -> dict[str, str]:
+        """``table/date=D/name`` → SHA-256 of committed ``files`` (from :meth:`files`), as their manifests record.
+
+        Keys are relative to the root, so a copy of the lake elsewhere names the same inputs.
+        """
+        manifests: dict[Path, dict[str, str]] = {}
+        out = {}
+        for path in files:
+            part = path.parent
+            if part not in manifests:
+                manifest = Manifest.load(part / MANIFEST)
+                manifests[part] = {f.name: f.sha256 for f in manifest.files}
+            out[f"{part.parent.name}/{part.name}/{path.name}"] = manifests[part][path.name]
+        return out
+
     def verify(self, table: str, date: dt.date) -> list[str]:
         """Files of a partition whose bytes no longer match their manifest checksum."""
         part = self.partition(table, date)

@@ -11,6 +11,7 @@ ten million impressions stream through it without being held in Python.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +54,34 @@ def _seconds(td) -> int:  # noqa: ANN001 - a timedelta
     return int(td.total_seconds())
 
 
-def snapshot_days(fs: FeatureSet, first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
-    """The snapshot partitions impressions of days [first, last] can read: back as far as lag and TTL reach."""
-    reach = max((f.lag + f.ttl for f in fs.features), default=dt.timedelta(0))
-    return first - dt.timedelta(days=reach.days + 2), last
+def source_files(
+    fs: FeatureSet, etl: Lake, lake: Lake, start: dt.date | None = None, end: dt.date | None = None
+) -> dict[str, list[Path]]:
+    """The files a join of impressions with days in [start, end] reads, by view: each ETL source, then the items.
+
+    A snapshot of day D is valid from D + 1 00:00 UTC and known ``lag`` later, so only the days from
+    ``start - 1 - ceil((lag + ttl) / 1 day)`` to ``end - 1`` can give a fresh value to one of those
+    impressions; leaving the others out changes no row, and keeps a snapshot computed after ``end`` from
+    changing what a dataset says it read.  Items are those created by ``end``.  Unbounded: every file.
+    """
+    out: dict[str, list[Path]] = {}
+    for src in _sources(fs):
+        first = last = None
+        if start is not None:
+            reach = src.features[0].lag + src.features[0].ttl
+            first = start - dt.timedelta(days=1 + math.ceil(reach / dt.timedelta(days=1)))
+        if end is not None:
+            last = end - dt.timedelta(days=1)
+        files = etl.files(src.name, first, last)
+        if not files:
+            days = f" from {first or 'the start'} to {last or 'the end'}" if (first or last) else ""
+            raise FeatureError(f"no {src.name} snapshots{days} under {etl.root}: run `homefeed data etl` first")
+        out[src.name] = files
+    items = lake.files("items", None, end)
+    if not items:
+        raise FeatureError(f"no items in the lake at {lake.root}: ingest items first")
+    out["feature_items"] = items
+    return out
 
 
 def register_sources(
@@ -64,29 +89,23 @@ def register_sources(
     fs: FeatureSet,
     etl: Lake,
     lake: Lake,
-    days: tuple[dt.date, dt.date] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> None:
     """Views over the ETL snapshots the set reads and over the lake's items (topic, creator, creation time).
 
-    ``days`` (the impressions' first and last day) limits the snapshots to those
-    such impressions can read, which keeps a join's hash tables a few days deep.
+    ``start`` and ``end`` (the impressions' days) limit the views to the files :func:`source_files` names.
     """
+    register_files(con, source_files(fs, etl, lake, start, end))
+
+
+def register_files(con: duckdb.DuckDBPyConnection, sources: dict[str, list[Path]]) -> None:
+    """The views of :func:`register_sources` over files already chosen (a dataset build registers what it hashed)."""
     con.execute("SET TimeZone = 'UTC'")
-    start, end = snapshot_days(fs, *days) if days else (None, None)
-    for src in _sources(fs):
-        files = etl.files(src.name, start, end)
-        if not files:
-            raise FeatureError(f"no {src.name} snapshots under {etl.root}: run `homefeed data etl` first")
+    for name, files in sources.items():
         listed = ", ".join(f"'{f}'" for f in files)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {src.name} AS SELECT * FROM read_parquet([{listed}])")
-    items = lake.files("items")
-    if not items:
-        raise FeatureError(f"no items in the lake at {lake.root}: ingest items first")
-    listed = ", ".join(f"'{f}'" for f in items)
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW feature_items AS SELECT item_id, topic, creator_id, created_at "
-        f"FROM read_parquet([{listed}])"
-    )
+        columns = "item_id, topic, creator_id, created_at" if name == "feature_items" else "*"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet([{listed}])")
 
 
 def _context(f: Feature) -> str:
@@ -214,17 +233,12 @@ def write_joined(
     days = [d for d in lake.dates("impressions") if first <= d <= last]
     if not days:
         raise FeatureError(f"no impressions in the lake from {first} to {last}")
-    engine.register("feature_items", lake.files("items"))
     keep = tuple(TABLES["impressions"].names)
     written = []
     for i in range(0, len(days), chunk_days):
         a, b = days[i], days[min(i + chunk_days, len(days)) - 1]
-        since, until = snapshot_days(fs, a, b)
-        for src in _sources(fs):
-            files = etl.files(src.name, since, until)
-            if not files:
-                raise FeatureError(f"no {src.name} snapshots from {since} to {until} under {etl.root}")
-            engine.register(src.name, files)
+        for name, files in source_files(fs, etl, lake, a, b).items():
+            engine.register(name, files)
         engine.register("impressions", lake.files("impressions", a, b))
         target = out / f"days={a:%Y-%m-%d}"
         engine.export(query(fs, "impressions", keep=keep, portable=True), target, partition_by=None)

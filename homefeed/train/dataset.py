@@ -1,0 +1,240 @@
+"""The dataset builder: impressions + engagements + point-in-time features → a versioned training snapshot.
+
+One DuckDB connection does all of it: labels and sampling decisions for every
+impression of the range (:mod:`.sampling`) are materialized once, then each split
+is joined to its features (:func:`homefeed.features.pit.query`) and written with
+``COPY ... ORDER BY`` (rows sorted on the impression key, so the file's bytes do
+not depend on threads or read order; checked by the tests), then the written
+files are scanned once for statistics and rule violations (:mod:`.validation`).
+
+The snapshot is built in a hidden folder beside its target and renamed into place
+(:func:`homefeed.files.atomic_dir`): a build interrupted midway leaves nothing a
+reader could mistake for a dataset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+import homefeed
+from homefeed.config import Settings
+from homefeed.data.lake import Lake
+from homefeed.features import pit
+from homefeed.features.definitions import FeatureError, FeatureSet, feature_set
+from homefeed.files import atomic_dir, atomic_write_text
+from homefeed.train import sampling, validation
+from homefeed.train.snapshots import MANIFEST, DatasetStore, dataset_id, sha256
+from homefeed.train.spec import SPLITS, DatasetError, DatasetSpec, split_days
+
+#: Bumped whenever the builder's output changes meaning for the same spec and inputs (it is part of every id).
+BUILDER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Built:
+    id: str
+    path: Path
+    manifest: dict
+    reused: bool  # the id existed: nothing was built
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files a build reads, with the checksums its manifest records, and what is worth a warning."""
+
+    impressions: list[Path]
+    engagements: list[Path]
+    sources: dict[str, list[Path]]  # the point-in-time join's views: ETL outputs and the lake's items
+    checksums: dict[str, str]  # "lake/<table>/date=D/<file>" or "etl/<output>/date=D/<file>" -> sha256
+    warnings: list[str]
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _span(dates: list[dt.date]) -> str:
+    return f"{dates[0]} to {dates[-1]}" if dates else "nothing"
+
+
+def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> Inputs:
+    """Check the lake and the ETL hold what the spec needs, and list the files to read; errors say what is missing."""
+    warnings = []
+    held = lake.dates("impressions")
+    if not held:
+        raise DatasetError(f"no impressions in the lake at {lake.root}: ingest impressions first")
+    impressions = lake.files("impressions", spec.start, spec.end)
+    if not impressions:
+        raise DatasetError(
+            f"no impressions in the lake from {spec.start} to {spec.end}; it holds impressions from {_span(held)}"
+        )
+    if gaps := [d for d in _days(spec.start, spec.end) if d not in held]:
+        warnings.append(f"impressions: no partition for {', '.join(map(str, gaps))}")
+    reach = spec.end + dt.timedelta(days=spec.attribution_days)
+    engaged = lake.dates("engagements")
+    engagements = lake.files("engagements", spec.start, reach)
+    if not engagements:
+        raise DatasetError(
+            f"no engagements in the lake from {spec.start} to {reach} (the range and its attribution window); "
+            f"it holds engagements from {_span(engaged)}: every label would be 0"
+        )
+    if engaged[-1] < reach:
+        warnings.append(
+            f"labels may be incomplete: the attribution window of {spec.end}'s impressions reaches {reach}, "
+            f"the lake's engagements end on {engaged[-1]}"
+        )
+    try:
+        sources = pit.source_files(fs, etl, lake, spec.start, spec.end)
+    except FeatureError as exc:
+        raise DatasetError(str(exc)) from None
+    for name in sources:
+        if name == "feature_items":
+            continue
+        have = set(etl.dates(name))
+        wanted = _days(spec.start - dt.timedelta(days=1), spec.end - dt.timedelta(days=1))
+        if gaps := [d for d in wanted if d not in have]:
+            days = ", ".join(map(str, gaps))
+            warnings.append(f"{name}: no snapshot for {days}: the next day's rows use older values or none")
+    lake_files = impressions + engagements + sources["feature_items"]
+    etl_files = [f for name, files in sources.items() if name != "feature_items" for f in files]
+    checksums = {f"lake/{k}": v for k, v in lake.checksums(lake_files).items()}
+    checksums |= {f"etl/{k}": v for k, v in etl.checksums(etl_files).items()}
+    # The id promises these bytes: a file changed after its manifest was written must not pass for the original.
+    for path, (key, expected) in zip(lake_files + etl_files, checksums.items(), strict=True):
+        if sha256(path) != expected:
+            raise DatasetError(f"{key}: its bytes no longer match the checksum in its partition manifest")
+    return Inputs(impressions, engagements, sources, checksums, warnings)
+
+
+def identity(spec: DatasetSpec, fs: FeatureSet, inputs: Inputs) -> dict:
+    """Everything that decides a dataset's bytes, and nothing that does not (paths, the time of the build)."""
+    return {
+        "builder": BUILDER_VERSION,
+        "homefeed": homefeed.__version__,
+        "duckdb": duckdb.__version__,  # its hash() drives sampling and its writer writes the files
+        "spec": spec.model_dump(mode="json"),
+        "feature_set": {"version": fs.version, "columns": fs.columns},
+        "inputs": inputs.checksums,
+    }
+
+
+def resolve_feature_set(spec: DatasetSpec, settings: Settings) -> FeatureSet:
+    try:
+        return feature_set(spec.feature_set, settings.etl, settings.features)
+    except FeatureError as exc:
+        raise DatasetError(f"feature_set: {exc}") from None
+
+
+def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) -> Built:
+    """Build the dataset ``spec`` describes from the lake and ETL of ``settings`` (or find it already built)."""
+    paths = settings.resolved_paths
+    lake, etl, store = Lake(paths.lake), Lake(paths.etl), DatasetStore(paths.datasets)
+    fs = resolve_feature_set(spec, settings)
+    inputs = gather_inputs(spec, fs, lake, etl)
+    ident = identity(spec, fs, inputs)
+    did = dataset_id(ident)
+    if store.exists(did) and not force:
+        return Built(did, store.path(did), store.load(did), reused=True)
+    began = time.perf_counter()
+    days = split_days(spec)
+    files = {name: f"{name}.parquet" for name in days}
+    store.root.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_dir(store.path(did), allowed={*(f"{s}.parquet" for s in SPLITS), MANIFEST}) as staging,
+        tempfile.TemporaryDirectory(prefix=".spill-", dir=store.root) as spill,
+        duckdb.connect() as con,
+    ):
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # the CLI prints its own summary; no bars in logs
+        con.execute(f"SET temp_directory = '{spill}'")  # sorts of big ranges spill beside the datasets, not in cwd
+        funnel = _select(con, spec, fs, inputs)
+        for split, name in files.items():
+            _write_split(con, spec, fs, split, staging / name)
+        stats = validation.statistics(con, {s: staging / n for s, n in files.items()}, fs, spec.targets)
+        manifest = {
+            "id": did,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - began, 3),
+            "builder": ident["builder"],
+            "homefeed": ident["homefeed"],
+            "duckdb": ident["duckdb"],
+            "spec": ident["spec"],
+            "inputs": ident["inputs"],
+            "feature_set": {
+                "name": fs.name,
+                "version": fs.version,
+                "columns": fs.columns,
+                "bounds": {f.name: validation.bounds(f) for f in fs.features},
+            },
+            "splits": {
+                split: {
+                    "file": name,
+                    "first_day": str(days[split][0]),
+                    "last_day": str(days[split][1]),
+                    "sha256": sha256(staging / name),
+                    "funnel": funnel.get(split, {}),
+                }
+                for split, name in files.items()
+            },
+            "stats": stats,
+            "violations": validation.violations(stats, fs),
+            "warnings": inputs.warnings,
+        }
+        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    return Built(did, store.path(did), manifest, reused=False)
+
+
+def _files(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], columns: str = "*") -> None:
+    listed = ", ".join(f"'{f}'" for f in files)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet([{listed}])")
+
+
+def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, inputs: Inputs) -> dict[str, dict]:
+    """Label every impression of the range and decide what is kept; return the per-split funnel counts."""
+    _files(con, "ds_impressions", inputs.impressions)
+    _files(con, "ds_engagements", inputs.engagements, "request_id, item_id, ts, action")
+    pit.register_files(con, inputs.sources)
+    con.execute(f"CREATE TEMP TABLE ds_candidates AS {sampling.candidates_sql(spec)}")
+    cursor = con.execute(sampling.funnel_sql())
+    names = [d[0] for d in cursor.description]
+    funnel = {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in cursor.fetchall()}
+    kept = sum(f["kept"] for f in funnel.values())
+    if not kept:
+        scope = " from exploration traffic (0 < propensity < 1)" if spec.sampling.exploration_only else ""
+        raise DatasetError(f"no impressions{scope} from {spec.start} to {spec.end} are left to train on")
+    if spec.sampling.ips and (missing := sum(f["kept_without_propensity"] for f in funnel.values())):
+        raise DatasetError(
+            f"sampling.ips: {missing:,} of {kept:,} impressions kept have no logged propensity: logs without "
+            "propensities cannot be IPS-weighted (set sampling.exploration_only = true to keep only rows with one, "
+            "or ips = false)"
+        )
+    for f in funnel.values():
+        f.pop("kept_without_propensity")
+    return funnel
+
+
+def _write_split(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, split: str, path: Path) -> None:
+    """Join one split's kept rows to their point-in-time features and write them, sorted, as one Parquet file."""
+    labels = [label.name for label in spec.targets]
+    keep = (*sampling.IMPRESSION_COLUMNS, *labels, "sample_weight")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW ds_rows AS SELECT {', '.join(keep)} FROM ds_candidates "
+        f"WHERE keep AND split = '{split}'"
+    )
+    columns = [*sampling.IMPRESSION_COLUMNS, "topic", "creator_id", *labels]
+    select = f"{', '.join(columns)}, {sampling.weight_sql(spec)} AS weight, {', '.join(fs.columns)}"
+    query = pit.query(fs, "ds_rows", keep=keep)
+    con.execute(
+        f"COPY (SELECT {select} FROM ({query}) ORDER BY {sampling.ORDER}) TO '{path}' "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
+
+
+__all__ = ["BUILDER_VERSION", "Built", "Inputs", "build_dataset", "gather_inputs", "identity", "resolve_feature_set"]

@@ -1,0 +1,161 @@
+"""Datasets as immutable, versioned snapshots: ids, the store of built datasets, and what differs between two.
+
+A dataset's id is a hash of everything that decides its bytes — the spec, the
+feature set's version and columns, the checksum of every lake and ETL file read,
+the builder's and DuckDB's versions — and of nothing else: not the paths, not
+the time of the build.  So the same inputs give the same id on any machine, a
+late file in the lake gives a new one, and a build whose id exists is a no-op.
+``<root>/<id>/`` holds one Parquet file per split and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from homefeed.train.spec import DatasetError
+
+MANIFEST = "manifest.json"
+ID_LENGTH = 16
+
+
+def dataset_id(identity: dict) -> str:
+    """A short SHA-256 of the canonical JSON of ``identity`` (sorted keys, no whitespace)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DatasetStore:
+    """The built datasets under ``root``; a folder counts only once its manifest is there (and it is not hidden)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, dataset_id: str) -> Path:
+        return self.root / dataset_id
+
+    def exists(self, dataset_id: str) -> bool:
+        return (self.path(dataset_id) / MANIFEST).exists()
+
+    def ids(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).exists())
+
+    def manifests(self) -> list[dict]:
+        """Every dataset's manifest, oldest build first."""
+        found = [json.loads((self.path(i) / MANIFEST).read_text(encoding="utf-8")) for i in self.ids()]
+        return sorted(found, key=lambda m: (m["created_at"], m["id"]))
+
+    def resolve(self, ref: str) -> str:
+        """The id ``ref`` names: an id, or a prefix of exactly one (as git takes commits)."""
+        ids = self.ids()
+        if ref in ids:
+            return ref
+        found = [i for i in ids if ref and i.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise DatasetError(f"dataset {ref!r} is ambiguous: it starts {', '.join(found[:5])}")
+        known = f"; `homefeed dataset list` shows the {len(ids)} there" if ids else " (there are none yet)"
+        raise DatasetError(f"unknown dataset {ref!r} under {self.root}{known}")
+
+    def load(self, ref: str) -> dict:
+        dataset_id = self.resolve(ref)
+        return json.loads((self.path(dataset_id) / MANIFEST).read_text(encoding="utf-8"))
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    return {prefix: value}
+
+
+@dataclass
+class DatasetDiff:
+    """What changed from dataset ``a`` to dataset ``b``."""
+
+    a: str
+    b: str
+    spec: list[tuple[str, object, object]] = field(default_factory=list)  # dotted key, a's value, b's
+    feature_set: tuple[str, str] = ("", "")  # versions
+    features_added: list[str] = field(default_factory=list)
+    features_removed: list[str] = field(default_factory=list)
+    inputs_added: int = 0
+    inputs_removed: int = 0
+    splits: list[dict] = field(default_factory=list)  # split, rows a/b, label rates a/b
+    shifts: list[dict] = field(default_factory=list)  # per common feature, over all rows: mean shift in std units
+
+
+def diff(a: dict, b: dict) -> DatasetDiff:
+    """Spec differences, row and label counts per split, and per-feature mean and missing-rate shifts."""
+    out = DatasetDiff(a["id"], b["id"])
+    spec_a, spec_b = _flatten(a["spec"]), _flatten(b["spec"])
+    for key in sorted(spec_a.keys() | spec_b.keys()):
+        if spec_a.get(key) != spec_b.get(key):
+            out.spec.append((key, spec_a.get(key), spec_b.get(key)))
+    out.feature_set = (a["feature_set"]["version"], b["feature_set"]["version"])
+    cols_a, cols_b = a["feature_set"]["columns"], b["feature_set"]["columns"]
+    out.features_added = [c for c in cols_b if c not in cols_a]
+    out.features_removed = [c for c in cols_a if c not in cols_b]
+    inputs_a, inputs_b = set(a["inputs"].items()), set(b["inputs"].items())
+    out.inputs_added, out.inputs_removed = len(inputs_b - inputs_a), len(inputs_a - inputs_b)
+    for split in [s for s in ("train", "validation", "test", "all") if s in a["stats"] or s in b["stats"]]:
+        sa, sb = a["stats"].get(split, {}), b["stats"].get(split, {})
+        labels = sorted(set(sa.get("labels", {})) | set(sb.get("labels", {})))
+        out.splits.append(
+            {
+                "split": split,
+                "rows": (sa.get("rows"), sb.get("rows")),
+                "weight_sum": (sa.get("weight_sum"), sb.get("weight_sum")),
+                "labels": {
+                    name: (
+                        sa.get("labels", {}).get(name, {}).get("rate"),
+                        sb.get("labels", {}).get(name, {}).get("rate"),
+                    )
+                    for name in labels
+                },
+            }
+        )
+    fa, fb = a["stats"].get("all", {}).get("features", {}), b["stats"].get("all", {}).get("features", {})
+    for name in [n for n in fa if n in fb]:
+        x, y = fa[name], fb[name]
+        out.shifts.append(
+            {
+                "feature": name,
+                "mean": (x["mean"], y["mean"]),
+                "shift_std": _shift(x, y),
+                "null_rate": (x["null_rate"], y["null_rate"]),
+                "missing_rate": (x["missing_rate"], y["missing_rate"]),
+            }
+        )
+    out.shifts.sort(key=lambda s: -abs(s["shift_std"] or 0.0))
+    return out
+
+
+def _shift(x: dict, y: dict) -> float | None:
+    """Change of the mean in units of the two datasets' pooled standard deviation (0 for two constants)."""
+    if x["mean"] is None or y["mean"] is None:
+        return None
+    spread = math.sqrt(((x["std"] or 0.0) ** 2 + (y["std"] or 0.0) ** 2) / 2)
+    delta = y["mean"] - x["mean"]
+    if spread == 0:
+        return 0.0 if delta == 0 else math.copysign(math.inf, delta)
+    return delta / spread
+
+
+__all__ = ["ID_LENGTH", "MANIFEST", "DatasetDiff", "DatasetStore", "dataset_id", "diff", "sha256"]
