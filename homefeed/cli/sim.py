@@ -1,0 +1,122 @@
+"""`homefeed init`, `homefeed sim run` and `homefeed demo`: the project file and the simulated world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from homefeed import config as config_mod
+from homefeed.cli.common import ConfigOption, UserError, app, console, err_console, load_settings, require_positive
+from homefeed.config import Settings
+from homefeed.files import ensure_replaceable
+from homefeed.sim import BASELINES, SimulationResult, make_baseline
+from homefeed.sim.simulation import LOG_TABLES, compare_policies
+
+sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+def _run_with_progress(
+    settings: Settings, policies: list, days: int, out_dirs: dict[str, Path]
+) -> list[SimulationResult]:
+    """Simulate each policy with a progress bar per policy."""
+    try:
+        for target in out_dirs.values():
+            ensure_replaceable(target, set(LOG_TABLES))
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from None
+    with Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as progress:
+        tasks = {p.name: progress.add_task(p.name, total=days) for p in policies}
+        return compare_policies(
+            settings.sim, policies, days, out_dirs, on_day=lambda name, _: progress.advance(tasks[name])
+        )
+
+
+def _outcome_table(results: list[SimulationResult], title: str) -> Table:
+    table = Table(title=title, caption="per user-day: per active user per day; return: visits again the next day")
+    columns = [
+        ("policy", None),
+        ("user-days", "user_days"),
+        ("impr.", "impressions_per_user_day"),
+        ("clicks", "clicks_per_user_day"),
+        ("saves", "saves_per_user_day"),
+        ("hides", "hides_per_user_day"),
+        ("return", "return_rate"),
+        ("fresh", "fresh_share"),
+        ("unsafe", "unsafe_share"),
+    ]
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header == "policy" else "right")
+    for result in results:
+        summary = result.summary()
+        cells = [result.policy]
+        for _, key in columns[1:]:
+            value = summary[key]
+            if key == "user_days":
+                cells.append(f"{int(value):,}")
+            elif key.endswith("_rate") or key.endswith("_share"):
+                cells.append(f"{value:.1%}")
+            else:
+                cells.append(f"{value:.3f}")
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write homefeed.toml.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented default project file."""
+    path = config_mod.init(directory, overwrite=force)
+    console.print(f"wrote {path}")
+
+
+@sim_app.command("run")
+def sim_run(
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 14,
+    users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
+    policy: Annotated[str, typer.Option(help=f"Feed policy: {', '.join(BASELINES)}.")] = "random",
+    out: Annotated[Path | None, typer.Option(help="Directory for the logs (default: paths.sim_logs/POLICY).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: from config).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Simulate DAYS days of feeds served by POLICY and write the logs as Parquet partitioned by date."""
+    require_positive("days", days)
+    require_positive("users", users)
+    settings = load_settings(config, users=users, seed=seed)
+    feed_policy = make_baseline(policy, seed=settings.sim.seed, max_age_days=settings.sim.item_lifetime_days)
+    out_dir = out or settings.resolved_paths.sim_logs / policy
+    results = _run_with_progress(settings, [feed_policy], days, {policy: out_dir})
+    console.print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
+    console.print(f"logs written to {out_dir}")
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days to simulate per policy.")] = 14,
+    users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the loop on the simulated world: every baseline policy, side by side."""
+    require_positive("days", days)
+    require_positive("users", users)
+    settings = load_settings(config, users=users)
+    s = settings.sim
+    policies = [make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days) for name in BASELINES]
+    root = settings.resolved_paths.sim_logs
+    console.print(f"[bold]homefeed demo[/bold]: {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
+    results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
+    console.print(_outcome_table(results, "Baseline policies on the same world"))
+    console.print(f"logs written under {root}")
