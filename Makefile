@@ -24,11 +24,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
-<<<<<<< HEAD
 	$(BIN)/python benchmarks/data_pipeline.py
-=======
 	$(BIN)/python benchmarks/features.py
->>>>>>> store
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache
