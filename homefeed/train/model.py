@@ -1,0 +1,180 @@
+"""The model interface every ranker implements: parameters in ``__init__``, ``fit``, ``predict``, ``save``/``load``.
+
+Shaped after scikit-learn's estimators so a GBDT and a neural network are
+interchangeable behind the registry, the evaluation stage and the ranking
+service.  A model predicts one probability per *head* — a positive engagement
+and a negative action (hide/report) — and the ranking score is a configured
+combination of the heads (``p(positive) − λ·p(negative)``), so negative
+feedback is part of the objective rather than a filter bolted on later.
+
+Position bias: ``position="feature"`` trains with the slot as an input and
+predicts with it held at slot 1 (what an item is worth where the ranker would
+put it, not where the old ranker happened to); ``weights="ips"`` multiplies
+each row's dataset weight by 1/propensity (clipped), so the old policy's
+choices count as if it had been uniform.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from homefeed.train.snapshots import DatasetStore
+
+Position = Literal["ignore", "feature"]
+Weights = Literal["dataset", "none", "ips"]
+#: The slot every item is scored at when position is a training feature.
+SERVING_POSITION = 1
+MODEL_FILE = "model.json"
+
+
+class ModelError(ValueError):
+    """A model that cannot be trained, saved or loaded as asked (a tampered file, a missing column)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Which label each head learns, and how the heads combine into the ranking score."""
+
+    positive: str = "engaged"
+    negative: str = "negative"
+    negative_weight: float = 1.0  # λ: how many positive engagements one hide or report is worth losing
+
+    @property
+    def heads(self) -> tuple[str, str]:
+        return (self.positive, self.negative)
+
+    def score(self, heads: dict[str, np.ndarray]) -> np.ndarray:
+        return heads[self.positive] - self.negative_weight * heads[self.negative]
+
+
+@dataclass
+class TrainingData:
+    """A dataset snapshot loaded for training: its splits, the model input columns in order, its manifest."""
+
+    dataset_id: str
+    features: list[str]
+    splits: dict[str, pa.Table]
+    manifest: dict = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def load(cls, store: DatasetStore, ref: str) -> TrainingData:
+        manifest = store.load(ref)
+        path = store.path(manifest["id"])
+        splits = {name: pq.read_table(path / f"{name}.parquet") for name in ("train", "validation", "test")}
+        return cls(manifest["id"], list(manifest["feature_set"]["columns"]), splits, manifest)
+
+
+def row_weights(rows: pa.Table, weights: Weights, ips_max: float = 20.0) -> np.ndarray:
+    """The training weight of each row: the dataset's (sampling corrections), none, or those times 1/propensity."""
+    if weights == "none":
+        return np.ones(rows.num_rows)
+    base = rows["weight"].to_numpy().astype(np.float64) if "weight" in rows.column_names else np.ones(rows.num_rows)
+    if weights == "dataset":
+        return base
+    propensity = pc.fill_null(rows["propensity"], 1.0).to_numpy().astype(np.float64)
+    return base * np.minimum(1.0 / np.maximum(propensity, 1e-12), ips_max)
+
+
+def inputs(rows: pa.Table, features: list[str], position: Position, serving: bool) -> np.ndarray:
+    """The model's input matrix: the feature columns in order, then the slot when it is a feature."""
+    missing = [c for c in features if c not in rows.column_names]
+    if missing:
+        raise ModelError(f"rows lack feature column(s) {', '.join(missing[:5])}")
+    columns = [rows[c].to_numpy(zero_copy_only=False).astype(np.float32) for c in features]
+    if position == "feature":
+        slot = (
+            np.full(rows.num_rows, SERVING_POSITION, np.float32)
+            if serving or "position" not in rows.column_names
+            else rows["position"].to_numpy().astype(np.float32)
+        )
+        columns.append(slot)
+    return np.column_stack(columns) if columns else np.zeros((rows.num_rows, 0), np.float32)
+
+
+class Ranker(abc.ABC):
+    """A trained (or to-be-trained) ranking model with one probability per head."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        objective: Objective | None = None,
+        position: Position = "ignore",
+        weights: Weights = "dataset",
+        seed: int = 0,
+    ):
+        self.objective = objective or Objective()
+        self.position = position
+        self.weights = weights
+        self.seed = seed
+        self.features: list[str] = []
+        self.dataset_id: str | None = None
+        self.training: dict = {}  # metrics and timings of the fit, for the registry
+
+    @abc.abstractmethod
+    def fit(self, data: TrainingData) -> Ranker:
+        """Learn every head from ``data``'s train split, stopping early on its validation split."""
+
+    @abc.abstractmethod
+    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
+        """Per head, the probability for each row (position held at the serving slot)."""
+
+    def score(self, rows: pa.Table) -> np.ndarray:
+        return self.objective.score(self.predict(rows))
+
+    def params(self) -> dict:
+        """Everything that defines the model before training, for the registry's lineage."""
+        return {
+            "kind": self.kind,
+            "objective": asdict(self.objective),
+            "position": self.position,
+            "weights": self.weights,
+            "seed": self.seed,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model in safe formats only (text, JSON, tensors): never pickle."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "params": self.params(),
+            "features": self.features,
+            "dataset_id": self.dataset_id,
+            "training": self.training,
+        }
+        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        self._save_weights(directory)
+
+    @abc.abstractmethod
+    def _save_weights(self, directory: Path) -> None: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Ranker:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
+            params = dict(meta["params"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{directory}: not a readable model ({exc})") from None
+        kind = params.pop("kind")
+        if kind != cls.kind:
+            raise ModelError(f"{directory}: a {kind!r} model, not {cls.kind!r}")
+        params["objective"] = Objective(**params["objective"])
+        model = cls(**params)
+        model.features = list(meta["features"])
+        model.dataset_id = meta.get("dataset_id")
+        model.training = meta.get("training", {})
+        model._load_weights(directory)
+        return model
+
+    @abc.abstractmethod
+    def _load_weights(self, directory: Path) -> None: ...
