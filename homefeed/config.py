@@ -40,6 +40,7 @@ class Paths(_Section):
     sim_logs: Path = Path("sim")
     online_store: Path = Path("online.sqlite")
     registry: Path = Path("registry.sqlite")
+    models: Path = Path("models")
     etl: Path = Path("etl")
     checks: Path = Path("checks")
     datasets: Path = Path("datasets")
@@ -431,7 +432,8 @@ lake = "lake"                   # partitioned Parquet: users, items, impressions
 quarantine = "quarantine"       # rows that failed their contract, with the reason
 sim_logs = "sim"                # logs written by the simulator
 online_store = "online.sqlite"  # online feature store (SQLite backend)
-registry = "registry.sqlite"    # model registry metadata
+registry = "registry.sqlite"    # model registry metadata: versions, lineage, aliases and their history
+models = "models"               # the registered models' files, one folder per version
 etl = "etl"                     # daily feature sources computed from the lake
 checks = "checks"               # findings of the daily data checks, by date
 datasets = "datasets"           # versioned training datasets: <id>/train|validation|test.parquet + manifest.json
