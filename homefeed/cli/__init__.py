@@ -12,7 +12,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from homefeed.cli import data, dataset, features, sim  # noqa: F401  (registers the commands, in help order)
+from homefeed.cli import data, dataset, features, models, sim  # noqa: F401  (registers the commands, in help order)
 from homefeed.cli.common import UserError, app, err_console, fail
 from homefeed.config import ConfigError
 from homefeed.data.ingest import IngestError
@@ -21,9 +21,22 @@ from homefeed.features.store import StoreError
 from homefeed.schema import SchemaError
 from homefeed.sim import PolicyError
 from homefeed.train import DatasetError
+from homefeed.train.model import ModelError
+from homefeed.train.registry import RegistryError
 
 #: What a user can cause: each becomes one ``error:`` line and exit code 2.
-USER_ERRORS = (UserError, ConfigError, PolicyError, SchemaError, IngestError, StoreError, FeatureError, DatasetError)
+USER_ERRORS = (
+    UserError,
+    ConfigError,
+    PolicyError,
+    SchemaError,
+    IngestError,
+    StoreError,
+    FeatureError,
+    DatasetError,
+    ModelError,
+    RegistryError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
