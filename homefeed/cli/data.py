@@ -19,7 +19,7 @@ from homefeed.cli.common import (
     wide_console,
 )
 from homefeed.data.daily import CheckError, DayCheck, check_date
-from homefeed.data.etl import EtlError, Params, make_engine, run_etl
+from homefeed.data.etl import EtlError, Params, engine_for, run_etl
 from homefeed.data.ingest import IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
@@ -154,7 +154,7 @@ def data_etl(
     if backend not in ("duckdb", "spark"):
         raise UserError(f"--engine: {backend!r} is not one of duckdb, spark")
     params = Params.from_settings(settings.etl, first, last)
-    runner = make_engine(backend, settings.backends.spark_master, settings.etl.memory_limit, paths.etl / ".spill")
+    runner = engine_for(settings, backend)
     try:
         report = run_etl(Lake(paths.lake), Lake(paths.etl), params, runner, force=force)
     except EtlError as exc:

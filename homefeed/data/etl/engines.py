@@ -18,6 +18,7 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
+from homefeed.config import Settings
 from homefeed.schema import TABLES
 
 #: DuckDB's microseconds-since-epoch function, which sqlglot passes through unchanged; Spark calls it UNIX_MICROS.
@@ -147,3 +148,14 @@ def make_engine(
     if backend == "spark":
         return SparkEngine(spark_master)
     raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")
+
+
+def engine_for(settings: Settings, backend: str | None = None) -> Engine:
+    """The engine the project file asks for (or ``backend``), with its memory limit and spill folder."""
+    paths = settings.resolved_paths
+    return make_engine(
+        backend or settings.backends.etl,
+        settings.backends.spark_master,
+        settings.etl.memory_limit,
+        paths.etl / ".spill",
+    )
