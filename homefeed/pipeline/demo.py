@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homefeed.config import Settings
-from homefeed.data.etl import Params, run_etl
+from homefeed.data.etl import Params, engine_for, run_etl
 from homefeed.data.ingest import ingest
 from homefeed.data.lake import Lake
 from homefeed.schema import TABLES
