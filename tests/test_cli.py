@@ -161,7 +161,7 @@ def test_sim_run_negative_seed_is_a_user_error(tmp_path, tiny, capsys):
 
 def test_demo_compares_every_baseline(tmp_path, capsys):
     (tmp_path / "homefeed.toml").write_text(TINY, encoding="utf-8")  # picked up from the working directory
-    assert main(["demo", "--days", "2", "--users", "400"]) == 0
+    assert main(["demo", "--days", "2", "--users", "400", "--no-train"]) == 0
     stdout = plain(capsys.readouterr().out)
     for policy in POLICIES:
         assert len(table_rows(stdout, policy)) == 1, policy

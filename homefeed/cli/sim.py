@@ -13,6 +13,7 @@ from homefeed import config as config_mod
 from homefeed.cli.common import ConfigOption, UserError, app, console, err_console, load_settings, require_positive
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
+from homefeed.pipeline.demo import train_on_logs
 from homefeed.sim import BASELINES, SimulationResult, make_baseline
 from homefeed.sim.simulation import LOG_TABLES, compare_policies
 
@@ -107,9 +108,15 @@ def sim_run(
 def demo(
     days: Annotated[int, typer.Option(help="Days to simulate per policy.")] = 14,
     users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Then train and register both rankers.")] = True,
     config: ConfigOption = None,
 ) -> None:
-    """Run the loop on the simulated world: every baseline policy, side by side."""
+    """Run the loop on the simulated world: every baseline side by side, then a dataset and both rankers.
+
+    The random policy's logs (exploration traffic: every slot placed at random) go through ingestion, the ETL
+    and the dataset builder; a GBDT and a neural ranker are trained on them and registered as ``production``
+    and ``candidate``.
+    """
     require_positive("days", days)
     require_positive("users", users)
     settings = load_settings(config, users=users)
@@ -120,3 +127,28 @@ def demo(
     results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
     console.print(_outcome_table(results, "Baseline policies on the same world"))
     console.print(f"logs written under {root}")
+    if train:
+        _train_demo(settings, root / "random")
+
+
+def _train_demo(settings: Settings, logs: Path) -> None:
+    trained = train_on_logs(settings, logs, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
+    splits = ", ".join(f"{n} {r:,}" for n, r in trained.rows.items())
+    console.print(f"ingested {trained.events:,} events; dataset {trained.dataset_id}: {splits} rows")
+    table = Table(title="Rankers trained on the random policy's logs (exploration traffic), registered")
+    for header in ("version", "alias", "valid AUC engaged", "valid AUC negative", "train s", "p99 ms / 500 rows"):
+        table.add_column(header)
+    for kind, v in trained.versions.items():
+        auc = v.metrics.get("validation", {})
+        table.add_row(
+            v.version, ", ".join(v.aliases), _metric(auc, "engaged"), _metric(auc, "negative"),
+            f"{trained.seconds.get(f'train {kind}', 0):.1f}", f"{v.predict_p99_ms or 0:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    timings = ", ".join(f"{k} {s:.1f} s" for k, s in trained.seconds.items())
+    console.print(f"steps: {timings}; `homefeed models list` shows the registry")
+
+
+def _metric(metrics: dict, head: str) -> str:
+    value = metrics.get(head, {}).get("auc") if isinstance(metrics.get(head), dict) else None
+    return f"{value:.3f}" if isinstance(value, float) else "-"
