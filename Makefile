@@ -16,6 +16,8 @@ demo: $(STAMP)
 	$(BIN)/homefeed demo
 
 lint: $(STAMP)
+	@! grep -rnE '^(<<<<<<<|>>>>>>>) ' --include='*.py' --include='*.md' --include='*.toml' --include=Makefile . \
+		--exclude-dir=.venv --exclude-dir=.git || { echo "merge conflict markers left in the files above"; exit 1; }
 	$(BIN)/ruff check homefeed tests benchmarks
 	$(BIN)/ruff format --check homefeed tests benchmarks
 
