@@ -7,7 +7,7 @@ its longest window holds an event, so a 7-day count falls back to zero on the
 days after the last event instead of repeating a stale value; a point-in-time
 join can then take the latest snapshot before an impression and be right.
 
-The text is generated here from a few shapes (daily counts → windowed sums →
+The text is generated from a few shapes (:mod:`.shapes`: daily counts → windowed sums →
 smoothed rates) so that 60-odd columns are declared once with their types, and
 the same string runs on DuckDB and, transpiled by sqlglot, on Spark SQL.  Only
 constructs both engines share are used: no ``GROUP BY ALL``, no ``//``, every
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from homefeed.config import EtlSettings
+from homefeed.data.etl.shapes import ACTIONS, day_of, double, exact_sum, smoothed_rates, windowed
 from homefeed.schema import NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 
-ACTIONS = POSITIVE_ACTIONS + NEGATIVE_ACTIONS
 EPOCH = dt.date(1970, 1, 1)
 
 
@@ -89,88 +89,6 @@ class Step:
         return self.schema is not None
 
 
-def _dn(column: str) -> str:
-    """Days since 1970-01-01 (UTC) of a timestamp: integer arithmetic on microseconds, twice as fast as via DATE.
-
-    ``EPOCH_US`` is DuckDB's; the Spark engine renames it to ``UNIX_MICROS`` (sqlglot leaves it as is).
-    """
-    return f"CAST(EPOCH_US({column}) // {86_400_000_000} AS BIGINT)"
-
-
-def _f(x: float) -> str:
-    """A float literal typed as DOUBLE: DuckDB reads ``7.0`` as a DECIMAL and rounds divisions by it."""
-    return f"CAST({float(x)!r} AS DOUBLE)"
-
-
-def _exact_sum(expr: str) -> str:
-    """A sum of doubles that does not depend on the order rows arrive in (parallel aggregation reorders them).
-
-    Summed as integers of 1e-9 units, so every run and both engines give the same bits.
-    """
-    return f"CAST(SUM(CAST(ROUND({expr} * {_f(1e9)}) AS BIGINT)) AS DOUBLE) / {_f(1e9)}"
-
-
-def _windowed(
-    keys: tuple[str, ...],
-    daily: str,
-    counts: tuple[str, ...],
-    doubles: tuple[str, ...],
-    p: Params,
-    span: str | None = None,
-    presence: str = "TRUE",
-    decayed: bool = False,
-) -> str:
-    """Sums of ``daily``'s metrics over each window ending on each snapshot day.
-
-    Every daily row joins the snapshot days whose longest window holds it, and one
-    aggregation gives every window at once (a row counts in window ``w`` of day D
-    if it is less than ``w`` days old).  A key has a row on day D only when a daily
-    row inside the window satisfies ``presence``, so a snapshot depends on the past
-    only, and a count falls to zero on the days after the last event before the
-    entity drops out.  ``span`` lists (keys, dn) rows that make an entity present
-    without counts (an item's creation day).  ``decayed`` adds exponentially decayed
-    sums over the longest window (half-life ``p.half_life_days``).
-
-    Why not window functions over a dense (entity × day) grid: for a daily run the
-    grid holds every day of the lookback for every entity, and is 4x slower here.
-    """
-    k = ", ".join(keys)
-    metrics = counts + doubles
-    rows = f"SELECT {k}, dn, {', '.join(metrics)}, CASE WHEN {presence} THEN 1 ELSE 0 END AS present FROM {daily}"
-    if span:
-        zeros = ", ".join(f"0 AS {m}" for m in metrics)
-        rows += f" UNION ALL SELECT {k}, dn, {zeros}, 1 AS present FROM ({span}) span"
-    cols = []
-    for w in () if decayed else p.windows:
-        for m in metrics:
-            value = f"x.{m}" if w == p.lookback else f"CASE WHEN x.dn > d.dn - {w} THEN x.{m} ELSE 0 END"
-            total = f"CAST(SUM({value}) AS BIGINT)" if m in counts else _exact_sum(value)
-            cols.append(f"{total} AS {m}_{w}d")
-    if decayed:
-        weight = f"POWER({_f(2.0)}, CAST(x.dn - d.dn AS DOUBLE) / {_f(p.half_life_days)})"
-        cols += [f"{_exact_sum(f'x.{m} * {weight}')} AS {m}_decayed" for m in metrics]
-    return f"""
-SELECT {", ".join(f"x.{c}" for c in keys)}, d.dn, {", ".join(cols)}
-FROM ({rows}) x JOIN snapshot_days d ON x.dn BETWEEN d.dn - {p.lookback - 1} AND d.dn
-GROUP BY {", ".join(f"x.{c}" for c in keys)}, d.dn
-HAVING SUM(x.present) > 0"""
-
-
-def _rates(
-    entity: str, metric_windows: tuple[int, ...], strength: float, prior: str = "prior"
-) -> tuple[list[str], list[str]]:
-    """Smoothed per-exposure rates ``(count + m·prior) / (exposure + m)`` for every action and window."""
-    cols, names = [], []
-    for w in metric_windows:
-        for a in ACTIONS:
-            cols.append(
-                f"({entity}.{a}_{w}d + {_f(strength)} * COALESCE({prior}.{a}_{w}d, {_f(0.0)}))"
-                f" / ({entity}.exposure_{w}d + {_f(strength)}) AS {a}_rate_{w}d"
-            )
-            names.append(f"{a}_rate_{w}d")
-    return cols, names
-
-
 def _count_fields(metrics: tuple[str, ...], windows: tuple[int, ...], kind: pa.DataType) -> list[pa.Field]:
     return [pa.field(f"{m}_{w}d", kind) for w in windows for m in metrics]
 
@@ -186,15 +104,15 @@ def steps(p: Params) -> list[Step]:
     out.append(
         Step(
             "imp",
-            f"""SELECT request_id, user_id, item_id, surface, position, {_dn("ts")} AS dn FROM impressions
-            WHERE {_dn("ts")} BETWEEN {first} AND {end}""",
+            f"""SELECT request_id, user_id, item_id, surface, position, {day_of("ts")} AS dn FROM impressions
+            WHERE {day_of("ts")} BETWEEN {first} AND {end}""",
         )
     )
     out.append(
         Step(
             "eng",
-            f"""SELECT request_id, user_id, item_id, action, {_dn("ts")} AS dn FROM engagements
-            WHERE {_dn("ts")} BETWEEN {first} AND {end}""",
+            f"""SELECT request_id, user_id, item_id, action, {day_of("ts")} AS dn FROM engagements
+            WHERE {day_of("ts")} BETWEEN {first} AND {end}""",
         )
     )
     # Examination by slot, from the trailing window's closeup rate relative to slot 1 (shrunk towards 1 when
@@ -216,9 +134,9 @@ WITH daily AS (
   SELECT surface, dn, closeups / NULLIF(n, 0) AS rate FROM slot_window WHERE position = 1
 )
 SELECT t.surface, t.position, t.dn,
-  CASE WHEN first_slot.rate IS NULL OR first_slot.rate = 0 THEN {_f(1.0)}
-       ELSE LEAST({_f(1.0)}, GREATEST({_f(0.05)}, (t.closeups + {_f(m)} * first_slot.rate) / (t.n + {_f(m)})
-            / first_slot.rate)) END AS examination
+  CASE WHEN first_slot.rate IS NULL OR first_slot.rate = 0 THEN {double(1.0)}
+       ELSE LEAST({double(1.0)}, GREATEST({double(0.05)},
+            (t.closeups + {double(m)} * first_slot.rate) / (t.n + {double(m)}) / first_slot.rate)) END AS examination
 FROM slot_window t LEFT JOIN first_slot ON t.surface = first_slot.surface AND t.dn = first_slot.dn""",
             keys=("surface", "position", "dn"),
             shared=True,
@@ -230,14 +148,14 @@ FROM slot_window t LEFT JOIN first_slot ON t.surface = first_slot.surface AND t.
             "item_daily",
             f"""
 WITH i AS (
-  SELECT imp.item_id, imp.dn, CAST(COUNT(*) AS BIGINT) AS impressions, {_exact_sum("c.examination")} AS exposure
+  SELECT imp.item_id, imp.dn, CAST(COUNT(*) AS BIGINT) AS impressions, {exact_sum("c.examination")} AS exposure
   FROM imp JOIN position_curve c ON imp.surface = c.surface AND imp.position = c.position AND imp.dn = c.dn
   GROUP BY imp.item_id, imp.dn
 ), e AS (
   SELECT item_id, dn, {action_counts} FROM eng GROUP BY item_id, dn
 )
 SELECT COALESCE(i.item_id, e.item_id) AS item_id, COALESCE(i.dn, e.dn) AS dn,
-  COALESCE(i.impressions, 0) AS impressions, COALESCE(i.exposure, {_f(0.0)}) AS exposure,
+  COALESCE(i.impressions, 0) AS impressions, COALESCE(i.exposure, {double(0.0)}) AS exposure,
   {", ".join(f"COALESCE(e.{a}, 0) AS {a}" for a in ACTIONS)}
 FROM i FULL OUTER JOIN e ON i.item_id = e.item_id AND i.dn = e.dn""",
         )
@@ -245,7 +163,7 @@ FROM i FULL OUTER JOIN e ON i.item_id = e.item_id AND i.dn = e.dn""",
     out.append(
         Step(
             "item_creator",
-            f"SELECT item_id, creator_id, topic, {_dn('created_at')} AS created_dn FROM items",
+            f"SELECT item_id, creator_id, topic, {day_of('created_at')} AS created_dn FROM items",
         )
     )
     counts = ("impressions", *ACTIONS)
@@ -258,16 +176,16 @@ FROM i FULL OUTER JOIN e ON i.item_id = e.item_id AND i.dn = e.dn""",
         Step(
             "prior",
             f"""SELECT dn, {", ".join(prior_cols)} FROM (
-  SELECT dn, {_exact_sum("exposure")} AS exposure, {", ".join(f"CAST(SUM({a}) AS DOUBLE) AS {a}" for a in ACTIONS)}
+  SELECT dn, {exact_sum("exposure")} AS exposure, {", ".join(f"CAST(SUM({a}) AS DOUBLE) AS {a}" for a in ACTIONS)}
   FROM item_daily GROUP BY dn) t""",
         )
     )
 
-    rate_cols, rate_names = _rates("s", p.windows, m)
+    rate_cols, rate_names = smoothed_rates("s", p.windows, m)
     windowed_fields = _count_fields(counts, p.windows, pa.int64()) + _count_fields(
         ("exposure",), p.windows, pa.float64()
     )
-    item_grid = _windowed(
+    item_grid = windowed(
         ("item_id",),
         "item_daily",
         counts,
@@ -292,11 +210,11 @@ FROM ({item_grid}) s LEFT JOIN item_creator ic ON s.item_id = ic.item_id LEFT JO
         Step(
             "creator_daily",
             f"""SELECT ic.creator_id, d.dn, CAST(COUNT(DISTINCT d.item_id) AS BIGINT) AS items,
-  CAST(SUM(d.impressions) AS BIGINT) AS impressions, {_exact_sum("d.exposure")} AS exposure, {sum_actions}
+  CAST(SUM(d.impressions) AS BIGINT) AS impressions, {exact_sum("d.exposure")} AS exposure, {sum_actions}
 FROM item_daily d JOIN item_creator ic ON d.item_id = ic.item_id GROUP BY ic.creator_id, d.dn""",
         )
     )
-    creator_grid = _windowed(("creator_id",), "creator_daily", ("items", *counts), ("exposure",), p)
+    creator_grid = windowed(("creator_id",), "creator_daily", ("items", *counts), ("exposure",), p)
     out.append(
         Step(
             "creator_stats",
@@ -328,14 +246,14 @@ SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.dn, e.dn) AS dn,
 FROM i FULL OUTER JOIN e ON i.user_id = e.user_id AND i.dn = e.dn""",
         )
     )
-    user_grid = _windowed(("user_id",), "user_daily", user_counts, (), p)
+    user_grid = windowed(("user_id",), "user_daily", user_counts, (), p)
     negatives = [
         f"CAST({' + '.join(f's.{a}_{w}d' for a in NEGATIVE_ACTIONS)} AS BIGINT) AS negatives_{w}d" for w in p.windows
     ]
     out.append(
         Step(
             "user_profile",
-            f"""SELECT s.*, {", ".join(negatives)}, CAST(s.dn + 1 - {_dn("u.signup_at")} AS BIGINT) AS tenure_days
+            f"""SELECT s.*, {", ".join(negatives)}, CAST(s.dn + 1 - {day_of("u.signup_at")} AS BIGINT) AS tenure_days
 FROM ({user_grid}) s LEFT JOIN users u ON s.user_id = u.user_id""",
             keys=("user_id",),
             schema=pa.schema(
@@ -360,7 +278,7 @@ def _pair_steps(other: str, p: Params) -> list[Step]:
     name = "user_topic" if other == "topic" else "user_creator"
     daily = f"{name}_daily"
     mp = p.pair_prior_strength
-    grid = _windowed(
+    grid = windowed(
         ("user_id", other),
         daily,
         (),
@@ -388,10 +306,10 @@ i AS (
   GROUP BY i.user_id, ic.{other}, i.dn
 )
 SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.{other}, e.{other}) AS {other},
-  COALESCE(i.dn, e.dn) AS dn, COALESCE(i.impressions, {_f(0.0)}) AS impressions,
-  COALESCE({" + ".join(f"e.{a}" for a in POSITIVE_ACTIONS)}, {_f(0.0)}) AS positives,
-  COALESCE(e.save, {_f(0.0)}) AS saves,
-  COALESCE({" + ".join(f"e.{a}" for a in NEGATIVE_ACTIONS)}, {_f(0.0)}) AS negatives
+  COALESCE(i.dn, e.dn) AS dn, COALESCE(i.impressions, {double(0.0)}) AS impressions,
+  COALESCE({" + ".join(f"e.{a}" for a in POSITIVE_ACTIONS)}, {double(0.0)}) AS positives,
+  COALESCE(e.save, {double(0.0)}) AS saves,
+  COALESCE({" + ".join(f"e.{a}" for a in NEGATIVE_ACTIONS)}, {double(0.0)}) AS negatives
 FROM i FULL OUTER JOIN e ON i.user_id = e.user_id AND i.{other} = e.{other} AND i.dn = e.dn""",
         ),
         Step(
@@ -399,10 +317,10 @@ FROM i FULL OUTER JOIN e ON i.user_id = e.user_id AND i.{other} = e.{other} AND 
             f"""
 SELECT user_id, {other}, dn, impressions_decayed, positives_decayed, saves_decayed, negatives_decayed,
   positives_decayed / NULLIF(SUM(positives_decayed) OVER user_day, 0) AS positive_share,
-  (positives_decayed + {_f(mp)} * COALESCE(
+  (positives_decayed + {double(mp)} * COALESCE(
      SUM(positives_decayed) OVER user_day
-     / NULLIF(SUM(impressions_decayed) OVER user_day, 0), {_f(0.0)}))
-   / (impressions_decayed + {_f(mp)}) AS affinity
+     / NULLIF(SUM(impressions_decayed) OVER user_day, 0), {double(0.0)}))
+   / (impressions_decayed + {double(mp)}) AS affinity
 FROM ({grid}) s
 WINDOW user_day AS (
   PARTITION BY user_id, dn ORDER BY {other} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
