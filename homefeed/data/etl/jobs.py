@@ -10,8 +10,8 @@ join can then take the latest snapshot before an impression and be right.
 The text is generated from a few shapes (:mod:`.shapes`: daily counts → windowed sums →
 smoothed rates) so that 60-odd columns are declared once with their types, and
 the same string runs on DuckDB and, transpiled by sqlglot, on Spark SQL.  Only
-constructs both engines share are used: no ``GROUP BY ALL``, no ``//``, every
-division guarded with ``NULLIF`` (Spark's ANSI mode raises on ÷0), every sum
+constructs both engines share are used (``//`` becomes Spark's ``DIV``, no
+``GROUP BY ALL``), every division guarded with ``NULLIF`` (Spark's ANSI mode raises on ÷0), every sum
 cast to its declared type (DuckDB widens integer sums to HUGEINT).
 """
 
