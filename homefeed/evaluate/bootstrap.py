@@ -60,6 +60,9 @@ class Units:
 
     def ratio(self, num: np.ndarray, den: np.ndarray) -> tuple[float, np.ndarray]:
         """sum(num) / sum(den) and its replicates; the shape of a mean, a rate, a share."""
+        if self.weights.shape[0] == 0:  # point estimate only: no per-unit sums
+            total = float(np.sum(den))
+            return (float(np.sum(num)) / total if total > 0 else float("nan")), np.empty(0)
         n = np.bincount(self.codes, num, minlength=self.count)
         d = np.bincount(self.codes, den, minlength=self.count)
         total = d.sum()
@@ -123,8 +126,10 @@ class Scored:
 
     @property
     def weight(self) -> np.ndarray:
-        w = self.columns.get("weight")
-        return np.ones(len(self)) if w is None else w.astype(np.float64, copy=False)
+        if "weight" not in self._cache:
+            w = self.columns.get("weight")
+            self._cache["weight"] = np.ones(len(self)) if w is None else w.astype(np.float64, copy=False)
+        return self._cache["weight"]
 
     @cached_property
     def requests(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -134,30 +139,39 @@ class Scored:
         already contiguous; ranks then come from one (requests × longest request)
         sort along rows, not from a sort of every row.
         """
-        rid = self.col("request_id")
-        n = len(self)
+        rid, score, n = self.col("request_id"), self.columns["score"], len(self)
         grouped = n < 2 or bool((rid[1:] >= rid[:-1]).all())
-        perm = np.arange(n) if grouped else np.argsort(rid, kind="stable")
-        sorted_rid = rid[perm]
-        change = np.r_[True, sorted_rid[1:] != sorted_rid[:-1]] if n else np.zeros(0, bool)
+        perm = None if grouped else np.argsort(rid, kind="stable")
+        sorted_rid = rid if perm is None else rid[perm]
+        change = np.empty(n, bool)
+        change[:1] = True
+        np.not_equal(sorted_rid[1:], sorted_rid[:-1], out=change[1:])
         starts = np.flatnonzero(change)
         sizes = np.diff(np.r_[starts, n])
-        code = np.empty(n, np.int64)
-        code[perm] = np.cumsum(change) - 1
-        within = np.arange(n) - np.repeat(starts, sizes)  # position of each sorted row inside its request
-        longest = int(sizes.max(initial=0))
+        sorted_code = np.cumsum(change) - 1
+        code = sorted_code if perm is None else np.empty(n, np.int64)
+        if perm is not None:
+            code[perm] = sorted_code
+        n_req, longest = len(starts), int(sizes.max(initial=0))
         rank = np.empty(n, np.int64)
-        if len(starts) * longest > 4 * n + 1_000_000:  # a few very long requests: sort every row instead
-            order = np.lexsort((np.arange(n), -self.columns["score"], code))
+        if n_req * longest > 4 * n + 1_000_000:  # a few very long requests: sort every row instead
+            order = np.lexsort((np.arange(n), -score, code))
             rank[order] = np.arange(n) - np.repeat(starts, sizes)
-            return code, rank, len(starts)
-        grid = np.full((len(starts), longest), np.inf)
-        grid[code[perm], within] = -self.columns["score"][perm]
+            return code, rank, n_req
+        if n_req * longest == n:  # every request the same length: the rows are already the grid
+            grid = -(score if perm is None else score[perm]).reshape(n_req, longest)
+        else:
+            within = np.arange(n) - np.repeat(starts, sizes)  # position of each sorted row inside its request
+            grid = np.full((n_req, longest), np.inf)
+            grid[sorted_code, within] = -(score if perm is None else score[perm])
         order = np.argsort(grid, axis=1, kind="stable")  # padding (inf) sorts last
         rank_of = np.empty_like(order)
         np.put_along_axis(rank_of, order, np.arange(longest)[None, :], axis=1)
-        rank[perm] = rank_of[code[perm], within]
-        return code, rank, len(starts)
+        sorted_rank = rank_of.ravel() if n_req * longest == n else rank_of[sorted_code, within]
+        if perm is None:
+            return code, sorted_rank, n_req
+        rank[perm] = sorted_rank
+        return code, rank, n_req
 
     def top(self, k: int) -> np.ndarray:
         """(requests × k) row indices in the model's order, -1 where a request has fewer than k rows."""
@@ -172,6 +186,9 @@ class Scored:
     def units(self, boot: Bootstrap, by_request: bool) -> Units:
         """Units for the bootstrap: requests (clusters) or rows, bucketed to at most ``boot.max_units``."""
         key = ("units", by_request, boot)
+        if key not in self._cache and boot.replicates == 0:  # nothing to resample: skip grouping rows into units
+            empty = np.zeros(0, np.int64)
+            self._cache[key] = Units(empty, 0, np.zeros((0, 0)), empty if by_request else None)
         if key not in self._cache:
             rng = np.random.default_rng(boot.seed)
             if by_request:

@@ -25,9 +25,16 @@ Replicated = tuple[float, np.ndarray]  # the value on all rows, and one value pe
 EPS = 1e-15
 
 
+def _is_binary(rows: Scored) -> bool:
+    if "binary" not in rows._cache:
+        y = rows.columns["label"]
+        rows._cache["binary"] = bool(((y == 0) | (y == 1)).all())
+    return rows._cache["binary"]
+
+
 def _binary(rows: Scored) -> np.ndarray:
     y = rows.columns["label"]
-    if not np.isin(y, (0.0, 1.0)).all():
+    if not _is_binary(rows):
         raise EvaluationError("this metric needs binary labels (0/1)")
     return y
 
@@ -83,7 +90,9 @@ def _auc_point(y: np.ndarray, s: np.ndarray) -> float:
 def log_loss(rows: Scored, boot: Bootstrap) -> Replicated:
     """Mean binary cross-entropy (weighted), probabilities clipped to [1e-15, 1 - 1e-15]."""
     y, p, w = rows.columns["label"], np.clip(_probability(rows), EPS, 1 - EPS), rows.weight
-    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    # binary labels: one logarithm per row instead of two
+    binary = _is_binary(rows)
+    loss = -np.log(np.where(y > 0, p, 1 - p)) if binary else -(y * np.log(p) + (1 - y) * np.log1p(-p))
     return rows.units(boot, by_request=False).ratio(w * loss, w)
 
 
@@ -95,6 +104,9 @@ def ece(rows: Scored, boot: Bootstrap, bins: int = 10) -> Replicated:
     """Expected calibration error: sum over equal-width bins of (bin weight share) x |mean predicted - observed|."""
     y, p, w = rows.columns["label"], _probability(rows), rows.weight
     units = rows.units(boot, by_request=False)
+    if boot.replicates == 0:
+        gap = np.bincount(_bins(p, bins), w * (p - y), minlength=bins)
+        return float(np.abs(gap).sum() / w.sum()), np.empty(0)
     cell = units.codes * bins + _bins(p, bins)
     gap = np.bincount(cell, w * (p - y), minlength=units.count * bins).reshape(units.count, bins)
     total = w.sum()

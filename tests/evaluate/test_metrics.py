@@ -214,3 +214,38 @@ def test_missing_column_and_bad_probabilities() -> None:
     with pytest.raises(EvaluationError, match="probabilities"):
         evaluate(rows.with_score(rows.columns["score"] * 3), ["log_loss"])
     assert isinstance(evaluate(rows, ["auc"])["auc"], Estimate)
+
+
+def reference_ranking(rows: Scored, k: int) -> dict[str, float]:
+    """Per-request NDCG/AP@k/recall by a plain loop, for requests of any length, in any row order."""
+    rid, y, s = rows.columns["request_id"], rows.columns["label"], rows.columns["score"]
+    out: dict[str, list[float]] = {"ndcg": [], "map": [], "recall": []}
+    for r in np.unique(rid):
+        yr, sr = y[rid == r], s[rid == r]
+        if yr.sum() == 0:
+            continue
+        ranked = yr[np.argsort(-sr, kind="stable")][:k]
+        disc = 1 / np.log2(np.arange(len(ranked)) + 2)
+        ideal = np.sort(yr)[::-1][:k]
+        out["ndcg"].append((ranked * disc).sum() / (ideal * disc[: len(ideal)]).sum())
+        prec = np.cumsum(ranked) / np.arange(1, len(ranked) + 1)
+        out["map"].append((prec * ranked).sum() / min(k, yr.sum()))
+        out["recall"].append(ranked.sum() / yr.sum())
+    return {name: float(np.mean(v)) for name, v in out.items()}
+
+
+@pytest.mark.parametrize("long_request", [False, True])
+def test_ranking_with_requests_of_different_lengths(long_request: bool) -> None:
+    """Padded per-request sort (mixed lengths) and the all-rows sort (one very long request) agree with a loop."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 9, 300)
+    if long_request:
+        sizes[7] = 20_000  # 300 requests x 20,000 slots would be too sparse a grid
+    rid = np.repeat(rng.permutation(len(sizes)) * 3, sizes)  # ids neither contiguous nor dense
+    perm = rng.permutation(len(rid))
+    n = len(rid)
+    rows = Scored({"label": (rng.random(n) < 0.3).astype(float), "score": rng.random(n), "request_id": rid[perm]})
+    for k in (1, 4):
+        expected = reference_ranking(rows, k)
+        for name in ("ndcg", "map", "recall"):
+            assert value(rows, f"{name}@{k}") == pytest.approx(expected[name]), (name, k)
