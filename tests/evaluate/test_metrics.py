@@ -249,3 +249,41 @@ def test_ranking_with_requests_of_different_lengths(long_request: bool) -> None:
         expected = reference_ranking(rows, k)
         for name in ("ndcg", "map", "recall"):
             assert value(rows, f"{name}@{k}") == pytest.approx(expected[name]), (name, k)
+
+
+def test_coverage_and_gini_replicates_match_a_brute_force() -> None:
+    """The chunked, table-based replicates equal recomputing each replicate from its weights (before re-centring)."""
+    from homefeed.evaluate import slate
+
+    rng = np.random.default_rng(2)
+    requests, per, k = 300, 6, 3
+    n = requests * per
+    item = rng.integers(0, 400, n)
+    rows = Scored(
+        {
+            "label": np.zeros(n),
+            "score": rng.random(n),
+            "request_id": np.repeat(np.arange(requests), per),
+            "item_id": item,
+            "creator_id": item // 7,
+        }
+    )
+    boot = Bootstrap(replicates=30, seed=4, max_units=100)  # buckets of requests
+    units = rows.units(boot, by_request=True)
+    top = rows.requests[1] < k
+    catalogue = len(np.unique(item))
+    creators = np.unique(item // 7)
+    cov, gini = [], []
+    for b in range(boot.replicates):
+        w = units.weights[b, units.codes]
+        cov.append(len(np.unique(item[top & (w > 0)])) / catalogue)
+        exposure = np.array([w[top & (item // 7 == c)].sum() for c in creators])
+        x = np.sort(exposure)
+        i = np.arange(1, len(x) + 1)
+        gini.append(((2 * i - len(x) - 1) * x).sum() / (len(x) * x.sum()))
+    value, reps = slate.coverage(rows, boot, k)
+    assert reps - reps.mean() == pytest.approx(np.array(cov) - np.mean(cov))
+    assert reps.mean() == pytest.approx(value)
+    value, reps = slate.creator_gini(rows, boot, k)
+    assert reps - reps.mean() == pytest.approx(np.array(gini) - np.mean(gini))
+    assert reps.mean() == pytest.approx(value)
