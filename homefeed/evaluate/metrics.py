@@ -198,15 +198,25 @@ FUNNEL = ("closeup", "click", "save")
 
 
 def funnel(rows: Scored, group: str | None = None, boot: Bootstrap | None = None) -> dict[str, dict[str, Estimate]]:
-    """The engagement funnel per group: impression → closeup → click → save, each as a share of impressions."""
+    """The engagement funnel per group: impression → closeup → click → save.
+
+    Per group: each stage as a share of impressions (``closeup_rate``, …) and as
+    a share of the stage before (``click_per_closeup``, ``save_per_click``:
+    counts over counts, as the log does not say a click followed a closeup).
+    """
     boot = boot or Bootstrap()
     labels = np.asarray(rows.col(group)).astype(str) if group else np.full(len(rows), "all")
     out: dict[str, dict[str, Estimate]] = {}
     for g in np.unique(labels):  # one per group, not per row
         part = rows.subset(labels == g)
+        units, w = part.units(boot, by_request=False), part.weight
         out[str(g)] = {"impressions": Estimate(float(len(part)), float(len(part)), float(len(part)))}
-        for stage in FUNNEL:
+        for before, stage in zip(("impression", *FUNNEL), FUNNEL, strict=False):
             out[str(g)][f"{stage}_rate"] = interval(*rate(stage)(part, boot), boot.level)
+            if before != "impression":
+                done = w * (part.col(stage) > 0)
+                step = units.ratio(done, w * (part.col(before) > 0))
+                out[str(g)][f"{stage}_per_{before}"] = interval(*step, boot.level)
     return out
 
 

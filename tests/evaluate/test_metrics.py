@@ -139,6 +139,9 @@ def test_funnel_per_group() -> None:
     assert out["b"]["click_rate"].value == 0.5
     assert out["b"]["save_rate"].value == 0.5
     assert out["a"]["impressions"].value == 2
+    assert out["b"]["click_per_closeup"].value == 0.5  # 1 click over 2 closeups
+    assert out["b"]["save_per_click"].value == 1.0  # counts over counts
+    assert out["a"]["save_per_click"].value == 0.0
 
 
 def test_bootstrap_interval_covers_the_truth() -> None:
