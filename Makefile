@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/evaluation.py
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache

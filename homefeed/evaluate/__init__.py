@@ -1,1 +1,1 @@
-"""Evaluation: metrics with confidence intervals, slices, off-policy evaluation, launch review."""
+"""Evaluation: metrics with confidence intervals, slices, off-policy evaluation and launch review."""

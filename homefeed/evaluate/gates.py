@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from homefeed.evaluate.ope import Estimate, EvaluationError
+from homefeed.evaluate.bootstrap import Estimate, EvaluationError
 
 Direction = Literal["higher", "lower"]  # which way is better
 

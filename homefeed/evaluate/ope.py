@@ -29,22 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from homefeed.evaluate.bootstrap import Estimate, EvaluationError
+
 ESTIMATORS = ("ips", "snips", "dm", "dr", "sndr")
 Z95 = 1.959963984540054
-
-
-class EvaluationError(ValueError):
-    """Evaluation cannot run as asked: missing propensities or predictions, an unknown estimator."""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    low: float
-    high: float
-
-    def contains(self, x: float) -> bool:
-        return self.low <= x <= self.high
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from homefeed.evaluate.bootstrap import Estimate, EvaluationError
 from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal, Guardrail, review
-from homefeed.evaluate.ope import Estimate, EvaluationError
 
 
 def cmp(diff: float, half_width: float = 0.002) -> Comparison:

@@ -11,7 +11,8 @@ import pytest
 from homefeed.config import SimSettings
 from homefeed.data.lake import Lake
 from homefeed.data.open_bandit import bandit_feedback, ingest_open_bandit
-from homefeed.evaluate.ope import EvaluationError, LoggedFeedback, estimate, from_action_dist
+from homefeed.evaluate.bootstrap import EvaluationError
+from homefeed.evaluate.ope import LoggedFeedback, estimate, from_action_dist
 from homefeed.sim.behaviour import MarketEffects, propensities
 from homefeed.sim.world import DAY_US, World, day_start_us
 
