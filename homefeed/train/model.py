@@ -17,6 +17,7 @@ choices count as if it had been uniform.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,28 @@ def inputs(rows: pa.Table, features: list[str], position: Position, serving: boo
     return np.column_stack(columns) if columns else np.zeros((rows.num_rows, 0), np.float32)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(directory: Path, checksums: object) -> None:
+    """Refuse a model whose files are not byte for byte the ones saved: tampered, truncated or missing."""
+    if not isinstance(checksums, dict) or not checksums:
+        raise ModelError(f"{directory / MODEL_FILE}: no checksums of the model's files; refusing to load it")
+    for name, expected in sorted(checksums.items()):
+        path = directory / name
+        if Path(name).name != name:
+            raise ModelError(f"{directory / MODEL_FILE}: checksum entry {name!r} is not a file of the model")
+        if not path.is_file():
+            raise ModelError(f"{path}: missing (model.json lists it)")
+        if _sha256(path) != expected:
+            raise ModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
+
+
 class Ranker(abc.ABC):
     """A trained (or to-be-trained) ranking model with one probability per head."""
 
@@ -142,7 +165,10 @@ class Ranker(abc.ABC):
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write the model in safe formats only (text, JSON, tensors): never pickle."""
+        """Write the model in safe formats only (text, JSON, tensors): never pickle.
+
+        The weights are written first so that ``model.json`` can record every file's SHA-256; ``load`` checks them.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -151,8 +177,13 @@ class Ranker(abc.ABC):
             "dataset_id": self.dataset_id,
             "training": self.training,
         }
-        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         self._save_weights(directory)
+        meta["checksums"] = {
+            path.name: _sha256(path)
+            for path in sorted(directory.iterdir())
+            if path.is_file() and path.name != MODEL_FILE
+        }
+        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
 
     @abc.abstractmethod
     def _save_weights(self, directory: Path) -> None: ...
@@ -173,6 +204,7 @@ class Ranker(abc.ABC):
         model.features = list(meta["features"])
         model.dataset_id = meta.get("dataset_id")
         model.training = meta.get("training", {})
+        verify_checksums(directory, meta.get("checksums"))
         model._load_weights(directory)
         return model
 
