@@ -85,6 +85,16 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
         before, after = top_rate(request, positive_only, negative, k), top_rate(request, multi, negative, k)
         print(f"top-{k} hide rate {before:.4f} -> {after:.4f} (all rows {negative.mean():.4f})")
         assert after < before
+    # The simulator's true hide probability of each impression (at its logged slot) has no sampling noise: it
+    # tells the top-1 and top-3 apart too.
+    ts = test["ts"].cast(pa.int64()).to_numpy()
+    truth = random_world.sim.ground_truth(
+        test["user_id"].to_numpy(), test["item_id"].to_numpy(), test["position"].to_numpy(), ts, include_fatigue=False
+    )
+    for k in (1, 3, 5, 10):
+        before, after = top_rate(request, positive_only, truth["hide"], k), top_rate(request, multi, truth["hide"], k)
+        print(f"top-{k} true hide probability {before:.5f} -> {after:.5f}")
+        assert after < before
     # ... at a small cost in engagement at most
     assert top_rate(request, multi, engaged, 5) > 0.9 * top_rate(request, positive_only, engaged, 5)
 
