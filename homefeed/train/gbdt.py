@@ -1,0 +1,239 @@
+"""The LightGBM ranker: one booster per head, binary or lambdarank, early stopping on the validation split.
+
+Why LightGBM's own formats: a booster is saved as its **text** model (``<head>.txt``) — readable, diffable and
+safe to load, unlike a pickle — and every file's SHA-256 is recorded in ``model.json`` by ``Ranker.save``, so a
+tampered or truncated file is refused on load instead of silently scoring with a different model.
+
+Why a calibration for lambdarank: a ranking objective's raw scores only order a request's items; the ranking
+score ``p(positive) − λ·p(negative)`` subtracts a probability from them, so they must be probabilities too.  A
+one-feature logistic fit of the label on the raw score, on the validation split, maps them back (Platt scaling).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+
+from homefeed.train.model import (
+    ModelError,
+    Objective,
+    Position,
+    Ranker,
+    TrainingData,
+    Weights,
+    inputs,
+    row_weights,
+)
+
+ObjectiveKind = Literal["binary", "lambdarank"]
+CALIBRATION_FILE = "calibration.json"
+#: Below this many rows a prediction runs on one thread: starting threads costs more than it saves (serving batches).
+SINGLE_THREAD_ROWS = 10_000
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _groups(request_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order that puts each request's rows together, and the size of each request's group in it."""
+    order = np.argsort(request_id, kind="stable")
+    _, sizes = np.unique(request_id[order], return_counts=True)
+    return order, sizes
+
+
+class GBDTRanker(Ranker):
+    """Gradient-boosted trees (LightGBM) with a positive-engagement head and a negative-action head."""
+
+    kind = "gbdt"
+
+    def __init__(
+        self,
+        objective: Objective | None = None,
+        position: Position = "ignore",
+        weights: Weights = "dataset",
+        seed: int = 0,
+        objective_kind: ObjectiveKind = "binary",
+        num_leaves: int = 31,
+        learning_rate: float = 0.05,
+        n_estimators: int = 500,
+        early_stopping_rounds: int = 30,
+        min_child_samples: int = 50,
+        threads: int = 2,
+    ):
+        super().__init__(objective, position, weights, seed)
+        if objective_kind not in ("binary", "lambdarank"):
+            raise ModelError(f"objective_kind must be 'binary' or 'lambdarank', not {objective_kind!r}")
+        self.objective_kind = objective_kind
+        self.num_leaves = num_leaves
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.min_child_samples = min_child_samples
+        self.threads = threads
+        self.boosters: dict[str, lgb.Booster] = {}
+        self.calibration: dict[str, dict[str, float]] = {}  # head -> {"slope", "intercept"} on the raw score
+
+    def params(self) -> dict:
+        return {
+            **super().params(),
+            "objective_kind": self.objective_kind,
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "n_estimators": self.n_estimators,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "min_child_samples": self.min_child_samples,
+            "threads": self.threads,
+        }
+
+    def _head_kind(self, head: str) -> ObjectiveKind:
+        """Lambdarank only for the positive head: hides are too rare per request to rank by; they stay binary."""
+        return "lambdarank" if self.objective_kind == "lambdarank" and head == self.objective.positive else "binary"
+
+    def _lgb_params(self, kind: ObjectiveKind) -> dict:
+        """Deterministic for a seed: fixed threads, row-wise histograms, every random stream seeded."""
+        metric = {"binary": ["binary_logloss"], "lambdarank": ["ndcg"]}[kind]
+        return {
+            "objective": kind,
+            "metric": metric,
+            "eval_at": [10],
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_child_samples": self.min_child_samples,
+            "num_threads": self.threads,
+            "deterministic": True,
+            "force_row_wise": True,
+            "seed": self.seed,
+            "verbosity": -1,
+            "use_missing": True,
+            **self._position_constraints(),
+        }
+
+    def _position_constraints(self) -> dict:
+        """With the slot as a feature, keep its effect additive (in log-odds) and non-increasing down the feed.
+
+        A tree that splits on the slot and then on item features learns, for slot 1, only the items the old
+        ranker put there; everything else is an extrapolation.  An additive slot term (the "shallow tower" of
+        position-debiased rankers) shifts every item's score alike, so the item ranking comes from the other
+        features, learned with the slot's share of the engagement taken out.
+        """
+        if self.position != "feature":
+            return {}
+        n = len(self.features)
+        return {
+            "interaction_constraints": [list(range(n)), [n]],
+            "monotone_constraints": [0] * n + [-1],
+        }
+
+    def _dataset(self, data: TrainingData, split: str, head: str, kind: ObjectiveKind) -> tuple:
+        """A split as (matrix, label, weight, group sizes or None), rows regrouped by request for lambdarank."""
+        rows = data.splits[split]
+        if head not in rows.column_names:
+            raise ModelError(f"dataset {data.dataset_id} has no label column {head!r}")
+        x = inputs(rows, data.features, self.position, serving=False)
+        y = rows[head].to_numpy(zero_copy_only=False).astype(np.float64)
+        w = row_weights(rows, self.weights)
+        if kind != "lambdarank":
+            return x, y, w, None
+        order, sizes = _groups(rows["request_id"].to_numpy(zero_copy_only=False))
+        return x[order], y[order], w[order], sizes
+
+    def fit(self, data: TrainingData) -> GBDTRanker:
+        for split in ("train", "validation"):
+            if data.splits.get(split) is None or data.splits[split].num_rows == 0:
+                raise ModelError(f"dataset {data.dataset_id} has no {split} rows to fit on")
+        start = time.perf_counter()
+        self.features, self.dataset_id = list(data.features), data.dataset_id
+        names = self.features + (["position"] if self.position == "feature" else [])
+        self.boosters, self.calibration = {}, {}
+        heads: dict[str, dict] = {}
+        for head in self.objective.heads:
+            kind = self._head_kind(head)
+            xt, yt, wt, gt = self._dataset(data, "train", head, kind)
+            xv, yv, wv, gv = self._dataset(data, "validation", head, kind)
+            train = lgb.Dataset(xt, yt, weight=wt, group=gt, feature_name=names, free_raw_data=True)
+            valid = lgb.Dataset(xv, yv, weight=wv, group=gv, reference=train)
+            booster = lgb.train(
+                self._lgb_params(kind),
+                train,
+                num_boost_round=self.n_estimators,
+                valid_sets=[valid],
+                valid_names=["validation"],
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False)],
+            )
+            best = booster.best_iteration or booster.current_iteration()
+            self.boosters[head] = booster
+            raw = booster.predict(xv, num_iteration=best, raw_score=True, num_threads=self.threads)
+            if kind == "lambdarank":
+                self.calibration[head] = _platt(raw, yv, wv)
+            p = self._probability(head, raw)
+            heads[head] = {"objective": kind, "best_iteration": int(best), **_metrics(yv, p, wv)}
+        self.training = {
+            "heads": heads,
+            "fit_seconds": round(time.perf_counter() - start, 3),
+            "rows": {s: data.splits[s].num_rows for s in ("train", "validation")},
+        }
+        return self
+
+    def _probability(self, head: str, raw: np.ndarray) -> np.ndarray:
+        cal = self.calibration.get(head)
+        if cal is None:
+            return _sigmoid(raw)  # a binary booster's raw score is a log-odds
+        return _sigmoid(cal["slope"] * raw + cal["intercept"])
+
+    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
+        if not self.boosters:
+            raise ModelError("the model is not fitted")
+        x = inputs(rows, self.features, self.position, serving=True)
+        threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
+        out = {}
+        for head, booster in self.boosters.items():
+            raw = booster.predict(x, num_iteration=booster.best_iteration or None, raw_score=True, num_threads=threads)
+            out[head] = self._probability(head, raw)
+        return out
+
+    def _save_weights(self, directory: Path) -> None:
+        for head, booster in self.boosters.items():
+            text = booster.model_to_string(num_iteration=booster.best_iteration or None)
+            (directory / f"{head}.txt").write_text(text, encoding="utf-8")
+        (directory / CALIBRATION_FILE).write_text(json.dumps(self.calibration, sort_keys=True), encoding="utf-8")
+
+    def _load_weights(self, directory: Path) -> None:
+        self.boosters = {}
+        for head in self.objective.heads:
+            path = directory / f"{head}.txt"
+            try:
+                self.boosters[head] = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
+                raise ModelError(f"{path}: not a readable LightGBM text model ({exc})") from None
+        path = directory / CALIBRATION_FILE
+        try:
+            self.calibration = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: not a readable calibration ({exc})") from None
+
+
+def _platt(raw: np.ndarray, label: np.ndarray, weight: np.ndarray) -> dict[str, float]:
+    """A logistic fit of the label on the raw score (weighted like the training rows): raw score → probability."""
+    if len(np.unique(label)) < 2:
+        return {"slope": 1.0, "intercept": 0.0}
+    fit = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), label, sample_weight=weight)
+    return {"slope": float(fit.coef_[0, 0]), "intercept": float(fit.intercept_[0])}
+
+
+def _metrics(label: np.ndarray, p: np.ndarray, weight: np.ndarray) -> dict[str, float | None]:
+    """Validation AUC and log loss, weighted like the training rows (None where a split has one class)."""
+    if len(np.unique(label)) < 2:
+        return {"validation_auc": None, "validation_logloss": None}
+    return {
+        "validation_auc": round(float(roc_auc_score(label, p, sample_weight=weight)), 6),
+        "validation_logloss": round(float(log_loss(label, np.clip(p, 1e-7, 1 - 1e-7), sample_weight=weight)), 6),
+    }
