@@ -68,7 +68,7 @@ def train(
         raise UserError(f"--param: {exc}") from None
     ranker.fit(data)
     registry = _registry(settings)
-    v = registry.register(ranker, latency_rows=data.splits["test"])
+    v = registry.register(ranker, data)
     if alias:
         registry.alias(alias, v.version, f"trained on dataset {data.dataset_id}")
     console.print(_version_table(registry, v.version))

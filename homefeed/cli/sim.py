@@ -139,9 +139,8 @@ def _train_demo(settings: Settings, logs: Path) -> None:
     for header in ("version", "alias", "valid AUC engaged", "valid AUC negative", "train s", "p99 ms / 500 rows"):
         table.add_column(header)
     for kind, v in trained.versions.items():
-        auc = v.metrics.get("validation", {})
         table.add_row(
-            v.version, ", ".join(v.aliases), _metric(auc, "engaged"), _metric(auc, "negative"),
+            v.version, ", ".join(v.aliases), _auc(v.metrics, "engaged"), _auc(v.metrics, "negative"),
             f"{trained.seconds.get(f'train {kind}', 0):.1f}", f"{v.predict_p99_ms or 0:.2f}",
         )  # fmt: skip
     console.print(table)
@@ -149,6 +148,7 @@ def _train_demo(settings: Settings, logs: Path) -> None:
     console.print(f"steps: {timings}; `homefeed models list` shows the registry")
 
 
-def _metric(metrics: dict, head: str) -> str:
-    value = metrics.get(head, {}).get("auc") if isinstance(metrics.get(head), dict) else None
+def _auc(training: dict, head: str) -> str:
+    """The head's validation AUC as the model recorded it in its training metrics."""
+    value = training.get("heads", {}).get(head, {}).get("validation_auc")
     return f"{value:.3f}" if isinstance(value, float) else "-"

@@ -79,7 +79,7 @@ def train_on_logs(
     for kind in kinds:
         done = step(f"train {kind}")
         model = model_class(kind)(position="feature", seed=settings.sim.seed).fit(data)
-        out.versions[kind] = registry.register(model, latency_rows=data.splits["test"])
+        out.versions[kind] = registry.register(model, data)
         done()
     if "gbdt" in out.versions:
         registry.alias("production", out.versions["gbdt"].version, "demo: the GBDT ships first")

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 import homefeed
 from homefeed.files import atomic_dir
-from homefeed.train.model import ModelError, Ranker
+from homefeed.train.model import ModelError, Ranker, TrainingData
 
 #: Where each kind of model lives; imported only when that kind is loaded (PyTorch is slow to import).
 MODEL_KINDS = {"gbdt": "homefeed.train.gbdt:GBDTRanker", "nn": "homefeed.train.nn:NNRanker"}
@@ -164,8 +164,14 @@ class Registry:
 
     # --- versions ---------------------------------------------------------------------------------------------------
 
-    def register(self, model: Ranker, latency_rows: pa.Table | None = None, by: str | None = None) -> Version:
-        """Store a trained model's files, checksummed, as a new version with its lineage."""
+    def register(self, model: Ranker, data: TrainingData | None = None, by: str | None = None) -> Version:
+        """Store a trained model's files, checksummed, as a new version with its lineage.
+
+        ``data`` (what the model was trained on) names the feature-set version and gives the test rows the
+        predict latency is measured on.
+        """
+        latency_rows = data.splits.get("test") if data is not None else None
+        feature_set = data.manifest.get("feature_set", {}).get("version") if data is not None else None
         with tempfile.TemporaryDirectory(prefix=".register-", dir=self._staging()) as tmp:
             model.save(tmp)
             files = {p.name: _sha256(p) for p in sorted(Path(tmp).iterdir()) if p.is_file()}
@@ -185,7 +191,7 @@ class Registry:
                         version,
                         model.kind,
                         model.dataset_id,
-                        model.training.get("feature_set"),
+                        feature_set or model.training.get("feature_set"),
                         homefeed.__version__,
                         json.dumps(model.params(), sort_keys=True),
                         json.dumps(model.training, sort_keys=True, default=float),
