@@ -250,6 +250,8 @@ class NNRanker(Ranker):
                     best_heads = per_head.tolist()
                 elif epoch - best_epoch >= self.patience:
                     break
+            if best_state is None:
+                raise ModelError(f"the validation loss was never finite ({history}): lower the learning rate")
             net.load_state_dict(best_state)
             net.eval()
             self.network = net

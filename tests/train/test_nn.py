@@ -125,6 +125,14 @@ def test_position_as_a_feature_is_held_at_the_serving_slot(random_world) -> None
     assert len(model.preprocessing["mean"]) == len(random_world.data.features) + 1
 
 
+def test_rows_without_a_model_column_are_refused(trained, random_world) -> None:
+    rows = random_world.data.splits["test"].slice(0, 10)
+    with pytest.raises(ModelError, match="item_id"):
+        trained.predict(rows.drop_columns(["item_id"]))
+    with pytest.raises(ModelError, match=trained.features[0]):
+        trained.predict(rows.drop_columns([trained.features[0]]))
+
+
 def test_stable_hash_is_process_independent() -> None:
     assert stable_hash(np.array([1, 2, 3], np.int64)).tolist() == stable_hash(np.array([1, 2, 3])).tolist()
     assert int(stable_hash(np.array([0], np.int64))[0]) == 0xE220A8397B1DCDAF  # SplitMix64's first output from 0
