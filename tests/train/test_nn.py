@@ -137,3 +137,10 @@ def test_stable_hash_is_process_independent() -> None:
     assert stable_hash(np.array([1, 2, 3], np.int64)).tolist() == stable_hash(np.array([1, 2, 3])).tolist()
     assert int(stable_hash(np.array([0], np.int64))[0]) == 0xE220A8397B1DCDAF  # SplitMix64's first output from 0
     assert stable_hash(np.array(["a", "b", "a"], object))[0] == stable_hash(np.array(["a"], object))[0]
+
+
+def test_ips_weights_train(random_world) -> None:
+    model = NNRanker(**{**SMALL, "max_epochs": 1}, weights="ips").fit(random_world.data)
+    p = model.predict(random_world.data.splits["test"].slice(0, 500))
+    assert all(np.isfinite(v).all() and ((v > 0) & (v < 1)).all() for v in p.values())
+    assert model.training["validation"]["engaged"]["auc"] > 0.5
