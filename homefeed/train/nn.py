@@ -1,0 +1,324 @@
+"""The neural ranker: id and categorical embeddings, normalized numeric features, a shared MLP, one logit per head.
+
+Ids (``user_id``, ``item_id``) are hashed into a fixed number of buckets with
+a stable hash (SplitMix64 for integers, BLAKE2b for strings — never Python's
+``hash()``, which is salted per process), so a model scores the same id the
+same way in every process and unseen ids need no vocabulary.  Low-cardinality
+categoricals (``country``, ``topic``, ``surface``) get vocabularies fitted on
+the train split, index 0 being out-of-vocabulary.  Numeric features are
+``log1p``-ed when they look like counts (non-negative with a long tail), then
+standardized with the train split's mean and standard deviation; NaN becomes
+0 (the mean) after normalization, and the ``<entity>_missing`` flags already in
+the features tell the model when a value was absent.
+
+Saved in safe formats only: the ``state_dict`` through ``torch.save`` (read
+back with ``weights_only=True``), the preprocessing as JSON, and the SHA-256 of
+every file in ``checksums.json``, verified before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from homefeed.train.model import MODEL_FILE, ModelError, Ranker, TrainingData, inputs, row_weights
+
+WEIGHTS_FILE = "weights.pt"
+PREPROCESSING_FILE = "preprocessing.json"
+CHECKSUMS_FILE = "checksums.json"
+IDS = ("user_id", "item_id")
+CATEGORICALS = ("country", "topic", "surface")
+#: A non-negative column whose maximum exceeds this is treated as a count and log1p-ed before standardizing.
+LOG_THRESHOLD = 10.0
+PREDICT_BATCH = 65_536
+
+
+def stable_hash(values: np.ndarray) -> np.ndarray:
+    """A process-independent 64-bit hash of each value: SplitMix64 of integers, BLAKE2b of anything else."""
+    if values.dtype.kind in "iu":
+        with np.errstate(over="ignore"):
+            z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            return z ^ (z >> np.uint64(31))
+    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    hashed = np.array(
+        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uniques], np.uint64
+    )
+    return hashed[inverse]
+
+
+def _column(rows: pa.Table, name: str, arrow: bool = False) -> np.ndarray | pa.ChunkedArray:
+    if name not in rows.column_names:
+        raise ModelError(f"rows lack column {name!r}")
+    return rows[name] if arrow else rows[name].to_numpy(zero_copy_only=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Network(nn.Module):
+    """Embeddings concatenated with the numeric inputs → MLP trunk → one logit per head."""
+
+    def __init__(self, numeric: int, cardinalities: list[int], embedding_dim: int, hidden: tuple[int, ...], heads: int):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in cardinalities)
+        layers: list[nn.Module] = []
+        width = numeric + embedding_dim * len(cardinalities)
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.trunk = nn.Sequential(*layers)
+        self.out = nn.Linear(width, heads)
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        parts = [numeric] + [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.out(self.trunk(torch.cat(parts, dim=1)))
+
+
+@contextmanager
+def _torch_settings(threads: int) -> Iterator[None]:
+    """Pin torch's threads and deterministic mode for a fit or predict, then restore the caller's settings."""
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+class NNRanker(Ranker):
+    """A PyTorch multi-head ranker trained on CPU with Adam, mini-batches and early stopping on validation loss."""
+
+    kind = "nn"
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] | list[int] = (128, 64),
+        embedding_dim: int = 8,
+        id_buckets: int = 50_000,
+        batch_size: int = 1024,
+        learning_rate: float = 1e-3,
+        max_epochs: int = 20,
+        patience: int = 2,
+        threads: int = 2,
+        **base: object,
+    ):
+        super().__init__(**base)  # objective, position, weights, seed
+        self.hidden = tuple(int(h) for h in hidden)
+        self.embedding_dim = embedding_dim
+        self.id_buckets = id_buckets
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.threads = threads
+        self.preprocessing: dict = {}
+        self.network: _Network | None = None
+
+    def params(self) -> dict:
+        return {
+            **super().params(),
+            "hidden": list(self.hidden),
+            "embedding_dim": self.embedding_dim,
+            "id_buckets": self.id_buckets,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "threads": self.threads,
+        }
+
+    # -- preprocessing -----------------------------------------------------------------------------------------
+
+    def _fit_preprocessing(self, rows: pa.Table) -> None:
+        x = inputs(rows, self.features, self.position, serving=False).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+        log = (lo >= 0) & (hi > LOG_THRESHOLD)
+        x = np.where(log, np.log1p(np.maximum(x, 0)), x)
+        mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+        # a list of [column, vocabulary] pairs, not a dict: the order is the embeddings' order, whatever JSON sorts
+        vocabularies = [
+            [name, sorted(map(str, pc.unique(_column(rows, name, arrow=True)).drop_null().to_pylist()))]
+            for name in CATEGORICALS
+        ]
+        self.preprocessing = {
+            "log": log.tolist(),
+            "mean": np.nan_to_num(mean).tolist(),
+            "std": np.where(np.isfinite(std) & (std > 1e-12), std, 1.0).tolist(),
+            "vocabularies": vocabularies,
+            "ids": list(IDS),
+            "id_buckets": self.id_buckets,
+        }
+
+    def _numeric(self, rows: pa.Table, serving: bool) -> np.ndarray:
+        x = inputs(rows, self.features, self.position, serving=serving)
+        p = self.preprocessing
+        log = np.asarray(p["log"], bool)
+        if log.any():
+            x[:, log] = np.log1p(np.maximum(x[:, log], 0))
+        x = (x - np.asarray(p["mean"], np.float32)) / np.asarray(p["std"], np.float32)
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def _codes(self, rows: pa.Table) -> np.ndarray:
+        """Per row, the embedding index of each id (hash bucket) and categorical (vocabulary index, 0 = unknown)."""
+        p = self.preprocessing
+        columns = []
+        for name in p["ids"]:
+            values = _column(rows, name)
+            columns.append((stable_hash(values) % np.uint64(p["id_buckets"])).astype(np.int64))
+        for name, vocabulary in p["vocabularies"]:
+            values = np.asarray(_column(rows, name), dtype=object).astype(str)
+            known = np.asarray(vocabulary, dtype=str)
+            if known.size == 0:
+                columns.append(np.zeros(len(values), np.int64))
+                continue
+            at = np.clip(np.searchsorted(known, values), 0, known.size - 1)
+            columns.append(np.where(known[at] == values, at + 1, 0).astype(np.int64))
+        return np.column_stack(columns) if columns else np.zeros((rows.num_rows, 0), np.int64)
+
+    def _cardinalities(self) -> list[int]:
+        p = self.preprocessing
+        return [p["id_buckets"]] * len(p["ids"]) + [len(v) + 1 for _, v in p["vocabularies"]]
+
+    def _tensors(self, rows: pa.Table, serving: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self._numeric(rows, serving)), torch.from_numpy(self._codes(rows))
+
+    def _labels(self, rows: pa.Table) -> torch.Tensor:
+        y = np.column_stack([_column(rows, h).astype(np.float32) for h in self.objective.heads])
+        return torch.from_numpy(np.nan_to_num(y))
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def fit(self, data: TrainingData) -> NNRanker:
+        start = time.perf_counter()
+        train, valid = data.splits["train"], data.splits["validation"]
+        if train.num_rows == 0 or valid.num_rows == 0:
+            raise ModelError("the train and validation splits must both have rows")
+        self.features, self.dataset_id = list(data.features), data.dataset_id
+        self._fit_preprocessing(train)
+        with _torch_settings(self.threads):
+            torch.manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self.seed)
+            xt, ct = self._tensors(train, serving=False)
+            yt = self._labels(train)
+            wt = row_weights(train, self.weights)
+            wt = torch.from_numpy((wt / wt.mean()).astype(np.float32))
+            xv, cv = self._tensors(valid, serving=False)
+            yv = self._labels(valid)
+            wv_raw = row_weights(valid, self.weights)
+            wv = torch.from_numpy((wv_raw / wv_raw.mean()).astype(np.float32))
+            net = _Network(
+                xt.shape[1], self._cardinalities(), self.embedding_dim, self.hidden, len(self.objective.heads)
+            )
+            optimizer = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
+            loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+            best, best_epoch, best_state, best_heads, history = float("inf"), 0, None, [], []
+            for epoch in range(1, self.max_epochs + 1):
+                net.train()
+                order = torch.randperm(len(yt), generator=generator)
+                for at in range(0, len(order), self.batch_size):
+                    batch = order[at : at + self.batch_size]
+                    loss = (loss_fn(net(xt[batch], ct[batch]), yt[batch]).sum(1) * wt[batch]).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                net.eval()
+                with torch.no_grad():
+                    logits = net(xv, cv)
+                    per_head = (loss_fn(logits, yv) * wv[:, None]).mean(0)
+                val_loss = float(per_head.sum())
+                history.append(round(val_loss, 6))
+                if val_loss < best - 1e-6:
+                    best, best_epoch, best_state = val_loss, epoch, copy.deepcopy(net.state_dict())
+                    best_heads = per_head.tolist()
+                elif epoch - best_epoch >= self.patience:
+                    break
+            if best_state is None:
+                raise ModelError(f"the validation loss was never finite ({history}): lower the learning rate")
+            net.load_state_dict(best_state)
+            net.eval()
+            self.network = net
+            probabilities = self._predict_tensors(xv, cv)
+        y = yv.numpy()
+        validation = {}
+        for i, head in enumerate(self.objective.heads):
+            both = 0 < y[:, i].sum() < len(y)  # AUC needs positives and negatives
+            auc = roc_auc_score(y[:, i], probabilities[:, i], sample_weight=wv_raw) if both else float("nan")
+            validation[head] = {"loss": round(best_heads[i], 6), "auc": round(float(auc), 6) if both else None}
+        self.training = {
+            "rows": {"train": train.num_rows, "validation": valid.num_rows},
+            "epochs": len(history),
+            "best_epoch": best_epoch,
+            "validation_loss": history,
+            "validation": validation,
+            "fit_seconds": round(time.perf_counter() - start, 3),
+        }
+        return self
+
+    # -- prediction --------------------------------------------------------------------------------------------
+
+    def _predict_tensors(self, x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            parts = [
+                torch.sigmoid(self.network(x[i : i + PREDICT_BATCH], c[i : i + PREDICT_BATCH]))
+                for i in range(0, len(x), PREDICT_BATCH)
+            ]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.objective.heads)), np.float32)
+
+    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
+        if self.network is None:
+            raise ModelError("the model is not trained")
+        with _torch_settings(self.threads):
+            x, c = self._tensors(rows, serving=True)
+            p = self._predict_tensors(x, c)
+        return {head: p[:, i].astype(np.float64) for i, head in enumerate(self.objective.heads)}
+
+    # -- persistence -------------------------------------------------------------------------------------------
+
+    def _save_weights(self, directory: Path) -> None:
+        if self.network is None:
+            raise ModelError("the model is not trained")
+        torch.save(self.network.state_dict(), directory / WEIGHTS_FILE)
+        (directory / PREPROCESSING_FILE).write_text(json.dumps(self.preprocessing, sort_keys=True), encoding="utf-8")
+        checksums = {name: _sha256(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE, PREPROCESSING_FILE)}
+        (directory / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True), encoding="utf-8")
+
+    def _load_weights(self, directory: Path) -> None:
+        try:
+            checksums = json.loads((directory / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory / CHECKSUMS_FILE}: unreadable ({exc})") from None
+        for name in (MODEL_FILE, WEIGHTS_FILE, PREPROCESSING_FILE):
+            path = directory / name
+            if not path.is_file():
+                raise ModelError(f"{path}: missing")
+            if checksums.get(name) != _sha256(path):
+                raise ModelError(f"{path}: checksum mismatch (the file was changed or truncated after it was saved)")
+        try:
+            self.preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+            heads = len(self.objective.heads)
+            numeric = len(self.preprocessing["mean"])
+            net = _Network(numeric, self._cardinalities(), self.embedding_dim, self.hidden, heads)
+            net.load_state_dict(state)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise ModelError(f"{directory}: weights do not load ({exc})") from None
+        net.eval()
+        self.network = net
