@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache

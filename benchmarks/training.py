@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from common import isolated, pin
+from training_nn import bench_nn
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -104,6 +105,11 @@ def report(result: dict, train_target: float, p99_target: float) -> None:
     )
 
 
+def bench_nn_defaults(rows: int, features: int, calls: int) -> dict:
+    """The NN with the benchmark's settings: at most 5 epochs, batches of 4,096, learning rate 0.002."""
+    return bench_nn(rows, features, calls, 5, batch_size=4096, learning_rate=2e-3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -111,6 +117,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=300, help="GBDT's most boosting rounds per head")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--skip-nn", action="store_true", help="only the GBDT")
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 1,000 calls: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -121,6 +128,16 @@ def main() -> None:
     report(
         isolated(bench_gbdt, args.rows, args.features, args.calls, args.rounds), TARGET_GBDT_TRAIN_S, TARGET_GBDT_P99_MS
     )
+    if not args.skip_nn:  # the NN's own synthetic rows carry ids and categoricals for its embeddings
+        nn = isolated(bench_nn_defaults, args.rows, args.features, min(args.calls, 1_000))
+        print(
+            f"[nn] train {nn['fit_s']:.1f} s (target <= 300 s), {nn['epochs']} epochs (best {nn['best_epoch']}), "
+            f"test AUC {nn['test_auc']:.3f} (oracle {nn['oracle_auc']:.3f})"
+        )
+        print(
+            f"[nn] predict {BATCH} rows, 1 thread: p50 {nn['predict_p50_ms']:.2f} ms, "
+            f"p99 {nn['predict_p99_ms']:.2f} ms over {nn['calls']} calls; peak RSS {nn['peak_rss'] / 2**30:.2f} GiB"
+        )
     print(f"load average after: {os.getloadavg()}")
 
 
