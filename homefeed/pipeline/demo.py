@@ -18,7 +18,7 @@ from homefeed.data.etl import Params, engine_for, run_etl
 from homefeed.data.ingest import ingest
 from homefeed.data.lake import Lake
 from homefeed.schema import TABLES
-from homefeed.train import DatasetSpec, DatasetStore, build_dataset
+from homefeed.train import DatasetStore, build_dataset, load_spec
 from homefeed.train.model import TrainingData
 from homefeed.train.registry import Registry, Version, model_class
 
@@ -69,7 +69,7 @@ def train_on_logs(
 
     done = step("dataset")
     start = max(days[0] + dt.timedelta(days=1), days[-1] - dt.timedelta(days=DATASET_DAYS - 1))
-    spec = DatasetSpec(**{**settings.dataset.model_dump(), "start": start, "end": days[-1]})
+    spec = load_spec(settings, None, start, days[-1])
     built = build_dataset(spec, settings)
     data = TrainingData.load(DatasetStore(paths.datasets), built.id)
     out.dataset_id, out.rows = built.id, {name: t.num_rows for name, t in data.splits.items()}

@@ -35,6 +35,7 @@ Weights = Literal["dataset", "none", "ips"]
 #: The slot every item is scored at when position is a training feature.
 SERVING_POSITION = 1
 MODEL_FILE = "model.json"
+CHECKSUMS_FILE = "checksums.json"
 
 
 class ModelError(ValueError):
@@ -111,16 +112,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_checksums(directory: Path, checksums: object) -> None:
+def verify_checksums(directory: Path) -> None:
     """Refuse a model whose files are not byte for byte the ones saved: tampered, truncated or missing."""
-    if not isinstance(checksums, dict) or not checksums:
-        raise ModelError(f"{directory / MODEL_FILE}: no checksums of the model's files; refusing to load it")
+    try:
+        checksums = json.loads((directory / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        checksums = None
+    if not isinstance(checksums, dict) or MODEL_FILE not in checksums:
+        raise ModelError(f"{directory / CHECKSUMS_FILE}: no checksums of the model's files; refusing to load it")
     for name, expected in sorted(checksums.items()):
         path = directory / name
         if Path(name).name != name:
-            raise ModelError(f"{directory / MODEL_FILE}: checksum entry {name!r} is not a file of the model")
+            raise ModelError(f"{directory / CHECKSUMS_FILE}: checksum entry {name!r} is not a file of the model")
         if not path.is_file():
-            raise ModelError(f"{path}: missing (model.json lists it)")
+            raise ModelError(f"{path}: missing ({CHECKSUMS_FILE} lists it)")
         if _sha256(path) != expected:
             raise ModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
 
@@ -169,7 +174,8 @@ class Ranker(abc.ABC):
     def save(self, directory: str | Path) -> None:
         """Write the model in safe formats only (text, JSON, tensors): never pickle.
 
-        The weights are written first so that ``model.json`` can record every file's SHA-256; ``load`` checks them.
+        ``checksums.json``, written last, holds every other file's SHA-256 (``model.json`` included); ``load``
+        checks them all before it parses anything.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -180,12 +186,11 @@ class Ranker(abc.ABC):
             "training": self.training,
         }
         self._save_weights(directory)
-        meta["checksums"] = {
-            path.name: _sha256(path)
-            for path in sorted(directory.iterdir())
-            if path.is_file() and path.name != MODEL_FILE
-        }
         (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        checksums = {
+            p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUMS_FILE
+        }
+        (directory / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True), encoding="utf-8")
 
     @abc.abstractmethod
     def _save_weights(self, directory: Path) -> None: ...
@@ -193,6 +198,7 @@ class Ranker(abc.ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Ranker:
         directory = Path(directory)
+        verify_checksums(directory)
         try:
             meta = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
             params = dict(meta["params"])
@@ -206,7 +212,6 @@ class Ranker(abc.ABC):
         model.features = list(meta["features"])
         model.dataset_id = meta.get("dataset_id")
         model.training = meta.get("training", {})
-        verify_checksums(directory, meta.get("checksums"))
         model._load_weights(directory)
         return model
 

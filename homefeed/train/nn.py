@@ -12,8 +12,8 @@ standardized with the train split's mean and standard deviation; NaN becomes
 the features tell the model when a value was absent.
 
 Saved in safe formats only: the ``state_dict`` through ``torch.save`` (read
-back with ``weights_only=True``), the preprocessing as JSON, and the SHA-256 of
-every file in ``checksums.json``, verified before anything is parsed.
+back with ``weights_only=True``) and the preprocessing as JSON; the base class
+records every file's SHA-256 and verifies them before anything is parsed.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from homefeed.train.model import MODEL_FILE, ModelError, Ranker, TrainingData, inputs, row_weights
+from homefeed.train.model import ModelError, Ranker, TrainingData, inputs, row_weights
 
 WEIGHTS_FILE = "weights.pt"
 PREPROCESSING_FILE = "preprocessing.json"
-CHECKSUMS_FILE = "checksums.json"
 IDS = ("user_id", "item_id")
 CATEGORICALS = ("country", "topic", "surface")
 #: A non-negative column whose maximum exceeds this is treated as a count and log1p-ed before standardizing.
@@ -64,10 +63,6 @@ def _column(rows: pa.Table, name: str, arrow: bool = False) -> np.ndarray | pa.C
     if name not in rows.column_names:
         raise ModelError(f"rows lack column {name!r}")
     return rows[name] if arrow else rows[name].to_numpy(zero_copy_only=False)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class _Network(nn.Module):
@@ -297,20 +292,8 @@ class NNRanker(Ranker):
             raise ModelError("the model is not trained")
         torch.save(self.network.state_dict(), directory / WEIGHTS_FILE)
         (directory / PREPROCESSING_FILE).write_text(json.dumps(self.preprocessing, sort_keys=True), encoding="utf-8")
-        checksums = {name: _sha256(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE, PREPROCESSING_FILE)}
-        (directory / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True), encoding="utf-8")
 
     def _load_weights(self, directory: Path) -> None:
-        try:
-            checksums = json.loads((directory / CHECKSUMS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{directory / CHECKSUMS_FILE}: unreadable ({exc})") from None
-        for name in (MODEL_FILE, WEIGHTS_FILE, PREPROCESSING_FILE):
-            path = directory / name
-            if not path.is_file():
-                raise ModelError(f"{path}: missing")
-            if checksums.get(name) != _sha256(path):
-                raise ModelError(f"{path}: checksum mismatch (the file was changed or truncated after it was saved)")
         try:
             self.preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)

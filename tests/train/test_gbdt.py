@@ -147,7 +147,11 @@ def test_save_load_round_trip_and_refuses_tampered_or_truncated_files(random_wor
         (copy / name).write_bytes(damage((copy / name).read_bytes()))
         with pytest.raises(ModelError, match=name):
             GBDTRanker.load(copy)
-    (copy / "model.json").write_text((copy / "model.json").read_text().replace('"checksums"', '"other"'))
+    binary.save(copy := tmp_path / "edited")
+    (copy / "model.json").write_text((copy / "model.json").read_text().replace('"seed"', '"seed" '))
+    with pytest.raises(ModelError, match=r"model\.json: checksum mismatch"):
+        GBDTRanker.load(copy)
+    (copy / "checksums.json").unlink()
     with pytest.raises(ModelError, match="no checksums"):
         GBDTRanker.load(copy)
 

@@ -61,7 +61,11 @@ def test_a_version_records_its_lineage_and_loads_back_identical(registry, model,
         and v.feature_set == random_world.data.manifest["feature_set"]["version"]
     )
     assert v.params["objective"]["negative"] == "negative" and v.metrics["rows"] > 0
-    assert v.size_bytes > 0 and set(v.files) == {"model.json", "coef.json"} and 0 < v.predict_p50_ms <= v.predict_p99_ms
+    assert (
+        v.size_bytes > 0
+        and set(v.files) == {"model.json", "coef.json", "checksums.json"}
+        and 0 < v.predict_p50_ms <= v.predict_p99_ms
+    )
     loaded = registry.load(v.version)
     for head, p in model.predict(test).items():
         np.testing.assert_array_equal(loaded.predict(test)[head], p)
