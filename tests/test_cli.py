@@ -391,3 +391,38 @@ def test_features_materialize_fills_the_online_store_from_the_latest_snapshot(pr
 def test_features_user_mistakes_are_one_error_line(project, capsys, argv, expected):
     assert main([*argv, "-c", str(project)]) == 2
     assert_one_line_error(capsys.readouterr().err, *expected)
+
+
+def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
+    (tmp_path / "homefeed.toml").write_text(TINY, encoding="utf-8")
+    assert main(["demo", "--days", "6", "--users", "800"]) == 0
+    out = plain(capsys.readouterr().out)
+    assert "production" in table_rows(out, "gbdt-0001")[0] and "candidate" in table_rows(out, "nn-0001")[0]
+    assert main(["models", "list"]) == 0
+    listed = plain(capsys.readouterr().out)
+    assert table_rows(listed, "gbdt-0001") and table_rows(listed, "nn-0001")
+    assert main(["models", "alias", "production", "nn-0001", "--reason", "won the review"]) == 0
+    assert "production: gbdt-0001 → nn-0001" in plain(capsys.readouterr().out)
+    assert main(["models", "rollback", "production", "--reason", "hides up"]) == 0
+    assert "rolled back nn-0001 → gbdt-0001" in plain(capsys.readouterr().out)
+    assert main(["models", "show", "production"]) == 0
+    card = plain(capsys.readouterr().out)
+    assert "gbdt-0001" in card and "default@" in card and "p99" in card
+    # `homefeed train` on the demo's dataset registers a third version and can alias it.
+    dataset = next(p.name for p in (tmp_path / ".homefeed" / "datasets").iterdir() if not p.name.startswith("."))
+    assert main(["train", "--model", "gbdt", "--dataset", dataset, "--param", "n_estimators=20", "--alias", "x"]) == 0
+    assert "gbdt-0002 (x)" in plain(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--model", "svm", "--dataset", "abc"], ["unknown model kind 'svm'", "gbdt, nn"]),
+        (["train", "--model", "gbdt", "--dataset", "nope"], ["nope"]),
+        (["models", "show", "production"], ["no model version or alias 'production'"]),
+        (["models", "rollback", "production", "--reason", "x"], ["no alias 'production'"]),
+    ],
+)
+def test_models_user_mistakes_are_one_error_line(tmp_path, capsys, argv, expected):
+    assert main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, *expected)

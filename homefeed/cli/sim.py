@@ -16,6 +16,7 @@ from homefeed.files import ensure_replaceable
 from homefeed.pipeline.demo import train_on_logs
 from homefeed.sim import BASELINES, SimulationResult, make_baseline
 from homefeed.sim.simulation import LOG_TABLES, compare_policies
+from homefeed.train.registry import Registry
 
 sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
@@ -133,12 +134,15 @@ def demo(
 
 def _train_demo(settings: Settings, logs: Path) -> None:
     trained = train_on_logs(settings, logs, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
+    paths = settings.resolved_paths
+    registry = Registry(paths.registry, paths.models)
     splits = ", ".join(f"{n} {r:,}" for n, r in trained.rows.items())
     console.print(f"ingested {trained.events:,} events; dataset {trained.dataset_id}: {splits} rows")
     table = Table(title="Rankers trained on the random policy's logs (exploration traffic), registered")
     for header in ("version", "alias", "valid AUC engaged", "valid AUC negative", "train s", "p99 ms / 500 rows"):
         table.add_column(header)
-    for kind, v in trained.versions.items():
+    for kind, registered in trained.versions.items():
+        v = registry.get(registered.version)  # with the aliases set after registration
         table.add_row(
             v.version, ", ".join(v.aliases), _auc(v.metrics, "engaged"), _auc(v.metrics, "negative"),
             f"{trained.seconds.get(f'train {kind}', 0):.1f}", f"{v.predict_p99_ms or 0:.2f}",

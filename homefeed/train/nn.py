@@ -252,17 +252,20 @@ class NNRanker(Ranker):
             self.network = net
             probabilities = self._predict_tensors(xv, cv)
         y = yv.numpy()
-        validation = {}
+        heads = {}
         for i, head in enumerate(self.objective.heads):
             both = 0 < y[:, i].sum() < len(y)  # AUC needs positives and negatives
             auc = roc_auc_score(y[:, i], probabilities[:, i], sample_weight=wv_raw) if both else float("nan")
-            validation[head] = {"loss": round(best_heads[i], 6), "auc": round(float(auc), 6) if both else None}
+            heads[head] = {
+                "validation_logloss": round(best_heads[i], 6),
+                "validation_auc": round(float(auc), 6) if both else None,
+            }
         self.training = {
             "rows": {"train": train.num_rows, "validation": valid.num_rows},
             "epochs": len(history),
             "best_epoch": best_epoch,
             "validation_loss": history,
-            "validation": validation,
+            "heads": heads,  # the same record as the GBDT's: validation AUC and log loss per head
             "fit_seconds": round(time.perf_counter() - start, 3),
         }
         return self

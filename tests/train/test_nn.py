@@ -63,7 +63,7 @@ def test_beats_the_popularity_baseline_on_auc_and_ndcg(trained, random_world) ->
     print(f"AUC nn {auc:.4f} vs popularity {auc_pop:.4f}; NDCG@10 nn {ndcg:.4f} vs popularity {ndcg_pop:.4f}")
     assert auc > auc_pop + 0.01
     assert ndcg > ndcg_pop
-    assert trained.training["best_epoch"] >= 1 and trained.training["validation"]["engaged"]["auc"] > 0.55
+    assert trained.training["best_epoch"] >= 1 and trained.training["heads"]["engaged"]["validation_auc"] > 0.55
 
 
 def test_negative_head_lowers_the_hide_rate_of_the_top_slots(trained, random_world) -> None:
@@ -142,4 +142,4 @@ def test_ips_weights_train(random_world) -> None:
     model = NNRanker(**{**SMALL, "max_epochs": 1}, weights="ips").fit(random_world.data)
     p = model.predict(random_world.data.splits["test"].slice(0, 500))
     assert all(np.isfinite(v).all() and ((v > 0) & (v < 1)).all() for v in p.values())
-    assert model.training["validation"]["engaged"]["auc"] > 0.5
+    assert model.training["heads"]["engaged"]["validation_auc"] > 0.5
