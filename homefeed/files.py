@@ -7,6 +7,7 @@ good state in place and re-running it is safe.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 import shutil
@@ -108,3 +109,12 @@ def atomic_dir(target: str | Path, allowed: set[str] | None = None) -> Iterator[
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    """A file's SHA-256, read in blocks: how manifests, datasets and models say which bytes they hold."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ users, a slowly growing dimension, by the month they signed up.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from homefeed.files import atomic_write_parquet, atomic_write_text
+from homefeed.files import atomic_write_parquet, atomic_write_text, sha256_file
 from homefeed.schema import SCHEMA_VERSION, TABLES, TIME_COLUMN
 
 #: Tables partitioned by month of their time column rather than by day.
@@ -71,7 +70,7 @@ def _write_part(path: Path, rows: pa.Table, sources: list[str]) -> PartFile:
     return PartFile(
         name=path.name,
         rows=rows.num_rows,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=sha256_file(path),
         sources=sources,
         written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -186,5 +185,5 @@ class Lake:
         return [
             f.name
             for f in self.manifest(table, date).files
-            if not (part / f.name).exists() or hashlib.sha256((part / f.name).read_bytes()).hexdigest() != f.sha256
+            if not (part / f.name).exists() or sha256_file(part / f.name) != f.sha256
         ]

@@ -28,9 +28,9 @@ from homefeed.config import Settings
 from homefeed.data.lake import Lake
 from homefeed.features import pit
 from homefeed.features.definitions import FeatureError, FeatureSet, feature_set
-from homefeed.files import atomic_dir, atomic_write_text
+from homefeed.files import atomic_dir, atomic_write_text, sha256_file
 from homefeed.train import sampling, validation
-from homefeed.train.snapshots import MANIFEST, DatasetStore, dataset_id, sha256
+from homefeed.train.snapshots import MANIFEST, DatasetStore, dataset_id
 from homefeed.train.spec import SPLITS, DatasetError, DatasetSpec, split_days
 
 #: Bumped whenever the builder's output changes meaning for the same spec and inputs (it is part of every id).
@@ -108,7 +108,7 @@ def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> I
     checksums |= {f"etl/{k}": v for k, v in etl.checksums(etl_files).items()}
     # The id promises these bytes: a file changed after its manifest was written must not pass for the original.
     for path, (key, expected) in zip(lake_files + etl_files, checksums.items(), strict=True):
-        if sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise DatasetError(f"{key}: its bytes no longer match the checksum in its partition manifest")
     return Inputs(impressions, engagements, sources, checksums, warnings)
 
@@ -178,7 +178,7 @@ def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) ->
                     "file": name,
                     "first_day": str(days[split][0]),
                     "last_day": str(days[split][1]),
-                    "sha256": sha256(staging / name),
+                    "sha256": sha256_file(staging / name),
                     "funnel": funnel.get(split, {}),
                 }
                 for split, name in files.items()

@@ -17,7 +17,6 @@ choices count as if it had been uniform.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from homefeed.files import sha256_file
 from homefeed.train.snapshots import DatasetStore
 
 Position = Literal["ignore", "feature"]
@@ -104,14 +104,6 @@ def inputs(rows: pa.Table, features: list[str], position: Position, serving: boo
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_checksums(directory: Path) -> None:
     """Refuse a model whose files are not byte for byte the ones saved: tampered, truncated or missing."""
     try:
@@ -126,7 +118,7 @@ def verify_checksums(directory: Path) -> None:
             raise ModelError(f"{directory / CHECKSUMS_FILE}: checksum entry {name!r} is not a file of the model")
         if not path.is_file():
             raise ModelError(f"{path}: missing ({CHECKSUMS_FILE} lists it)")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise ModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
 
 
@@ -188,7 +180,7 @@ class Ranker(abc.ABC):
         self._save_weights(directory)
         (directory / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         checksums = {
-            p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUMS_FILE
+            p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUMS_FILE
         }
         (directory / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True), encoding="utf-8")
 

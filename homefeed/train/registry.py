@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import importlib
 import json
 import shutil
@@ -34,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 import homefeed
-from homefeed.files import atomic_dir
+from homefeed.files import atomic_dir, sha256_file
 from homefeed.train.model import ModelError, Ranker, TrainingData
 
 #: Where each kind of model lives; imported only when that kind is loaded (PyTorch is slow to import).
@@ -106,14 +105,6 @@ class AliasMove:
     reason: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -174,7 +165,7 @@ class Registry:
         feature_set = data.manifest.get("feature_set", {}).get("version") if data is not None else None
         with tempfile.TemporaryDirectory(prefix=".register-", dir=self._staging()) as tmp:
             model.save(tmp)
-            files = {p.name: _sha256(p) for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+            files = {p.name: sha256_file(p) for p in sorted(Path(tmp).iterdir()) if p.is_file()}
             size = sum((Path(tmp) / name).stat().st_size for name in files)
             p50 = p99 = None
             if latency_rows is not None and latency_rows.num_rows:
@@ -247,7 +238,7 @@ class Registry:
             path = directory / name
             if not path.is_file():
                 raise ModelError(f"model {v.version}: file {name} is missing from {directory}")
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 raise ModelError(
                     f"model {v.version}: {name} does not match its recorded checksum (tampered or truncated)"
                 )

@@ -28,14 +28,6 @@ def dataset_id(identity: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class DatasetStore:
     """The built datasets under ``root``; a folder counts only once its manifest is there (and it is not hidden)."""
 
@@ -158,4 +150,4 @@ def _shift(x: dict, y: dict) -> float | None:
     return delta / spread
 
 
-__all__ = ["ID_LENGTH", "MANIFEST", "DatasetDiff", "DatasetStore", "dataset_id", "diff", "sha256"]
+__all__ = ["ID_LENGTH", "MANIFEST", "DatasetDiff", "DatasetStore", "dataset_id", "diff"]
