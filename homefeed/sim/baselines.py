@@ -143,7 +143,66 @@ class PopularPolicy:
         )
 
 
+class ExploringPolicy:
+    """ε-greedy by request: with probability ε a request gets a uniformly random slate, else ``exploit``'s.
+
+    The logged propensity is the mixture's exact marginal, P(item a in slot k) =
+    (1 − ε)·[exploit put a in k] + ε/N with N items eligible: what inverse-propensity
+    weighting needs to undo the exploiting policy's choices (its own rows are
+    logged with propensity 1 by a deterministic ranker, which leaves nothing to reweight).
+    """
+
+    def __init__(self, exploit: PopularPolicy | ChronologicalPolicy, epsilon: float = 0.1, seed: int = 0):
+        if not 0.0 < epsilon <= 1.0:
+            raise PolicyError(f"epsilon must be in (0, 1], got {epsilon}")
+        self.exploit, self.epsilon, self.seed = exploit, epsilon, seed
+        self.explore = RandomPolicy(seed=seed + 1, max_age_days=exploit.catalogue.max_age_us / 86_400_000_000)
+        self.name = f"{exploit.name}+explore"
+        self._batches = 0
+
+    def observe(self, feedback: Feedback) -> None:
+        self.exploit.observe(feedback)
+        self.explore.observe(feedback)
+
+    def rank(self, requests: RequestBatch) -> SlateBatch:
+        greedy, uniform = self.exploit.rank(requests), self.explore.rank(requests)
+        rng = np.random.default_rng([self.seed, 7, self._batches])
+        self._batches += 1
+        explored = rng.random(len(requests)) < self.epsilon
+        one_over_n = np.zeros(len(requests))
+        one_over_n[uniform.request_index] = uniform.propensity
+        # Did the greedy slate put the randomly drawn item in the same slot?  Then both branches chose it.
+        g_key = greedy.request_index * 1024 + greedy.position
+        order = np.argsort(g_key, kind="stable")
+        u_key = uniform.request_index * 1024 + uniform.position
+        same = np.zeros(len(u_key), bool)
+        if len(order):
+            at = np.minimum(np.searchsorted(g_key[order], u_key), len(order) - 1)
+            same = (g_key[order][at] == u_key) & (greedy.item_id[order][at] == uniform.item_id)
+        keep_g, keep_u = ~explored[greedy.request_index], explored[uniform.request_index]
+        eps = self.epsilon
+        request_index = np.concatenate([greedy.request_index[keep_g], uniform.request_index[keep_u]])
+        position = np.concatenate([greedy.position[keep_g], uniform.position[keep_u]])
+        item_id = np.concatenate([greedy.item_id[keep_g], uniform.item_id[keep_u]])
+        propensity = np.concatenate(
+            [
+                (1 - eps) + eps * one_over_n[greedy.request_index[keep_g]],
+                eps * uniform.propensity[keep_u] + (1 - eps) * same[keep_u],
+            ]
+        )
+        ordered = np.lexsort((position, request_index))
+        return SlateBatch(
+            request_index=request_index[ordered],
+            position=position[ordered],
+            item_id=item_id[ordered],
+            propensity=propensity[ordered],
+            model_version=f"baseline-{self.name}",
+        )
+
+
 BASELINES = ("random", "popular", "chronological")
+#: Popular with a fifth of requests served at random: logs with varied, exact propensities (not in the demo's table).
+EXPLORING = "popular+explore"
 
 
 def make_baseline(name: str, seed: int = 0, max_age_days: float = 30.0):  # noqa: ANN201 - one of the classes above
@@ -154,4 +213,6 @@ def make_baseline(name: str, seed: int = 0, max_age_days: float = 30.0):  # noqa
         return PopularPolicy(max_age_days=max_age_days)
     if name == "chronological":
         return ChronologicalPolicy(max_age_days=max_age_days)
-    raise PolicyError(f"unknown policy {name!r}; choose one of: {', '.join(BASELINES)}")
+    if name == EXPLORING:
+        return ExploringPolicy(PopularPolicy(max_age_days=max_age_days), epsilon=0.2, seed=seed)
+    raise PolicyError(f"unknown policy {name!r}; choose one of: {', '.join((*BASELINES, EXPLORING))}")

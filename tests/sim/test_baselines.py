@@ -18,6 +18,7 @@ from homefeed.sim import (
     RequestBatch,
     make_baseline,
 )
+from homefeed.sim.baselines import EXPLORING, ExploringPolicy
 from homefeed.sim.policy import validate_slates
 
 HOUR_US = 3_600_000_000
@@ -124,3 +125,26 @@ def test_popular_never_serves_items_published_after_the_request():
 def test_unknown_policy_names_the_choices():
     with pytest.raises(PolicyError, match="unknown policy 'ml'; choose one of: random, popular, chronological"):
         make_baseline("ml")
+
+
+def test_exploring_logs_the_mixtures_exact_propensities():
+    """Each (item, slot)'s logged propensity is its empirical frequency in that slot over many identical requests."""
+    policy = ExploringPolicy(ChronologicalPolicy(max_age_days=2), epsilon=0.25, seed=4)
+    policy.observe(Feedback(items=items(200)))
+    ts = T0 + 100 * HOUR_US  # 49 items eligible; the greedy slate is the freshest first
+    batch = requests([ts] * 20_000, [5] * 20_000)
+    slates = policy.rank(batch)
+    validate_slates(slates, batch, T0 + np.arange(200) * HOUR_US)
+    explored = np.zeros(len(batch), bool)
+    greedy_item = 100 - (slates.position - 1)  # what the chronological slate puts in each slot
+    explored[slates.request_index[slates.item_id != greedy_item]] = True
+    assert abs(explored.mean() - 0.25) < 0.02
+    for slot in (1, 5):
+        here = slates.position == slot
+        freq = np.bincount(slates.item_id[here], minlength=101)[52:] / here.sum()
+        logged = np.zeros(101)
+        logged[slates.item_id[here]] = slates.propensity[here]
+        np.testing.assert_allclose(freq, logged[52:], atol=0.01)
+    assert policy.name == "chronological+explore" and make_baseline(EXPLORING).name == "popular+explore"
+    with pytest.raises(PolicyError, match="epsilon"):
+        ExploringPolicy(ChronologicalPolicy(), epsilon=0.0)

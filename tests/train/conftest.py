@@ -59,3 +59,9 @@ def random_world(tmp_path_factory) -> World:
 def ranked_world(tmp_path_factory) -> World:
     """A popularity ranker's feeds: the top slots hold what the old system liked."""
     return build(tmp_path_factory.mktemp("ranked_world"), "popular")
+
+
+@pytest.fixture(scope="session")
+def explored_world(tmp_path_factory) -> World:
+    """The popularity ranker with a fifth of requests served at random: exact propensities from 1/N to 1."""
+    return build(tmp_path_factory.mktemp("explored_world"), "popular+explore")
