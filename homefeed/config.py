@@ -411,15 +411,19 @@ def load(path: str | Path | None = None) -> Settings:
     if path is None:
         return Settings()
     path = Path(path)
+    return parse(read_toml(path), source=str(path), base_dir=path.resolve().parent)
+
+
+def read_toml(path: str | Path, kind: str = "config file") -> dict:
+    """A TOML file's contents; a missing, unreadable or malformed file is one ConfigError naming it."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {kind}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse(data, source=str(path), base_dir=path.resolve().parent)
 
 
 DEFAULT_TOML = """\

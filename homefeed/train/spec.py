@@ -10,13 +10,12 @@ from the same spec and inputs are the same dataset.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError, model_validator
 
-from homefeed.config import DatasetSettings, Settings, describe_errors
+from homefeed.config import ConfigError, DatasetSettings, Settings, describe_errors, read_toml
 from homefeed.schema import LABELS, Label
 
 SPLITS = ("train", "validation", "test")
@@ -96,13 +95,9 @@ def load_spec(
     if path is not None:
         source = str(path)
         try:
-            data = _merge(data, tomllib.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: no such dataset file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise DatasetError(f"{path}: invalid TOML: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: cannot read: {exc}") from None
+            data = _merge(data, read_toml(path, "dataset file"))
+        except ConfigError as exc:
+            raise DatasetError(str(exc)) from None
     data.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
     for key, flag in (("start", "--start"), ("end", "--end")):
         if key not in data:
