@@ -41,6 +41,7 @@ class Paths(_Section):
     online_store: Path = Path("online.sqlite")
     registry: Path = Path("registry.sqlite")
     models: Path = Path("models")
+    reports: Path = Path("reports")
     etl: Path = Path("etl")
     checks: Path = Path("checks")
     datasets: Path = Path("datasets")
@@ -438,6 +439,7 @@ sim_logs = "sim"                # logs written by the simulator
 online_store = "online.sqlite"  # online feature store (SQLite backend)
 registry = "registry.sqlite"    # model registry metadata: versions, lineage, aliases and their history
 models = "models"               # the registered models' files, one folder per version
+reports = "reports"             # launch reviews, as JSON and HTML
 etl = "etl"                     # daily feature sources computed from the lake
 checks = "checks"               # findings of the daily data checks, by date
 datasets = "datasets"           # versioned training datasets: <id>/train|validation|test.parquet + manifest.json

@@ -398,6 +398,21 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
     assert main(["demo", "--days", "6", "--users", "800"]) == 0
     out = plain(capsys.readouterr().out)
     assert "production" in table_rows(out, "gbdt-0001")[0] and "candidate" in table_rows(out, "nn-0001")[0]
+    assert "launch review: nn-0001 vs gbdt-0001" in out and re.search(r"(NO SHIP|SHIP): \d+ rule", out)
+    reports = tmp_path / ".homefeed" / "reports"
+    assert {p.name for p in reports.iterdir()} == {
+        "launch-nn-0001-vs-gbdt-0001.json",
+        "launch-nn-0001-vs-gbdt-0001.html",
+    }
+    # Gates the candidate cannot fail ship it (exit 0); one it cannot meet stops it (exit 1); a bad name is exit 2.
+    (tmp_path / "easy.toml").write_text('[[guardrails]]\nmetric = "auc"\nmax_regression = 1.0\n')
+    assert main(["launch", "review", "candidate", "--gates", str(tmp_path / "easy.toml"), "--replicates", "20"]) == 0
+    (tmp_path / "hard.toml").write_text('[[goals]]\nmetric = "ndcg@10"\nmin_improvement = 0.5\n')
+    assert main(["launch", "review", "candidate", "--gates", str(tmp_path / "hard.toml"), "--replicates", "20"]) == 1
+    assert "goal ndcg@10" in plain(capsys.readouterr().out)
+    (tmp_path / "bad.toml").write_text('[[goals]]\nmetric = "happiness"\n')
+    assert main(["launch", "review", "candidate", "--gates", str(tmp_path / "bad.toml")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "gate config", "happiness")
     assert main(["models", "list"]) == 0
     listed = plain(capsys.readouterr().out)
     assert table_rows(listed, "gbdt-0001") and table_rows(listed, "nn-0001")

@@ -12,10 +12,11 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from homefeed.cli import data, dataset, features, models, sim  # noqa: F401  (registers the commands, in help order)
+from homefeed.cli import data, dataset, features, launch, models, sim  # noqa: F401  (registers the commands, in help order)
 from homefeed.cli.common import UserError, app, err_console, fail
 from homefeed.config import ConfigError
 from homefeed.data.ingest import IngestError
+from homefeed.evaluate.bootstrap import EvaluationError
 from homefeed.features.definitions import FeatureError
 from homefeed.features.store import StoreError
 from homefeed.schema import SchemaError
@@ -36,6 +37,7 @@ USER_ERRORS = (
     DatasetError,
     ModelError,
     RegistryError,
+    EvaluationError,
 )
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from homefeed import config as config_mod
 from homefeed.cli.common import ConfigOption, UserError, app, console, err_console, load_settings, require_positive
+from homefeed.cli.launch import review_and_report
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
 from homefeed.pipeline.demo import train_on_logs
@@ -116,7 +117,7 @@ def demo(
 
     The random policy's logs (exploration traffic: every slot placed at random) go through ingestion, the ETL
     and the dataset builder; a GBDT and a neural ranker are trained on them and registered as ``production``
-    and ``candidate``.
+    and ``candidate``, and the candidate gets a launch review against production.
     """
     require_positive("days", days)
     require_positive("users", users)
@@ -150,6 +151,8 @@ def _train_demo(settings: Settings, logs: Path) -> None:
     console.print(table)
     timings = ", ".join(f"{k} {s:.1f} s" for k, s in trained.seconds.items())
     console.print(f"steps: {timings}; `homefeed models list` shows the registry")
+    if {"gbdt", "nn"} <= set(trained.versions):
+        review_and_report(settings, "candidate", "production", None, replicates=100)
 
 
 def _auc(training: dict, head: str) -> str:

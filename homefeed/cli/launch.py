@@ -1,0 +1,67 @@
+"""`homefeed launch review`: a candidate against production, judged by the launch gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from homefeed.cli.common import ConfigOption, app, console, load_settings, wide_console
+from homefeed.config import Settings
+from homefeed.evaluate.bootstrap import Bootstrap
+from homefeed.evaluate.review import LaunchReport, launch_review, load_gates, write_report
+from homefeed.train import DatasetStore
+from homefeed.train.registry import Registry
+
+launch_app = typer.Typer(help="Launch reviews: does a candidate deserve live traffic?", no_args_is_help=True)
+app.add_typer(launch_app, name="launch")
+
+
+def review_and_report(
+    settings: Settings, candidate: str, against: str, gates: Path | None, replicates: int
+) -> tuple[LaunchReport, Path, Path]:
+    """Run the review, write its JSON and HTML, print the verdict: shared by this command and the demo."""
+    paths = settings.resolved_paths
+    report = launch_review(
+        Registry(paths.registry, paths.models),
+        DatasetStore(paths.datasets),
+        candidate,
+        load_gates(gates),
+        against,
+        Bootstrap(replicates=replicates, seed=0),
+    )
+    json_path, html_path = write_report(report, paths.reports)
+    table = Table(title=f"launch review: {report.candidate} vs {report.production} ({report.rows:,} test rows)")
+    for header in ("metric", report.production, report.candidate, "difference [95% CI]"):
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for name, c in report.overall.items():
+        d = c["difference"]
+        table.add_row(
+            name, f"{c['production']['value']:.4f}", f"{c['candidate']['value']:.4f}",
+            f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
+        )  # fmt: skip
+    wide_console().print(table)
+    verdict = "[bold green]SHIP[/]" if report.verdict.ship else "[bold red]NO SHIP[/]"
+    console.print(f"{verdict}: {len(report.verdict.passed)} rule(s) held, {len(report.verdict.reasons)} broken")
+    for reason in report.verdict.reasons:
+        console.print(f"  [red]✗[/] {reason}", soft_wrap=True, highlight=False)
+    console.print(f"report: {html_path} and {json_path.name}", soft_wrap=True)
+    return report, json_path, html_path
+
+
+@launch_app.command("review")
+def launch_review_command(
+    candidate: Annotated[str, typer.Argument(help="A model version or alias.")],
+    against: Annotated[str, typer.Option("--against", help="What it must beat.")] = "production",
+    gates: Annotated[
+        Path | None, typer.Option("--gates", help="Gate file (TOML: [[goals]], [[guardrails]], [budgets]).")
+    ] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates for the intervals.")] = 100,
+    config: ConfigOption = None,
+) -> None:
+    """Compare a candidate with production on its held-out days; exit 0 to ship, 1 not to."""
+    report, _, _ = review_and_report(load_settings(config), candidate, against, gates, replicates)
+    if not report.verdict.ship:
+        raise typer.Exit(1)

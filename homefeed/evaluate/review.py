@@ -1,0 +1,191 @@
+"""The launch review: a registered candidate against ``production`` on the candidate's held-out days, judged by gates.
+
+Both models score the same test rows; every gated metric is compared with a
+paired bootstrap (the same resampled requests for both), overall and per
+slice; the registry supplies what the candidate costs (latency, size, training
+time, features).  The report holds every number with its interval and the
+verdict with its reasons, as JSON for machines and HTML for people.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pydantic import ValidationError
+
+from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored
+from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal, Guardrail, Verdict, review
+from homefeed.evaluate.metrics import METRICS, evaluate, metric
+from homefeed.evaluate.slices import compare
+from homefeed.files import atomic_write_text
+from homefeed.train.model import TrainingData
+from homefeed.train.registry import Registry
+from homefeed.train.snapshots import DatasetStore
+
+#: Metrics of the probability of a positive engagement; every other metric ranks by the combined score.
+PROBABILITY_METRICS = {"auc", "log_loss", "ece"}
+
+DEFAULT_GATES = GateConfig(
+    goals=[Goal(metric="ndcg@10", min_improvement=0.0)],
+    guardrails=[
+        Guardrail(metric="negative_rate@3", max_regression=0.002, better="lower"),
+        Guardrail(metric="auc", max_regression=0.01),
+    ],
+    budgets=Budgets(max_calibration_error=0.05, max_predict_p99_ms=10.0, max_size_mb=100.0, max_features=80),
+)
+
+
+def load_gates(path: str | Path | None) -> GateConfig:
+    """A gate file (TOML: ``[[goals]]``, ``[[guardrails]]``, ``[budgets]``), or the defaults; names are checked."""
+    if path is None:
+        config = DEFAULT_GATES
+    else:
+        try:
+            config = GateConfig(**tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise EvaluationError(f"{path}: cannot read the gate file: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise EvaluationError(f"{path}: {where}: {first['msg']}") from None
+    for name in config.metrics():
+        try:
+            metric(name)
+        except EvaluationError as exc:
+            raise EvaluationError(f"gate config: {exc}") from None
+    return config
+
+
+@dataclass
+class LaunchReport:
+    candidate: str
+    production: str
+    dataset_id: str
+    rows: int
+    verdict: Verdict
+    overall: dict[str, dict]
+    slices: dict[str, dict[str, dict]]
+    cost: dict
+    created_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True, default=float)
+
+
+def _scored(test: pa.Table, head: np.ndarray, score: np.ndarray) -> dict[str, Scored]:
+    columns = {
+        name: test[name].to_numpy(zero_copy_only=False)
+        for name in test.column_names
+        if not pa.types.is_nested(test.schema.field(name).type)
+    }
+    columns["label"] = columns["engaged"]
+    probability = Scored({**columns, "score": head})
+    return {"probability": probability, "ranking": probability.with_score(score)}
+
+
+def _comparison(c: object) -> Comparison:
+    point = lambda v: Estimate(v, v, v)  # noqa: E731 - the model's value on the test rows
+    return Comparison(point(c.candidate), point(c.baseline), c.delta)  # type: ignore[attr-defined]
+
+
+def launch_review(
+    registry: Registry,
+    datasets: DatasetStore,
+    candidate: str,
+    gates: GateConfig,
+    against: str = "production",
+    boot: Bootstrap | None = None,
+) -> LaunchReport:
+    """Compare ``candidate`` with ``against`` on the candidate's test split and judge it by ``gates``."""
+    boot = boot or Bootstrap(replicates=100, seed=0)
+    cand_v, prod_v = registry.get(candidate), registry.get(against)
+    if cand_v.version == prod_v.version:
+        raise EvaluationError(f"{candidate} and {against} are the same version ({cand_v.version})")
+    if cand_v.dataset_id is None:
+        raise EvaluationError(f"{cand_v.version} records no dataset to evaluate it on")
+    test = TrainingData.load(datasets, cand_v.dataset_id).splits["test"]
+    models = {"candidate": registry.load(cand_v.version), "production": registry.load(prod_v.version)}
+    scored = {}
+    for who, model in models.items():
+        heads = model.predict(test)
+        scored[who] = _scored(test, heads[model.objective.positive], model.objective.score(heads))
+    overall: dict[str, Comparison] = {}
+    per_slice: dict[str, dict[str, Comparison]] = {}
+    for kind in ("probability", "ranking"):
+        names = [n for n in gates.metrics() | {"ece"} if (n in PROBABILITY_METRICS) == (kind == "probability")]
+        if not names:
+            continue
+        for c in compare(scored["production"][kind], scored["candidate"][kind], names, boot):
+            if c.dimension == "all":
+                overall[c.metric] = _comparison(c)
+            else:
+                per_slice.setdefault(f"{c.dimension}={c.value}", {})[c.metric] = _comparison(c)
+    ece = evaluate(scored["candidate"]["probability"], ["ece"])["ece"].value
+    cost = Cost(
+        calibration_error=ece,
+        predict_p99_ms=cand_v.predict_p99_ms,
+        size_mb=cand_v.size_bytes / 1e6,
+        training_seconds=cand_v.training_seconds,
+        features=len(models["candidate"].features),
+    )
+    verdict = review(gates, overall, per_slice, cost, known_metrics=set(METRICS) | gates.metrics())
+    return LaunchReport(
+        candidate=cand_v.version,
+        production=prod_v.version,
+        dataset_id=cand_v.dataset_id,
+        rows=test.num_rows,
+        verdict=verdict,
+        overall={k: asdict(v) for k, v in sorted(overall.items())},
+        slices={s: {k: asdict(v) for k, v in sorted(m.items())} for s, m in sorted(per_slice.items())},
+        cost=asdict(cost),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _cell(e: dict) -> str:
+    return f"{e['value']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}]"
+
+
+def to_html(r: LaunchReport) -> str:
+    """One page: the verdict and its reasons, then every compared number with its interval."""
+    verdict = "SHIP" if r.verdict.ship else "NO SHIP"
+    rows = "".join(
+        f"<tr><td>overall</td><td>{html.escape(m)}</td><td>{c['production']['value']:.4f}</td>"
+        f"<td>{c['candidate']['value']:.4f}</td><td>{_cell(c['difference'])}</td></tr>"
+        for m, c in r.overall.items()
+    ) + "".join(
+        f"<tr><td>{html.escape(s)}</td><td>{html.escape(m)}</td><td>{c['production']['value']:.4f}</td>"
+        f"<td>{c['candidate']['value']:.4f}</td><td>{_cell(c['difference'])}</td></tr>"
+        for s, per in r.slices.items()
+        for m, c in per.items()
+    )
+    items = lambda xs: "".join(f"<li>{html.escape(x)}</li>" for x in xs)  # noqa: E731
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Launch review: {r.candidate} vs {r.production}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right}}
+td:first-child,td:nth-child(2){{text-align:left}}</style>
+</head><body>
+<h1>Launch review: {r.candidate} vs {r.production}: {verdict}</h1>
+<p>Dataset {r.dataset_id}, {r.rows:,} test rows; 95% paired-bootstrap intervals; {r.created_at}.</p>
+<h2>Reasons</h2><ul>{items(r.verdict.reasons) or "<li>none</li>"}</ul>
+<h2>Rules that held</h2><ul>{items(r.verdict.passed)}</ul>
+<h2>Cost</h2><ul>{items(f"{k}: {v}" for k, v in r.cost.items())}</ul>
+<h2>Every comparison</h2>
+<table><tr><th>slice</th><th>metric</th><th>{r.production}</th><th>{r.candidate}</th><th>difference [95% CI]</th></tr>
+{rows}</table></body></html>
+"""
+
+
+def write_report(report: LaunchReport, directory: str | Path) -> tuple[Path, Path]:
+    base = Path(directory) / f"launch-{report.candidate}-vs-{report.production}"
+    json_path, html_path = base.with_suffix(".json"), base.with_suffix(".html")
+    atomic_write_text(json_path, report.to_json())
+    atomic_write_text(html_path, to_html(report))
+    return json_path, html_path
