@@ -43,31 +43,42 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _inputs(lake: Lake, start: dt.date, end: dt.date) -> dict[str, list]:
-    """The lake files a run over snapshot days [start, end] reads, per table."""
+def _reads(first_input: dt.date, last: dt.date) -> list[tuple[str, dt.date | None, dt.date]]:
+    """Which partitions snapshots up to ``last`` read: events from ``first_input`` on, every item and user so far."""
+    return [
+        ("impressions", first_input, last),
+        ("engagements", first_input, last),
+        ("items", None, last),
+        ("users", None, last),
+    ]
+
+
+def _inputs(lake: Lake, first_input: dt.date, last: dt.date) -> dict[str, list[Path]]:
+    """The lake files a run reads, per table."""
+    return {table: lake.files(table, start, end) for table, start, end in _reads(first_input, last)}
+
+
+def _listing(lake: Lake) -> dict[str, list[tuple[dt.date, list[str]]]]:
+    """Every committed lake file as ``table/date=…/name sha256=…``, by table and date: read once per run."""
     return {
-        "impressions": lake.files("impressions", start, end),
-        "engagements": lake.files("engagements", start, end),
-        "items": lake.files("items", None, end),
-        "users": lake.files("users", None, end),
+        table: [
+            (
+                date,
+                [f"{table}/date={date:%Y-%m-%d}/{f.name} sha256={f.sha256}" for f in lake.manifest(table, date).files],
+            )
+            for date in lake.dates(table)
+        ]
+        for table in ("impressions", "engagements", "items", "users")
     }
 
 
-def sources(lake: Lake, day: dt.date, params: Params) -> list[str]:
+def sources(listing: dict[str, list[tuple[dt.date, list[str]]]], day: dt.date, params: Params) -> list[str]:
     """What the snapshot of ``day`` is computed from: each input file with its checksum, and the parameters."""
-    first = day - dt.timedelta(days=params.lookback - 1)
     listed = []
-    for table, start, end in (
-        ("impressions", first, day),
-        ("engagements", first, day),
-        ("items", None, day),
-        ("users", None, day),
-    ):
-        for date in lake.dates(table):
-            if (start is None or date >= start) and date <= end:
-                listed += [
-                    f"{table}/date={date:%Y-%m-%d}/{f.name} sha256={f.sha256}" for f in lake.manifest(table, date).files
-                ]
+    for table, start, end in _reads(day - dt.timedelta(days=params.lookback - 1), day):
+        listed += [
+            name for date, names in listing[table] if (start is None or date >= start) and date <= end for name in names
+        ]
     return [*listed, f"params {params.fingerprint()}"]
 
 
@@ -93,7 +104,8 @@ def run_etl(
     began = time.perf_counter()
     report = EtlReport(engine=engine.name)
     names = outputs(params)
-    wanted = {day: sources(lake, day, params) for day in _days(params.start, params.end)}
+    listing = _listing(lake)
+    wanted = {day: sources(listing, day, params) for day in _days(params.start, params.end)}
     stale = [
         day
         for day, srcs in wanted.items()
