@@ -25,7 +25,7 @@ def review_and_report(
     """Run the review, write its JSON and HTML, print the verdict: shared by this command and the demo."""
     paths = settings.resolved_paths
     report = launch_review(
-        Registry(paths.registry, paths.models),
+        Registry.of(settings),
         DatasetStore(paths.datasets),
         candidate,
         load_gates(gates),

@@ -9,18 +9,12 @@ import typer
 from rich.table import Table
 
 from homefeed.cli.common import ConfigOption, UserError, app, console, load_settings, wide_console
-from homefeed.config import Settings
 from homefeed.train import DatasetStore
 from homefeed.train.model import Objective, TrainingData
 from homefeed.train.registry import MODEL_KINDS, Registry, model_class
 
 models_app = typer.Typer(help="The model registry: versions with lineage, aliases, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-
-
-def _registry(settings: Settings) -> Registry:
-    paths = settings.resolved_paths
-    return Registry(paths.registry, paths.models)
 
 
 def _params(pairs: list[str] | None) -> dict:
@@ -67,7 +61,7 @@ def train(
     except TypeError as exc:
         raise UserError(f"--param: {exc}") from None
     ranker.fit(data)
-    registry = _registry(settings)
+    registry = Registry.of(settings)
     v = registry.register(ranker, data)
     if alias:
         registry.alias(alias, v.version, f"trained on dataset {data.dataset_id}")
@@ -98,7 +92,7 @@ def _version_table(registry: Registry, ref: str) -> Table:
 @models_app.command("list")
 def models_list(config: ConfigOption = None) -> None:
     """Every registered version, oldest first, with its aliases."""
-    registry = _registry(load_settings(config))
+    registry = Registry.of(load_settings(config))
     table = Table(title=f"models in {registry.db}")
     for header in ("version", "kind", "dataset", "aliases", "size KiB", "p99 ms (500 rows)", "registered"):
         table.add_column(header)
@@ -116,7 +110,7 @@ def models_show(
     ref: Annotated[str, typer.Argument(help="A version or an alias.")], config: ConfigOption = None
 ) -> None:
     """One version's lineage, parameters, training metrics, size and latency."""
-    wide_console().print(_version_table(_registry(load_settings(config)), ref))
+    wide_console().print(_version_table(Registry.of(load_settings(config)), ref))
 
 
 @models_app.command("alias")
@@ -127,7 +121,7 @@ def models_alias(
     config: ConfigOption = None,
 ) -> None:
     """Point an alias at a version, atomically, recording who, when and why."""
-    move = _registry(load_settings(config)).alias(name, ref, reason)
+    move = Registry.of(load_settings(config)).alias(name, ref, reason)
     console.print(f"{move.alias}: {move.previous or '(new)'} → {move.version}  ({move.moved_by}: {move.reason})")
 
 
@@ -138,5 +132,5 @@ def models_rollback(
     config: ConfigOption = None,
 ) -> None:
     """Move an alias back to the version it pointed at before its last move."""
-    move = _registry(load_settings(config)).rollback(name, reason)
+    move = Registry.of(load_settings(config)).rollback(name, reason)
     console.print(f"{move.alias}: rolled back {move.previous} → {move.version}  ({move.moved_by}: {move.reason})")

@@ -135,8 +135,7 @@ def demo(
 
 def _train_demo(settings: Settings, logs: Path) -> None:
     trained = train_on_logs(settings, logs, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
-    paths = settings.resolved_paths
-    registry = Registry(paths.registry, paths.models)
+    registry = Registry.of(settings)
     splits = ", ".join(f"{n} {r:,}" for n, r in trained.rows.items())
     console.print(f"ingested {trained.events:,} events; dataset {trained.dataset_id}: {splits} rows")
     table = Table(title="Rankers trained on the random policy's logs (exploration traffic), registered")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
+from homefeed.config import ConfigError, read_toml
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored
 from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal, Guardrail, Verdict, review
 from homefeed.evaluate.metrics import METRICS, evaluate, metric
-from homefeed.evaluate.slices import compare
+from homefeed.evaluate.slices import SliceComparison, compare
 from homefeed.files import atomic_write_text
 from homefeed.train.model import TrainingData
 from homefeed.train.registry import Registry
@@ -48,9 +48,9 @@ def load_gates(path: str | Path | None) -> GateConfig:
         config = DEFAULT_GATES
     else:
         try:
-            config = GateConfig(**tomllib.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise EvaluationError(f"{path}: cannot read the gate file: {exc}") from None
+            config = GateConfig(**read_toml(path, "gate file"))
+        except ConfigError as exc:
+            raise EvaluationError(str(exc)) from None
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -90,9 +90,11 @@ def _scored(test: pa.Table, head: np.ndarray, score: np.ndarray) -> dict[str, Sc
     return {"probability": probability, "ranking": probability.with_score(score)}
 
 
-def _comparison(c: object) -> Comparison:
-    point = lambda v: Estimate(v, v, v)  # noqa: E731 - the model's value on the test rows
-    return Comparison(point(c.candidate), point(c.baseline), c.delta)  # type: ignore[attr-defined]
+def _comparison(c: SliceComparison) -> Comparison:
+    """The gates' view of a slice comparison: each model's value on the test rows, and the paired difference."""
+    return Comparison(
+        Estimate(c.candidate, c.candidate, c.candidate), Estimate(c.baseline, c.baseline, c.baseline), c.delta
+    )
 
 
 def launch_review(

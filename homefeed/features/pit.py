@@ -244,9 +244,3 @@ def write_joined(
         engine.export(query(fs, "impressions", keep=keep, portable=True), target, partition_by=None)
         written.append(target)
     return written
-
-
-def files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> None:
-    """A view over Parquet files (the lake's impressions for a date range, say)."""
-    listed = ", ".join(f"'{f}'" for f in files)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listed}])")

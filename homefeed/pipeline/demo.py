@@ -75,7 +75,7 @@ def train_on_logs(
     out.dataset_id, out.rows = built.id, {name: t.num_rows for name, t in data.splits.items()}
     done()
 
-    registry = Registry(paths.registry, paths.models)
+    registry = Registry.of(settings)
     for kind in kinds:
         done = step(f"train {kind}")
         model = model_class(kind)(position="feature", seed=settings.sim.seed).fit(data)

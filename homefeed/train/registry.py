@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 import homefeed
+from homefeed.config import Settings
 from homefeed.files import atomic_dir, sha256_file
 from homefeed.train.model import ModelError, Ranker, TrainingData
 
@@ -134,11 +135,18 @@ class Registry:
     def __init__(self, db: str | Path, root: str | Path):
         self.db, self.root = Path(db), Path(root)
         self.db.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.db, timeout=30)
         try:
             con.executescript(SCHEMA)
         finally:
             con.close()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Registry:
+        """The project's registry: metadata at ``paths.registry``, model files under ``paths.models``."""
+        paths = settings.resolved_paths
+        return cls(paths.registry, paths.models)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -163,7 +171,7 @@ class Registry:
         """
         latency_rows = data.splits.get("test") if data is not None else None
         feature_set = data.manifest.get("feature_set", {}).get("version") if data is not None else None
-        with tempfile.TemporaryDirectory(prefix=".register-", dir=self._staging()) as tmp:
+        with tempfile.TemporaryDirectory(prefix=".register-", dir=self.root) as tmp:
             model.save(tmp)
             files = {p.name: sha256_file(p) for p in sorted(Path(tmp).iterdir()) if p.is_file()}
             size = sum((Path(tmp) / name).stat().st_size for name in files)
@@ -196,10 +204,6 @@ class Registry:
                     ),
                 )
         return self.get(version)
-
-    def _staging(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self.root
 
     def get(self, ref: str) -> Version:
         """A version by its name or by an alias pointing at it."""
