@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from homefeed.config import ConfigError, read_toml
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored
 from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal, Guardrail, Verdict, review
-from homefeed.evaluate.metrics import METRICS, evaluate, metric
+from homefeed.evaluate.metrics import METRICS, metric
 from homefeed.evaluate.slices import SliceComparison, compare
 from homefeed.files import atomic_write_text
 from homefeed.train.model import TrainingData
@@ -121,6 +121,7 @@ def launch_review(
     overall: dict[str, Comparison] = {}
     per_slice: dict[str, dict[str, Comparison]] = {}
     for kind in ("probability", "ranking"):
+        # ECE is always compared: the calibration budget reads the candidate's value from the comparison.
         names = [n for n in gates.metrics() | {"ece"} if (n in PROBABILITY_METRICS) == (kind == "probability")]
         if not names:
             continue
@@ -129,9 +130,8 @@ def launch_review(
                 overall[c.metric] = _comparison(c)
             else:
                 per_slice.setdefault(f"{c.dimension}={c.value}", {})[c.metric] = _comparison(c)
-    ece = evaluate(scored["candidate"]["probability"], ["ece"])["ece"].value
     cost = Cost(
-        calibration_error=ece,
+        calibration_error=overall["ece"].candidate.value,
         predict_p99_ms=cand_v.predict_p99_ms,
         size_mb=cand_v.size_bytes / 1e6,
         training_seconds=cand_v.training_seconds,
