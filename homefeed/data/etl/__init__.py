@@ -4,7 +4,7 @@ Written once as SQL (:mod:`.jobs`), run on DuckDB or Spark (:mod:`.engines`),
 scheduled and recorded by :mod:`.run`.
 """
 
-from homefeed.data.etl.engines import DuckDBEngine, Engine, SparkEngine, engine_for, make_engine
+from homefeed.data.etl.engines import DuckDBEngine, Engine, SparkEngine, engine_for
 from homefeed.data.etl.jobs import Params, outputs
 from homefeed.data.etl.run import EtlError, EtlReport, run_etl
 
@@ -16,7 +16,6 @@ __all__ = [
     "Params",
     "SparkEngine",
     "engine_for",
-    "make_engine",
     "outputs",
     "run_etl",
 ]

@@ -140,22 +140,11 @@ class SparkEngine:
                 self.spark.catalog.dropTempView(view.name)
 
 
-def make_engine(
-    backend: str, spark_master: str = "local[2]", memory_limit: str | None = None, spill: Path | None = None
-) -> Engine:
-    if backend == "duckdb":
-        return DuckDBEngine(memory_limit=memory_limit, spill=spill)
-    if backend == "spark":
-        return SparkEngine(spark_master)
-    raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")
-
-
 def engine_for(settings: Settings, backend: str | None = None) -> Engine:
     """The engine the project file asks for (or ``backend``), with its memory limit and spill folder."""
-    paths = settings.resolved_paths
-    return make_engine(
-        backend or settings.backends.etl,
-        settings.backends.spark_master,
-        settings.etl.memory_limit,
-        paths.etl / ".spill",
-    )
+    backend = backend or settings.backends.etl
+    if backend == "duckdb":
+        return DuckDBEngine(memory_limit=settings.etl.memory_limit, spill=settings.resolved_paths.etl / ".spill")
+    if backend == "spark":
+        return SparkEngine(settings.backends.spark_master)
+    raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")
