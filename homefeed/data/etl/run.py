@@ -58,27 +58,19 @@ def _inputs(lake: Lake, first_input: dt.date, last: dt.date) -> dict[str, list[P
     return {table: lake.files(table, start, end) for table, start, end in _reads(first_input, last)}
 
 
-def _listing(lake: Lake) -> dict[str, list[tuple[dt.date, list[str]]]]:
-    """Every committed lake file as ``table/date=…/name sha256=…``, by table and date: read once per run."""
-    return {
-        table: [
-            (
-                date,
-                [f"{table}/date={date:%Y-%m-%d}/{f.name} sha256={f.sha256}" for f in lake.manifest(table, date).files],
-            )
-            for date in lake.dates(table)
-        ]
-        for table in ("impressions", "engagements", "items", "users")
-    }
+def _listing(lake: Lake) -> dict[str, dict[str, str]]:
+    """Every committed lake file's ``table/date=D/name`` → SHA-256, by table: the manifests read once per run."""
+    return {table: lake.checksums(lake.files(table)) for table in ("impressions", "engagements", "items", "users")}
 
 
-def sources(listing: dict[str, list[tuple[dt.date, list[str]]]], day: dt.date, params: Params) -> list[str]:
+def sources(listing: dict[str, dict[str, str]], day: dt.date, params: Params) -> list[str]:
     """What the snapshot of ``day`` is computed from: each input file with its checksum, and the parameters."""
     listed = []
     for table, start, end in _reads(day - dt.timedelta(days=params.lookback - 1), day):
-        listed += [
-            name for date, names in listing[table] if (start is None or date >= start) and date <= end for name in names
-        ]
+        for key, sha in listing[table].items():
+            date = dt.date.fromisoformat(key.split("/")[1].removeprefix("date="))
+            if (start is None or date >= start) and date <= end:
+                listed.append(f"{key} sha256={sha}")
     return [*listed, f"params {params.fingerprint()}"]
 
 
