@@ -9,7 +9,7 @@ reaches ingestion, the lake and the checks at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,6 +17,14 @@ import pyarrow.compute as pc
 SCHEMA_VERSION = 1
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: A day in TIMESTAMP's unit: timestamps are UTC microseconds, and every day-partitioned stage counts in UTC days.
+DAY_US = 86_400_000_000
+
+
+def days(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
 
 #: Engagement actions, in funnel order, then the negative ones.
 ACTIONS: tuple[str, ...] = ("closeup", "click", "save", "hide", "report")

@@ -20,9 +20,8 @@ import duckdb
 from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
-from homefeed.schema import TABLES
+from homefeed.schema import DAY_US, TABLES
 
-DAY_US = 86_400_000_000
 #: What an impression table must hold for the join (more columns pass through).
 REQUIRED = ("request_id", "ts", "user_id", "item_id")
 

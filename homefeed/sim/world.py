@@ -16,9 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from homefeed.config import SimSettings
-from homefeed.schema import ITEMS, USERS
+from homefeed.schema import DAY_US, ITEMS, USERS
 
-DAY_US = 86_400_000_000
 #: New users sign up over this many days from the start of the run.
 SIGNUP_WINDOW_DAYS = 28
 

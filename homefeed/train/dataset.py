@@ -29,6 +29,7 @@ from homefeed.data.lake import Lake
 from homefeed.features import pit
 from homefeed.features.definitions import FeatureError, FeatureSet, feature_set
 from homefeed.files import atomic_dir, atomic_write_text, sha256_file
+from homefeed.schema import days
 from homefeed.train import sampling, validation
 from homefeed.train.snapshots import MANIFEST, DatasetStore, dataset_id
 from homefeed.train.spec import SPLITS, DatasetError, DatasetSpec, split_days
@@ -56,10 +57,6 @@ class Inputs:
     warnings: list[str]
 
 
-def _days(first: dt.date, last: dt.date) -> list[dt.date]:
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 def _span(dates: list[dt.date]) -> str:
     return f"{dates[0]} to {dates[-1]}" if dates else "nothing"
 
@@ -75,7 +72,7 @@ def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> I
         raise DatasetError(
             f"no impressions in the lake from {spec.start} to {spec.end}; it holds impressions from {_span(held)}"
         )
-    if gaps := [d for d in _days(spec.start, spec.end) if d not in held]:
+    if gaps := [d for d in days(spec.start, spec.end) if d not in held]:
         warnings.append(f"impressions: no partition for {', '.join(map(str, gaps))}")
     reach = spec.end + dt.timedelta(days=spec.attribution_days)
     engaged = lake.dates("engagements")
@@ -98,10 +95,10 @@ def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> I
         if name == "feature_items":
             continue
         have = set(etl.dates(name))
-        wanted = _days(spec.start - dt.timedelta(days=1), spec.end - dt.timedelta(days=1))
+        wanted = days(spec.start - dt.timedelta(days=1), spec.end - dt.timedelta(days=1))
         if gaps := [d for d in wanted if d not in have]:
-            days = ", ".join(map(str, gaps))
-            warnings.append(f"{name}: no snapshot for {days}: the next day's rows use older values or none")
+            missing = ", ".join(map(str, gaps))
+            warnings.append(f"{name}: no snapshot for {missing}: the next day's rows use older values or none")
     lake_files = impressions + engagements + sources["feature_items"]
     etl_files = [f for name, files in sources.items() if name != "feature_items" for f in files]
     checksums = {f"lake/{k}": v for k, v in lake.checksums(lake_files).items()}
@@ -143,8 +140,8 @@ def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) ->
     if store.exists(did) and not force:
         return Built(did, store.path(did), store.load(did), reused=True)
     began = time.perf_counter()
-    days = split_days(spec)
-    files = {name: f"{name}.parquet" for name in days}
+    ranges = split_days(spec)
+    files = {name: f"{name}.parquet" for name in ranges}
     store.root.mkdir(parents=True, exist_ok=True)
     with (
         atomic_dir(store.path(did), allowed={*(f"{s}.parquet" for s in SPLITS), MANIFEST}) as staging,
@@ -176,8 +173,8 @@ def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) ->
             "splits": {
                 split: {
                     "file": name,
-                    "first_day": str(days[split][0]),
-                    "last_day": str(days[split][1]),
+                    "first_day": str(ranges[split][0]),
+                    "last_day": str(ranges[split][1]),
                     "sha256": sha256_file(staging / name),
                     "funnel": funnel.get(split, {}),
                 }

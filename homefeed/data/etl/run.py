@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 from homefeed.data.etl.engines import Engine
 from homefeed.data.etl.jobs import Params, day_number, outputs, steps
 from homefeed.data.lake import Lake
-from homefeed.schema import TIMESTAMP
+from homefeed.schema import TIMESTAMP, days
 
 
 class EtlError(ValueError):
@@ -37,10 +37,6 @@ class EtlReport:
     rows: dict[str, int] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, step by step
     seconds: float = 0.0
-
-
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _reads(first_input: dt.date, last: dt.date) -> list[tuple[str, dt.date | None, dt.date]]:
@@ -97,7 +93,7 @@ def run_etl(
     report = EtlReport(engine=engine.name)
     names = outputs(params)
     listing = _listing(lake)
-    wanted = {day: sources(listing, day, params) for day in _days(params.start, params.end)}
+    wanted = {day: sources(listing, day, params) for day in days(params.start, params.end)}
     stale = [
         day
         for day, srcs in wanted.items()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from homefeed.schema import NEGATIVE_ACTIONS, POSITIVE_ACTIONS
+from homefeed.schema import DAY_US, NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 
 if TYPE_CHECKING:
     from homefeed.data.etl.jobs import Params
@@ -22,7 +22,7 @@ def day_of(column: str) -> str:
 
     ``EPOCH_US`` is DuckDB's; the Spark engine renames it to ``UNIX_MICROS`` (sqlglot leaves it as is).
     """
-    return f"CAST(EPOCH_US({column}) // {86_400_000_000} AS BIGINT)"
+    return f"CAST(EPOCH_US({column}) // {DAY_US} AS BIGINT)"
 
 
 def double(x: float) -> str:
