@@ -12,7 +12,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from homefeed.cli import data, dataset, features, launch, models, sim  # noqa: F401  (registers the commands, in help order)
+from homefeed.cli import data, dataset, evaluate, features, launch, models, sim  # noqa: F401  (registers the commands, in help order)
 from homefeed.cli.common import UserError, app, err_console, fail
 from homefeed.config import ConfigError
 from homefeed.data.ingest import IngestError

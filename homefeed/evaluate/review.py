@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
@@ -25,7 +25,7 @@ from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal,
 from homefeed.evaluate.metrics import METRICS, metric
 from homefeed.evaluate.slices import SliceComparison, compare
 from homefeed.files import atomic_write_text
-from homefeed.train.model import TrainingData
+from homefeed.train.model import Ranker, TrainingData
 from homefeed.train.registry import Registry
 from homefeed.train.snapshots import DatasetStore
 
@@ -79,15 +79,17 @@ class LaunchReport:
         return json.dumps(asdict(self), indent=1, sort_keys=True, default=float)
 
 
-def _scored(test: pa.Table, head: np.ndarray, score: np.ndarray) -> dict[str, Scored]:
+def scored(model: Ranker, test: pa.Table) -> dict[str, Scored]:
+    """A model's scores on test rows, twice: its positive head (``probability``) and its ranking score (``ranking``)."""
+    heads = model.predict(test)
     columns = {
         name: test[name].to_numpy(zero_copy_only=False)
         for name in test.column_names
         if not pa.types.is_nested(test.schema.field(name).type)
     }
     columns["label"] = columns["engaged"]
-    probability = Scored({**columns, "score": head})
-    return {"probability": probability, "ranking": probability.with_score(score)}
+    probability = Scored({**columns, "score": heads[model.objective.positive]})
+    return {"probability": probability, "ranking": probability.with_score(model.objective.score(heads))}
 
 
 def _comparison(c: SliceComparison) -> Comparison:
@@ -95,6 +97,25 @@ def _comparison(c: SliceComparison) -> Comparison:
     return Comparison(
         Estimate(c.candidate, c.candidate, c.candidate), Estimate(c.baseline, c.baseline, c.baseline), c.delta
     )
+
+
+def compare_models(
+    baseline: dict[str, Scored], candidate: dict[str, Scored], names: Iterable[str], boot: Bootstrap
+) -> tuple[dict[str, Comparison], dict[str, dict[str, Comparison]]]:
+    """Paired comparisons of two models' `scored` rows: overall by metric, and per ``dimension=value`` slice."""
+    overall: dict[str, Comparison] = {}
+    per_slice: dict[str, dict[str, Comparison]] = {}
+    names = set(names)
+    for kind in ("probability", "ranking"):
+        wanted = sorted(n for n in names if (n in PROBABILITY_METRICS) == (kind == "probability"))
+        if not wanted:
+            continue
+        for c in compare(baseline[kind], candidate[kind], wanted, boot):
+            if c.dimension == "all":
+                overall[c.metric] = _comparison(c)
+            else:
+                per_slice.setdefault(f"{c.dimension}={c.value}", {})[c.metric] = _comparison(c)
+    return overall, per_slice
 
 
 def launch_review(
@@ -114,22 +135,9 @@ def launch_review(
         raise EvaluationError(f"{cand_v.version} records no dataset to evaluate it on")
     test = TrainingData.load(datasets, cand_v.dataset_id).splits["test"]
     models = {"candidate": registry.load(cand_v.version), "production": registry.load(prod_v.version)}
-    scored = {}
-    for who, model in models.items():
-        heads = model.predict(test)
-        scored[who] = _scored(test, heads[model.objective.positive], model.objective.score(heads))
-    overall: dict[str, Comparison] = {}
-    per_slice: dict[str, dict[str, Comparison]] = {}
-    for kind in ("probability", "ranking"):
-        # ECE is always compared: the calibration budget reads the candidate's value from the comparison.
-        names = [n for n in gates.metrics() | {"ece"} if (n in PROBABILITY_METRICS) == (kind == "probability")]
-        if not names:
-            continue
-        for c in compare(scored["production"][kind], scored["candidate"][kind], names, boot):
-            if c.dimension == "all":
-                overall[c.metric] = _comparison(c)
-            else:
-                per_slice.setdefault(f"{c.dimension}={c.value}", {})[c.metric] = _comparison(c)
+    overall, per_slice = compare_models(
+        scored(models["production"], test), scored(models["candidate"], test), gates.metrics() | {"ece"}, boot
+    )  # ECE is always compared: the calibration budget reads the candidate's value from the comparison.
     cost = Cost(
         calibration_error=overall["ece"].candidate.value,
         predict_p99_ms=cand_v.predict_p99_ms,
