@@ -2,9 +2,84 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from homefeed.cli.common import app
+from homefeed.cli.common import ConfigOption, app, console, load_settings, require_positive
+from homefeed.evaluate.bootstrap import Bootstrap
+from homefeed.evaluate.human_review import KEY_FILE, TASKS_CSV, TASKS_JSON, export_tasks, import_ratings, win_rate
+from homefeed.evaluate.review import score_pair
+from homefeed.evaluate.side_by_side import SLATE_SIZE
+from homefeed.files import atomic_write_text
+from homefeed.train import DatasetStore
+from homefeed.train.registry import Registry
 
 evaluate_app = typer.Typer(help="Understand models: side-by-side, ablations, human review.", no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
+
+
+human_app = typer.Typer(
+    help="Human review: two models' slates as blind rating tasks, and the win rate.", no_args_is_help=True
+)
+evaluate_app.add_typer(human_app, name="human-review")
+
+
+@human_app.command("export")
+def human_review_export(
+    b: Annotated[str, typer.Argument(help="The model being judged: a version or alias.")] = "candidate",
+    a: Annotated[str, typer.Option("--against", help="What it is judged against.")] = "production",
+    tasks: Annotated[int, typer.Option("--tasks", help="How many requests to turn into tasks.")] = 100,
+    depth: Annotated[int, typer.Option("--depth", help="Items per slate.")] = SLATE_SIZE,
+    seed: Annotated[int, typer.Option("--seed", help="Which requests, and which side each model is on.")] = 0,
+    include_identical: Annotated[
+        bool, typer.Option("--include-identical", help="Also requests where both slates are the same.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for tasks.json, tasks.csv and key.json.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write blind rating tasks: for sampled test requests, both models' slates as left/right in random order."""
+    require_positive("tasks", tasks)
+    require_positive("depth", depth)
+    settings = load_settings(config)
+    paths = settings.resolved_paths
+    pair = score_pair(Registry.of(settings), DatasetStore(paths.datasets), b, a)
+    names = (pair.baseline.version, pair.candidate.version)
+    directory = out or paths.reports / f"rating-{names[1]}-vs-{names[0]}"
+    written = export_tasks(
+        pair.baseline_scores["ranking"], pair.candidate_scores["ranking"], names, directory, tasks, depth, seed,
+        include_identical,
+    )  # fmt: skip
+    console.print(f"{len(written)} rating tasks ({names[1]} vs {names[0]}, blind) in {directory}", soft_wrap=True)
+    console.print(f"give raters {TASKS_CSV} or {TASKS_JSON}; keep {KEY_FILE} from them", soft_wrap=True)
+
+
+@human_app.command("import")
+def human_review_import(
+    directory: Annotated[Path, typer.Argument(help="The folder `human-review export` wrote.")],
+    ratings: Annotated[Path, typer.Argument(help="Ratings: CSV or JSON rows of task_id, rater, preference.")],
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates for the interval.")] = 1000,
+    config: ConfigOption = None,
+) -> None:
+    """Unblind ratings with the export's key and report the judged model's win rate with a 95% interval."""
+    require_positive("replicates", replicates)
+    load_settings(config)  # a broken project file is reported here as everywhere else
+    result = import_ratings(directory, ratings)
+    if result.rejected:
+        rejected = directory / f"rejected-{ratings.stem}.json"
+        atomic_write_text(rejected, json.dumps(result.rejected, indent=1, default=str))
+        console.print(f"[yellow]{len(result.rejected)} rating row(s) set aside[/] with reasons in {rejected}")
+    key = json.loads((directory / KEY_FILE).read_text(encoding="utf-8"))
+    report = win_rate(result, key["a"], key["b"], Bootstrap(replicates=replicates, seed=0))
+    atomic_write_text(directory / f"win-rate-{ratings.stem}.json", json.dumps(asdict(report), indent=1))
+    w = report.win_rate_b
+    console.print(
+        f"{report.b} vs {report.a}: {report.ratings} ratings of {report.tasks} tasks: "
+        f"{report.wins_b} wins, {report.wins_a} losses, {report.ties} ties"
+    )
+    console.print(f"win rate of {report.b} (a tie is half): {w.value:.3f} [95% CI {w.low:.3f}, {w.high:.3f}]")
+    if report.rater_agreement is not None:
+        console.print(f"raters of the same task agree {report.rater_agreement:.0%} of the time")

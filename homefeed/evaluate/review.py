@@ -26,7 +26,7 @@ from homefeed.evaluate.metrics import METRICS, metric
 from homefeed.evaluate.slices import SliceComparison, compare
 from homefeed.files import atomic_write_text
 from homefeed.train.model import Ranker, TrainingData
-from homefeed.train.registry import Registry
+from homefeed.train.registry import Registry, Version
 from homefeed.train.snapshots import DatasetStore
 
 #: Metrics of the probability of a positive engagement; every other metric ranks by the combined score.
@@ -99,6 +99,31 @@ def _comparison(c: SliceComparison) -> Comparison:
     )
 
 
+@dataclass
+class ScoredPair:
+    """Two registered models scored on the same test rows: the candidate's dataset's held-out days."""
+
+    candidate: Version
+    baseline: Version
+    test: pa.Table
+    candidate_model: Ranker
+    baseline_model: Ranker
+    candidate_scores: dict[str, Scored]
+    baseline_scores: dict[str, Scored]
+
+
+def score_pair(registry: Registry, datasets: DatasetStore, candidate: str, baseline: str) -> ScoredPair:
+    """Load both versions (or aliases) and score them on the candidate's test split."""
+    cand_v, base_v = registry.get(candidate), registry.get(baseline)
+    if cand_v.version == base_v.version:
+        raise EvaluationError(f"{candidate} and {baseline} are the same version ({cand_v.version})")
+    if cand_v.dataset_id is None:
+        raise EvaluationError(f"{cand_v.version} records no dataset to evaluate it on")
+    test = TrainingData.load(datasets, cand_v.dataset_id).splits["test"]
+    cand_m, base_m = registry.load(cand_v.version), registry.load(base_v.version)
+    return ScoredPair(cand_v, base_v, test, cand_m, base_m, scored(cand_m, test), scored(base_m, test))
+
+
 def compare_models(
     baseline: dict[str, Scored], candidate: dict[str, Scored], names: Iterable[str], boot: Bootstrap
 ) -> tuple[dict[str, Comparison], dict[str, dict[str, Comparison]]]:
@@ -128,22 +153,16 @@ def launch_review(
 ) -> LaunchReport:
     """Compare ``candidate`` with ``against`` on the candidate's test split and judge it by ``gates``."""
     boot = boot or Bootstrap(replicates=100, seed=0)
-    cand_v, prod_v = registry.get(candidate), registry.get(against)
-    if cand_v.version == prod_v.version:
-        raise EvaluationError(f"{candidate} and {against} are the same version ({cand_v.version})")
-    if cand_v.dataset_id is None:
-        raise EvaluationError(f"{cand_v.version} records no dataset to evaluate it on")
-    test = TrainingData.load(datasets, cand_v.dataset_id).splits["test"]
-    models = {"candidate": registry.load(cand_v.version), "production": registry.load(prod_v.version)}
-    overall, per_slice = compare_models(
-        scored(models["production"], test), scored(models["candidate"], test), gates.metrics() | {"ece"}, boot
-    )  # ECE is always compared: the calibration budget reads the candidate's value from the comparison.
+    pair = score_pair(registry, datasets, candidate, against)
+    # ECE is always compared: the calibration budget reads the candidate's value from the comparison.
+    overall, per_slice = compare_models(pair.baseline_scores, pair.candidate_scores, gates.metrics() | {"ece"}, boot)
+    cand_v, prod_v, test = pair.candidate, pair.baseline, pair.test
     cost = Cost(
         calibration_error=overall["ece"].candidate.value,
         predict_p99_ms=cand_v.predict_p99_ms,
         size_mb=cand_v.size_bytes / 1e6,
         training_seconds=cand_v.training_seconds,
-        features=len(models["candidate"].features),
+        features=len(pair.candidate_model.features),
     )
     verdict = review(gates, overall, per_slice, cost, known_metrics=set(METRICS) | gates.metrics())
     return LaunchReport(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,13 @@ def registered(tmp_path_factory) -> Registered:
     registry.alias("production", gbdt.version, reason="fixture")
     registry.alias("candidate", nn.version, reason="fixture")
     return Registered(world, registry, gbdt.version, nn.version)
+
+
+@pytest.fixture
+def project_file(registered, tmp_path, monkeypatch) -> Path:
+    """A project file pointing the CLI at the fixture's registry and datasets; commands run in an empty folder."""
+    monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "homefeed.toml"
+    path.write_text(f'[paths]\nroot = "{registered.world.settings.paths.root}"\n', encoding="utf-8")
+    return path
