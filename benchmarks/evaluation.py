@@ -7,6 +7,8 @@ and the funnel's actions.  Times, each in a fresh process pinned to the cores:
 - **metrics, point estimates**: every registered metric (k = 5 for the ones
   that take k) — target <= 10 s;
 - **metrics, bootstrap B=100**: the same with 100 replicates (no target);
+- **side-by-side**: two models' rank-biased overlap, top-slot change rate and
+  rank shift over every request, with B=100 intervals (no target);
 - **slices**: the metrics per slice and a two-model comparison are many such
   runs on subsets, so they are not timed separately.
 
@@ -76,6 +78,18 @@ def bench_metrics(requests: int, per: int, replicates: int) -> dict:
     return {"seconds": time.perf_counter() - start, "rows": len(rows), "results": results, "timings": timings}
 
 
+def bench_side_by_side(requests: int, per: int, replicates: int) -> dict:
+    """Two models' agreement over every request: rank-biased overlap, top-slot changes, rank shift, with CIs."""
+    from homefeed.evaluate.bootstrap import Bootstrap, Scored
+    from homefeed.evaluate.side_by_side import agreement
+
+    cols = synthetic(requests, per)
+    other = cols["score"] + np.random.default_rng(1).normal(0, 0.05, len(cols["score"]))
+    start = time.perf_counter()
+    result = agreement(Scored(cols), Scored({**cols, "score": other}), boot=Bootstrap(replicates=replicates, seed=1))
+    return {"seconds": time.perf_counter() - start, "rows": len(cols["score"]), "result": result}
+
+
 OPE_TARGET_S = 5.0
 
 
@@ -125,6 +139,11 @@ def main() -> None:
           f"(target <= {OPE_TARGET_S:.0f} s: {verdict}); true value {ope['true']:.5f}")  # fmt: skip
     for name, est in ope["results"].items():
         print(f"  {name:<6} {est.value:.5f} [{est.low:.5f}, {est.high:.5f}]")
+    sbs = isolated(bench_side_by_side, args.requests, args.per_request, args.replicates)
+    a = sbs["result"]
+    print(f"\nside-by-side agreement of two models (B={args.replicates}), {sbs['rows']:,} rows, "
+          f"{a.requests:,} requests: {sbs['seconds']:.2f} s; "
+          f"RBO {a.rbo.value:.4f}, top slot changed {a.top_slot_changed.value:.1%}")  # fmt: skip
     print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
