@@ -15,6 +15,7 @@ instead of looking like an item nobody saved.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -204,13 +205,73 @@ def feature_set(name: str, etl: EtlSettings, settings: FeatureSettings | None = 
     return FeatureSet(name, tuple(cat[n] for n in names), missing_flags=settings.missing_flags)
 
 
+#: Every entity a feature can belong to: each is also the name of a feature group.
+ENTITIES: tuple[str, ...] = ("item", "creator", "user", "user_topic", "user_creator", "context")
+#: Longest first: ``user_topic_affinity`` is ``user_topic``'s, not ``user``'s.
+_BY_PREFIX = sorted(ENTITIES, key=len, reverse=True)
+_GLOB = set("*?[")
+
+
+def entity_of(column: str) -> str | None:
+    """The entity a model input column belongs to, read from its name (``<entity>_…``), or None for another input.
+
+    Every catalogue feature is named ``<entity>_<source column>`` and every flag ``<entity>_missing``, so the
+    longest entity prefix is the feature's entity.
+    """
+    return next((e for e in _BY_PREFIX if column.startswith(f"{e}_")), None)
+
+
+def group_columns(name: str, columns: list[str]) -> list[str]:
+    """The columns of ``columns`` that the feature group ``name`` names, in their order.
+
+    A group is an entity (``item``, ``creator``, ``user``, ``user_topic``, ``user_creator``, ``context``: all its
+    features and its ``<entity>_missing`` flag), or a glob over column names (``*_28d``, ``item_ctr*``; a name
+    without wildcards is one column).  A group that matches none of ``columns`` is a `FeatureError` that lists the
+    groups there are.
+    """
+    if name in ENTITIES:
+        found = [c for c in columns if entity_of(c) == name]
+    else:
+        found = [c for c in columns if fnmatch.fnmatchcase(c, name)]
+    if not found:
+        what = "entity" if name in ENTITIES else ("glob" if _GLOB & set(name) else "feature group")
+        raise FeatureError(f"{what} {name!r} matches none of the {len(columns)} input columns; {_known(columns)}")
+    return found
+
+
+def drop_groups(names: list[str], columns: list[str]) -> tuple[list[str], list[str]]:
+    """``columns`` without every group in ``names``: (the columns kept, the columns dropped), each in order.
+
+    No group, an unknown group, or groups that together leave no column are each a `FeatureError`.
+    """
+    if not names:
+        raise FeatureError(f"name at least one feature group to drop; {_known(columns)}")
+    dropped = {c for name in names for c in group_columns(name, columns)}
+    kept = [c for c in columns if c not in dropped]
+    if not kept:
+        groups = ", ".join(repr(n) for n in names)
+        raise FeatureError(f"dropping {groups} leaves the model no input columns; {_known(columns)}")
+    return kept, [c for c in columns if c in dropped]
+
+
+def _known(columns: list[str]) -> str:
+    """The groups ``columns`` has, with their sizes, for an error message."""
+    sizes = {e: sum(entity_of(c) == e for c in columns) for e in ENTITIES}
+    listed = ", ".join(f"{e} ({n})" for e, n in sizes.items() if n)
+    return f"groups: {listed}, or a glob over feature names such as '*_7d' (`homefeed features list` shows them)"
+
+
 __all__ = [
     "CONTEXT",
+    "ENTITIES",
     "ENTITY_KEYS",
     "ENTITY_SOURCE",
     "Feature",
     "FeatureError",
     "FeatureSet",
     "catalogue",
+    "drop_groups",
+    "entity_of",
     "feature_set",
+    "group_columns",
 ]

@@ -163,6 +163,17 @@ class Ranker(abc.ABC):
             "seed": self.seed,
         }
 
+    @classmethod
+    def from_params(cls, params: dict) -> Ranker:
+        """An untrained model of this kind built from `params` (a saved or registered model's), to retrain it."""
+        params = dict(params)
+        kind = params.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ModelError(f"parameters of a {kind!r} model, not {cls.kind!r}")
+        if isinstance(params.get("objective"), dict):
+            params["objective"] = Objective(**params["objective"])
+        return cls(**params)
+
     def save(self, directory: str | Path) -> None:
         """Write the model in safe formats only (text, JSON, tensors): never pickle.
 
@@ -196,11 +207,9 @@ class Ranker(abc.ABC):
             params = dict(meta["params"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{directory}: not a readable model ({exc})") from None
-        kind = params.pop("kind")
-        if kind != cls.kind:
-            raise ModelError(f"{directory}: a {kind!r} model, not {cls.kind!r}")
-        params["objective"] = Objective(**params["objective"])
-        model = cls(**params)
+        if params.get("kind") != cls.kind:
+            raise ModelError(f"{directory}: a {params.get('kind')!r} model, not {cls.kind!r}")
+        model = cls.from_params(params)
         model.features = list(meta["features"])
         model.dataset_id = meta.get("dataset_id")
         model.training = meta.get("training", {})
