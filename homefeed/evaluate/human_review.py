@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, Units, interval
+from homefeed.evaluate.request_view import py_value
 from homefeed.evaluate.side_by_side import SLATE_SIZE, per_request
 from homefeed.files import atomic_write_text
 
@@ -69,10 +70,6 @@ class WinRate:
     rater_agreement: float | None  # share of rater pairs on the same task who agree; None with one rater per task
 
 
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def export_tasks(
     a: Scored,
     b: Scored,
@@ -101,14 +98,14 @@ def export_tasks(
 
     def slate(grid: np.ndarray, r: int) -> list[dict]:
         rows = grid[r][grid[r] >= 0]
-        return [{c: _plain(cols[c][i]) for c in ITEM_COLUMNS if c in cols} for i in rows]
+        return [{c: py_value(cols[c][i]) for c in ITEM_COLUMNS if c in cols} for i in rows]
 
     out, key = [], {}
     for r, swap in zip(chosen, b_on_left, strict=True):
         request_id = str(cols["request_id"][first_row[r]])
         task_id = hashlib.sha256(f"{models[0]}|{models[1]}|{request_id}".encode()).hexdigest()[:12]
         left, right = (slate(top_b, r), slate(top_a, r)) if swap else (slate(top_a, r), slate(top_b, r))
-        user = {c: _plain(cols[c][first_row[r]]) for c in USER_COLUMNS if c in cols}
+        user = {c: py_value(cols[c][first_row[r]]) for c in USER_COLUMNS if c in cols}
         out.append(RatingTask(task_id, request_id, user, left, right))
         key[task_id] = {"left": models[1] if swap else models[0], "right": models[0] if swap else models[1]}
     directory = Path(directory)

@@ -120,7 +120,17 @@ def score_pair(registry: Registry, datasets: DatasetStore, candidate: str, basel
     if cand_v.dataset_id is None:
         raise EvaluationError(f"{cand_v.version} records no dataset to evaluate it on")
     test = TrainingData.load(datasets, cand_v.dataset_id).splits["test"]
+    if test.num_rows == 0:
+        raise EvaluationError(f"dataset {cand_v.dataset_id} has no test rows")
     cand_m, base_m = registry.load(cand_v.version), registry.load(base_v.version)
+    have = set(test.column_names)
+    for version, model in ((cand_v.version, cand_m), (base_v.version, base_m)):
+        missing = [c for c in model.features if c not in have]
+        if missing:
+            raise EvaluationError(
+                f"{version} reads feature column(s) {', '.join(missing[:5])} that dataset {cand_v.dataset_id}'s "
+                "test split lacks: compare models trained on the same feature set"
+            )
     return ScoredPair(cand_v, base_v, test, cand_m, base_m, scored(cand_m, test), scored(base_m, test))
 
 

@@ -9,15 +9,29 @@ identical rankings and 0 for disjoint ones.  Both models rank the same
 candidates, so an item is in both top-d lists exactly when the larger of its
 two ranks is below d: one ``bincount`` over (request, max rank) gives every
 overlap at every depth for every request at once, with no Python loop.
+
+`side_by_side` is the whole comparison of two registered versions on B's
+held-out test split: the agreement over every request, and a few requests
+shown item by item (`evaluate.request_view`); `to_html` makes one
+self-contained page of it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, interval
+from homefeed.evaluate.request_view import Contribution, ItemView, RequestView, pick_requests, request_views
+from homefeed.evaluate.review import score_pair
+from homefeed.files import atomic_write_text
+from homefeed.train.registry import Registry
+from homefeed.train.snapshots import DatasetStore
 
 #: RBO's persistence: with p = 0.9 the top 10 slots carry about 86% of the weight.
 RBO_P = 0.9
@@ -95,3 +109,123 @@ def agreement(
         top_slot_changed=mean(values["top_slot_changed"], ones),
         mean_rank_shift=mean(values["rank_shift"], values["shown"]),
     )
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """Two versions on one test split: their agreement over every request, and the requests shown in full."""
+
+    a: str
+    b: str
+    dataset_id: str
+    rows: int
+    agreement: Agreement
+    requests: list[RequestView]
+    seconds: float
+    created_at: str
+
+
+def side_by_side(
+    registry: Registry,
+    datasets: DatasetStore,
+    a: str = "production",
+    b: str = "candidate",
+    request: object | None = None,
+    user: object | None = None,
+    requests: int = 1,
+    depth: int = SLATE_SIZE,
+    top: int = 3,
+    boot: Bootstrap | None = None,
+) -> SideBySide:
+    """Compare versions (or aliases) ``a`` and ``b`` on ``b``'s test split, ranking by each one's combined score.
+
+    Shows ``request``, or ``user``'s ``requests`` latest, or else the ``requests`` requests whose slates differ
+    most (lowest RBO); each shown item carries each model's ``top`` input contributions.
+    """
+    start = time.perf_counter()
+    if depth < 1 or top < 0:
+        raise EvaluationError(f"the depth must be at least 1 and the contributions at least 0 (got {depth}, {top})")
+    pair = score_pair(registry, datasets, candidate=b, baseline=a)
+    test, va, vb = pair.test, pair.baseline, pair.candidate
+    score_a, score_b = pair.baseline_scores["ranking"], pair.candidate_scores["ranking"]
+    rbo = per_request(score_a, score_b, depth)["rbo"]
+    chosen = pick_requests(test, rbo, request, user, requests)
+    views = request_views(
+        test, (pair.baseline_model, score_a), (pair.candidate_model, score_b), chosen, rbo, depth, top
+    )
+    return SideBySide(
+        a=va.version,
+        b=vb.version,
+        dataset_id=str(vb.dataset_id),
+        rows=test.num_rows,
+        agreement=agreement(score_a, score_b, depth, boot=boot),
+        requests=views,
+        seconds=round(time.perf_counter() - start, 3),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def contribution_text(c: Contribution) -> str:
+    value = f"{c.value:.4g}" if isinstance(c.value, float) else str(c.value)
+    return f"{c.name}={value} ({c.contribution:+.3f})"
+
+
+def label_text(item: ItemView) -> str:
+    return " ".join(name for name, v in item.labels.items() if v) or "-"
+
+
+def _slate(r: RequestView, mine: str, other: str, side: str) -> str:
+    items = r.slate_a if side == "a" else r.slate_b
+    rows = "".join(
+        f"<tr><td>{getattr(i, f'rank_{side}')}</td><td>{_e(i.item_id)}</td>"
+        f"<td>{getattr(i, f'score_{side}'):.4f}</td><td>{i.rank_b if side == 'a' else i.rank_a}</td>"
+        f"<td>{i.rank_change:+d}</td><td>{_e(label_text(i))}</td>"
+        f"<td class=c>{'<br>'.join(_e(contribution_text(c)) for c in (i.top_a if side == 'a' else i.top_b))}</td></tr>"
+        for i in items
+    )
+    return (
+        f"<div><h3>{_e(mine)}</h3><table><tr><th>rank</th><th>item</th><th>score</th><th>rank in {_e(other)}</th>"
+        f"<th>change</th><th>labels</th><th>top contributions (log-odds)</th></tr>{rows}</table></div>"
+    )
+
+
+def to_html(s: SideBySide) -> str:
+    """One self-contained page: the agreement with its intervals, then each shown request's two slates."""
+    g = s.agreement
+
+    def row(name: str, e: Estimate) -> str:
+        return f"<tr><td>{name}</td><td>{e.value:.4f}</td><td>[{e.low:.4f}, {e.high:.4f}]</td></tr>"
+
+    requests = "".join(
+        f"<h2>Request {_e(r.request_id)} (user {_e(r.user_id)}, {r.candidates} candidates): RBO {r.rbo:.3f}, "
+        f"top slot {'changed' if r.top_slot_changed else 'kept'}</h2>"
+        f"<div class=pair>{_slate(r, s.a, s.b, 'a')}{_slate(r, s.b, s.a, 'b')}</div>"
+        for r in s.requests
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Side-by-side: {_e(s.a)} vs {_e(s.b)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right;vertical-align:top}}
+td:first-child{{text-align:left}} td.c{{text-align:left;font-size:90%}} .pair{{display:flex;gap:2em}}</style>
+</head><body>
+<h1>Side-by-side: {_e(s.a)} (A) vs {_e(s.b)} (B)</h1>
+<p>Dataset {_e(s.dataset_id)}, {s.rows:,} test rows, {g.requests:,} requests; each model ranks by its combined
+score; 95% request-bootstrap intervals; {_e(s.created_at)}.</p>
+<h2>Agreement over every request (depth {g.depth})</h2>
+<table><tr><th>measure</th><th>value</th><th>95% CI</th></tr>
+{row(f"rank-biased overlap (p = {g.p})", g.rbo)}{row("top slot changed (share of requests)", g.top_slot_changed)}
+{row(f"mean |rank A − rank B| of items in either top {g.depth}", g.mean_rank_shift)}</table>
+<p>Rank change = rank under A − rank under B (positive: B ranks the item higher). Contributions are to each
+model's positive head in log-odds: LightGBM's exact TreeSHAP values for a GBDT, integrated gradients from the
+average input for an NN.</p>
+{requests}</body></html>
+"""
+
+
+def write_html(report: SideBySide, directory: str | Path) -> Path:
+    path = Path(directory) / f"side-by-side-{report.a}-vs-{report.b}.html"
+    atomic_write_text(path, to_html(report))
+    return path

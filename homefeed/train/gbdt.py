@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
 from homefeed.train.model import (
+    BASELINE,
     ModelError,
     Objective,
     Position,
@@ -199,6 +200,30 @@ class GBDTRanker(Ranker):
             raw = booster.predict(x, num_iteration=booster.best_iteration or None, raw_score=True, num_threads=threads)
             out[head] = self._probability(head, raw)
         return out
+
+    def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:
+        """LightGBM's exact per-feature contributions (TreeSHAP, ``pred_contrib=True``) to the positive head.
+
+        LightGBM puts the expected raw score (its bias) in the last column; we name it `BASELINE`.  A
+        lambdarank head's raw score only orders items, so its contributions are mapped through the head's
+        Platt calibration (``slope·contribution``; baseline ``slope·bias + intercept``): every row then sums
+        to the log-odds of the probability `predict` gives, for a binary head the raw score itself.
+        """
+        if not self.boosters:
+            raise ModelError("the model is not fitted")
+        head = self.objective.positive
+        booster = self.boosters[head]
+        x = inputs(rows, self.features, self.position, serving=True)
+        threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
+        contrib = booster.predict(
+            x, num_iteration=booster.best_iteration or None, pred_contrib=True, num_threads=threads
+        ).astype(np.float64)
+        cal = self.calibration.get(head)
+        if cal is not None:
+            contrib *= cal["slope"]
+            contrib[:, -1] += cal["intercept"]
+        names = self.features + (["position"] if self.position == "feature" else [])
+        return contrib, [*names, BASELINE]
 
     def _save_weights(self, directory: Path) -> None:
         for head, booster in self.boosters.items():

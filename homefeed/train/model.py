@@ -34,6 +34,8 @@ Position = Literal["ignore", "feature"]
 Weights = Literal["dataset", "none", "ips"]
 #: The slot every item is scored at when position is a training feature.
 SERVING_POSITION = 1
+#: The last column of `Ranker.contributions`: what the positive head's raw score is before any input is counted.
+BASELINE = "(baseline)"
 MODEL_FILE = "model.json"
 CHECKSUMS_FILE = "checksums.json"
 
@@ -152,6 +154,17 @@ class Ranker(abc.ABC):
 
     def score(self, rows: pa.Table) -> np.ndarray:
         return self.objective.score(self.predict(rows))
+
+    @abc.abstractmethod
+    def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:
+        """Per row, each input's contribution to the positive head's raw score (log-odds), as predicted.
+
+        Returns a (rows × (inputs + 1)) matrix and its column names: the inputs (the features, ``position``
+        when it is a feature, and whatever else the model reads), then `BASELINE`, the raw score with no input
+        counted.  A row sums to the positive head's log-odds, ``logit(predict(rows)[positive])``: exactly for
+        the GBDT, up to the integration error of the attribution method for the NN.  Inputs are taken as
+        `predict` takes them (position held at the serving slot).
+        """
 
     def params(self) -> dict:
         """Everything that defines the model before training, for the registry's lineage."""

@@ -40,9 +40,15 @@ def registered(tmp_path_factory) -> Registered:
 
 @pytest.fixture
 def project_file(registered, tmp_path, monkeypatch) -> Path:
-    """A project file pointing the CLI at the fixture's registry and datasets; commands run in an empty folder."""
+    """A project file for the CLI: the fixture's registry, datasets and ETL windows, reports in ``tmp_path/reports``.
+
+    Commands run in an empty folder, with no project file from the environment.
+    """
     monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
+    root = registered.world.settings.resolved_paths.root
+    windows = registered.world.settings.etl.windows
     path = tmp_path / "homefeed.toml"
-    path.write_text(f'[paths]\nroot = "{registered.world.settings.paths.root}"\n', encoding="utf-8")
+    text = f'[paths]\nroot = "{root}"\nreports = "{tmp_path / "reports"}"\n[etl]\nwindows = {windows}\n'
+    path.write_text(text, encoding="utf-8")
     return path

@@ -86,23 +86,15 @@ def test_bad_requests_fail_before_any_training(registered, ref, drop, metrics, e
         ablate(registered.registry, _datasets(registered), ref, drop, metrics, BOOT)
 
 
-@pytest.fixture
-def project(registered, tmp_path, monkeypatch):
-    monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
-    path = tmp_path / "homefeed.toml"
-    path.write_text(f'[paths]\nroot = "{registered.world.settings.resolved_paths.root}"\n[etl]\nwindows = [1, 7]\n')
-    return path
-
-
-def test_the_command_prints_the_table_and_writes_the_report(project, registered, capsys):
-    argv = ["evaluate", "ablate", "--drop", "context", "--drop", "*_1d", "--replicates", "50", "-c", str(project)]
+def test_the_command_prints_the_table_and_writes_the_report(project_file, registered, tmp_path, capsys):
+    argv = ["evaluate", "ablate", "--drop", "context", "--drop", "*_1d", "--replicates", "50", "-c", str(project_file)]
     assert main(argv) == 0
     out = ANSI.sub("", capsys.readouterr().out)
     assert f"ablation: {registered.production} without context + *_1d" in out
     for name in ("auc", "log_loss", "ndcg@10", "negative_rate@3"):
         assert re.search(rf"{re.escape(name)}\s.*[+-]\d\.\d{{4}} \[[+-]\d\.\d{{4}}, [+-]\d\.\d{{4}}\]", out), name
     assert "beyond noise" in out and "dropped: item_impressions_1d" in out
-    reports = registered.world.settings.resolved_paths.reports
+    reports = tmp_path / "reports"  # the project file's
     written = sorted(p.name for p in reports.glob(f"ablation-{registered.production}-without-context*"))
     assert len(written) == 2 and written[0].endswith(".html") and written[1].endswith(".json")
     report = json.loads((reports / written[1]).read_text())
@@ -118,7 +110,7 @@ def test_the_command_prints_the_table_and_writes_the_report(project, registered,
         (["nope", "--drop", "context"], "'nope'"),
     ],
 )
-def test_a_bad_request_is_one_error_line_and_exit_2(project, capsys, extra, text):
-    assert main(["evaluate", "ablate", *extra, "-c", str(project)]) == 2
+def test_a_bad_request_is_one_error_line_and_exit_2(project_file, capsys, extra, text):
+    assert main(["evaluate", "ablate", *extra, "-c", str(project_file)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from homefeed.train.model import ModelError, Ranker, TrainingData, inputs
+from homefeed.train.model import BASELINE, ModelError, Ranker, TrainingData, inputs
 from homefeed.train.registry import MODEL_KINDS, Registry, RegistryError
 
 
@@ -33,6 +33,13 @@ class LinearRanker(Ranker):
         x = np.nan_to_num(inputs(rows, self.features, self.position, serving=True))
         x = np.column_stack([x, np.ones(len(x))])
         return {h: np.clip(x @ c, 0.0, 1.0) for h, c in self.coef.items()}
+
+    def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:
+        """coef × input per feature, the intercept as the baseline (of the unclipped score: this is no log-odds)."""
+        x = np.nan_to_num(inputs(rows, self.features, self.position, serving=True))
+        c = self.coef[self.objective.positive]
+        names = self.features + (["position"] if self.position == "feature" else [])
+        return np.column_stack([x * c[:-1], np.full(len(x), c[-1])]), [*names, BASELINE]
 
     def _save_weights(self, directory: Path) -> None:
         (directory / "coef.json").write_text(json.dumps({h: c.tolist() for h, c in self.coef.items()}))
