@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from homefeed import config as config_mod
 from homefeed.config import Settings
@@ -54,3 +55,22 @@ def wide_console(width: int = 160) -> Console:
 
 def fail(message: str) -> None:
     err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_comparison(title: str, overall: dict[str, dict], keys: tuple[str, str, str], names: tuple[str, str]) -> None:
+    """A paired comparison as a table: metric, each side's value, the difference with its 95% interval.
+
+    ``overall`` maps a metric to a dict holding an estimate (``value``, ``low``, ``high``) under each of ``keys``:
+    the baseline's, the other's, their difference; ``names`` head the two value columns.
+    """
+    base, other, diff = keys
+    table = Table(title=title)
+    for header in ("metric", *names, "difference [95% CI]" if diff == "difference" else f"{diff} [95% CI]"):
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for name, c in overall.items():
+        d = c[diff]
+        table.add_row(
+            name, f"{c[base]['value']:.4f}", f"{c[other]['value']:.4f}",
+            f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
+        )  # fmt: skip
+    wide_console().print(table)

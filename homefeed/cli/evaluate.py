@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from homefeed.cli.common import ConfigOption, app, console, load_settings, require_positive, wide_console
+from homefeed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    load_settings,
+    print_comparison,
+    require_positive,
+    wide_console,
+)
 from homefeed.evaluate.ablation import DEFAULT_METRICS, ablate, write_report
 from homefeed.evaluate.bootstrap import Bootstrap
 from homefeed.evaluate.human_review import KEY_FILE, TASKS_CSV, TASKS_JSON, export_tasks, import_ratings, win_rate
@@ -129,19 +137,13 @@ def ablate_command(
     )
     json_path, html_path = write_report(report, paths.reports)
     groups = " + ".join(report.groups)
-    table = Table(
-        title=f"ablation: {report.reference} without {groups} "
-        f"({len(report.dropped)} of {len(report.dropped) + report.kept} columns, {report.rows:,} test rows)"
+    print_comparison(
+        f"ablation: {report.reference} without {groups} "
+        f"({len(report.dropped)} of {len(report.dropped) + report.kept} columns, {report.rows:,} test rows)",
+        report.overall,
+        ("full", "ablated", "delta"),
+        ("full", f"without {groups}"),
     )
-    for header in ("metric", "full", f"without {groups}", "delta [95% CI]"):
-        table.add_column(header, justify="left" if header == "metric" else "right")
-    for name, c in report.overall.items():
-        d = c["delta"]
-        table.add_row(
-            name, f"{c['full']['value']:.4f}", f"{c['ablated']['value']:.4f}",
-            f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
-        )  # fmt: skip
-    wide_console().print(table)
     beyond = report.beyond_noise()
     if beyond:
         worse = [

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from homefeed.cli.common import ConfigOption, app, console, load_settings, wide_console
+from homefeed.cli.common import ConfigOption, app, console, load_settings, print_comparison
 from homefeed.config import Settings
 from homefeed.evaluate.bootstrap import Bootstrap
 from homefeed.evaluate.review import LaunchReport, launch_review, load_gates, write_report
@@ -33,16 +32,12 @@ def review_and_report(
         Bootstrap(replicates=replicates, seed=0),
     )
     json_path, html_path = write_report(report, paths.reports)
-    table = Table(title=f"launch review: {report.candidate} vs {report.production} ({report.rows:,} test rows)")
-    for header in ("metric", report.production, report.candidate, "difference [95% CI]"):
-        table.add_column(header, justify="left" if header == "metric" else "right")
-    for name, c in report.overall.items():
-        d = c["difference"]
-        table.add_row(
-            name, f"{c['production']['value']:.4f}", f"{c['candidate']['value']:.4f}",
-            f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
-        )  # fmt: skip
-    wide_console().print(table)
+    print_comparison(
+        f"launch review: {report.candidate} vs {report.production} ({report.rows:,} test rows)",
+        report.overall,
+        ("production", "candidate", "difference"),
+        (report.production, report.candidate),
+    )
     verdict = "[bold green]SHIP[/]" if report.verdict.ship else "[bold red]NO SHIP[/]"
     console.print(f"{verdict}: {len(report.verdict.passed)} rule(s) held, {len(report.verdict.reasons)} broken")
     for reason in report.verdict.reasons:
