@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from homefeed.evaluate.bootstrap import EvaluationError, Scored
-from homefeed.train.model import SERVING_POSITION, Ranker
+from homefeed.train.model import Ranker
 
 #: Logged outcomes shown next to each item, when the test split has them.
 LABEL_COLUMNS = ("engaged", "clicked", "saved", "negative")
@@ -118,26 +118,23 @@ def pick_requests(
 
 
 def _top(model: Ranker, rows: pa.Table, n: int) -> list[tuple[Contribution, ...]]:
-    """Per row of ``rows``, the model's ``n`` inputs with the largest |contribution|, largest first."""
+    """Per row of ``rows``, the model's ``n`` inputs with the largest |contribution|, largest first.
+
+    The slot, when it is an input, is left out: every item is scored at the serving slot, so its contribution is
+    the same for all of a request's items and says nothing about why one outranks another.
+    """
     contrib, names = model.contributions(rows)
-    names, contrib = names[:-1], contrib[:, :-1]  # the baseline is not an input
+    keep = [j for j, name in enumerate(names[:-1]) if name != "position"]  # the last column is the baseline
+    names, contrib = [names[j] for j in keep], contrib[:, keep]
     order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :n]
     present = set(rows.column_names)
-    values: dict[str, list] = {}
-    out = []
-    for i, row in enumerate(order):
-        picked = []
-        for j in row:
-            name = names[j]
-            if name == "position" and model.position == "feature":
-                value: object = SERVING_POSITION  # what the model scored the item at
-            else:
-                if name not in values:
-                    values[name] = rows[name].to_pylist() if name in present else [None] * rows.num_rows
-                value = values[name][i]
-            picked.append(Contribution(name, value, float(contrib[i, j])))
-        out.append(tuple(picked))
-    return out
+    values = {names[j]: rows[names[j]].to_pylist() for j in np.unique(order) if names[j] in present}
+    return [
+        tuple(
+            Contribution(names[j], values.get(names[j], [None] * rows.num_rows)[i], float(contrib[i, j])) for j in row
+        )
+        for i, row in enumerate(order)
+    ]
 
 
 def request_views(
