@@ -83,18 +83,6 @@ class GBDTRanker(Ranker):
         self.boosters: dict[str, lgb.Booster] = {}
         self.calibration: dict[str, dict[str, float]] = {}  # head -> {"slope", "intercept"} on the raw score
 
-    def params(self) -> dict:
-        return {
-            **super().params(),
-            "objective_kind": self.objective_kind,
-            "num_leaves": self.num_leaves,
-            "learning_rate": self.learning_rate,
-            "n_estimators": self.n_estimators,
-            "early_stopping_rounds": self.early_stopping_rounds,
-            "min_child_samples": self.min_child_samples,
-            "threads": self.threads,
-        }
-
     def _head_kind(self, head: str) -> ObjectiveKind:
         """Lambdarank only for the positive head: hides are too rare per request to rank by; they stay binary."""
         return "lambdarank" if self.objective_kind == "lambdarank" and head == self.objective.positive else "binary"

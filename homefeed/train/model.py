@@ -17,6 +17,7 @@ choices count as if it had been uniform.
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,15 +167,30 @@ class Ranker(abc.ABC):
         `predict` takes them (position held at the serving slot).
         """
 
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's parameters, this class's and its bases' (as scikit-learn's ``get_params`` finds them)."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
+                    names.append(p.name)
+        return names
+
     def params(self) -> dict:
-        """Everything that defines the model before training, for the registry's lineage."""
-        return {
-            "kind": self.kind,
-            "objective": asdict(self.objective),
-            "position": self.position,
-            "weights": self.weights,
-            "seed": self.seed,
-        }
+        """Everything that defines the model before training (JSON-ready), for the registry's lineage and `load`.
+
+        Read from the constructor's signature, so a new parameter is recorded without listing it again; each
+        must be kept as an attribute of the same name, as scikit-learn's estimators keep theirs.
+        """
+        out: dict = {"kind": self.kind}
+        for name in self.param_names():
+            value = getattr(self, name)
+            out[name] = asdict(value) if name == "objective" else list(value) if isinstance(value, tuple) else value
+        return out
 
     @classmethod
     def from_params(cls, params: dict) -> Ranker:

@@ -138,19 +138,6 @@ class NNRanker(Ranker):
         self.preprocessing: dict = {}
         self.network: _Network | None = None
 
-    def params(self) -> dict:
-        return {
-            **super().params(),
-            "hidden": list(self.hidden),
-            "embedding_dim": self.embedding_dim,
-            "id_buckets": self.id_buckets,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "threads": self.threads,
-        }
-
     # -- preprocessing -----------------------------------------------------------------------------------------
 
     def _fit_preprocessing(self, rows: pa.Table) -> None:
