@@ -399,6 +399,7 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
     out = plain(capsys.readouterr().out)
     assert "production" in table_rows(out, "gbdt-0001")[0] and "candidate" in table_rows(out, "nn-0001")[0]
     assert "launch review: nn-0001 vs gbdt-0001" in out and re.search(r"(NO SHIP|SHIP): \d+ rule", out)
+    assert "next: `homefeed evaluate side-by-side`" in out
     reports = tmp_path / ".homefeed" / "reports"
     assert {p.name for p in reports.iterdir()} == {
         "launch-nn-0001-vs-gbdt-0001.json",
@@ -407,6 +408,8 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
     # Gates the candidate cannot fail ship it (exit 0); one it cannot meet stops it (exit 1); a bad name is exit 2.
     (tmp_path / "easy.toml").write_text('[[guardrails]]\nmetric = "auc"\nmax_regression = 1.0\n')
     assert main(["launch", "review", "candidate", "--gates", str(tmp_path / "easy.toml"), "--replicates", "20"]) == 0
+    assert main(["evaluate", "side-by-side", "--replicates", "20"]) == 0  # what the demo suggests works on its project
+    assert "rank-biased overlap" in plain(capsys.readouterr().out)
     (tmp_path / "hard.toml").write_text('[[goals]]\nmetric = "ndcg@10"\nmin_improvement = 0.5\n')
     assert main(["launch", "review", "candidate", "--gates", str(tmp_path / "hard.toml"), "--replicates", "20"]) == 1
     assert "goal ndcg@10" in plain(capsys.readouterr().out)

@@ -152,6 +152,12 @@ def _train_demo(settings: Settings, logs: Path) -> None:
     console.print(f"steps: {timings}; `homefeed models list` shows the registry")
     if {"gbdt", "nn"} <= set(trained.versions):
         review_and_report(settings, "candidate", "production", None, replicates=100)
+        console.print(
+            "next: `homefeed evaluate side-by-side` (where the two rankers differ, and why), "
+            "`homefeed evaluate ablate --drop user_topic` (what a feature group is worth), "
+            "`homefeed evaluate human-review export` (blind rating tasks)",
+            soft_wrap=True,
+        )
 
 
 def _auc(training: dict, head: str) -> str:
