@@ -11,6 +11,15 @@ standardized with the train split's mean and standard deviation; NaN becomes
 0 (the mean) after normalization, and the ``<entity>_missing`` flags already in
 the features tell the model when a value was absent.
 
+Position (``position="feature"``) is a *shallow tower*: a learned bias per
+slot added to each head's logit, never an input of the trunk.  Fed to the
+trunk like any other input, the slot let the network learn item × slot
+interactions from what the old ranker happened to show where; held at slot 1
+for scoring, those made the item ranking worse than ignoring the slot (on the
+popularity ranker's logs, Spearman with the true slot-1 value 0.84 against
+0.93).  Additive, the slot can only explain the examination effect, which is
+what it is there for (the GBDT gets the same with a monotone additive term).
+
 Saved in safe formats only: the ``state_dict`` through ``torch.save`` (read
 back with ``weights_only=True``) and the preprocessing as JSON; the base class
 records every file's SHA-256 and verifies them before anything is parsed.
@@ -33,7 +42,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from homefeed.train.model import BASELINE, ModelError, Ranker, TrainingData, inputs, row_weights
+from homefeed.train.model import BASELINE, SERVING_POSITION, ModelError, Ranker, TrainingData, inputs, row_weights
 
 WEIGHTS_FILE = "weights.pt"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -70,10 +79,22 @@ def _column(rows: pa.Table, name: str, arrow: bool = False) -> np.ndarray | pa.C
 
 
 class _Network(nn.Module):
-    """Embeddings concatenated with the numeric inputs → MLP trunk → one logit per head."""
+    """Embeddings concatenated with the numeric inputs → MLP trunk → one logit per head, plus a bias per slot."""
 
-    def __init__(self, numeric: int, cardinalities: list[int], embedding_dim: int, hidden: tuple[int, ...], heads: int):
+    def __init__(
+        self,
+        numeric: int,
+        cardinalities: list[int],
+        embedding_dim: int,
+        hidden: tuple[int, ...],
+        heads: int,
+        slots: int = 0,
+    ):
         super().__init__()
+        # The shallow position tower: one bias per slot and head, 0 until trained (index 0 is unused).
+        self.slot_bias = nn.Embedding(slots + 1, heads) if slots > 0 else None
+        if self.slot_bias is not None:
+            nn.init.zeros_(self.slot_bias.weight)
         self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in cardinalities)
         layers: list[nn.Module] = []
         width = numeric + embedding_dim * len(cardinalities)
@@ -83,17 +104,23 @@ class _Network(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.out = nn.Linear(width, heads)
 
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        parts = [numeric] + [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.out(self.trunk(torch.cat(parts, dim=1)))
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
+        return self.from_embedded(numeric, self.embedded(codes), slot)
 
     def embedded(self, codes: torch.Tensor) -> torch.Tensor:
         """(rows × embeddings × dim): each row's looked-up vectors, in `forward`'s order."""
+        if not self.embeddings:
+            return torch.zeros(len(codes), 0, 0)
         return torch.stack([emb(codes[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
 
-    def from_embedded(self, numeric: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """`forward` after the embedding lookup: the same logits from the numeric inputs and the vectors."""
-        return self.out(self.trunk(torch.cat([numeric, vectors.flatten(1)], dim=1)))
+    def from_embedded(
+        self, numeric: torch.Tensor, vectors: torch.Tensor, slot: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`forward` after the embedding lookup: the logits from the numeric inputs, the vectors and the slot."""
+        logits = self.out(self.trunk(torch.cat([numeric, vectors.flatten(1)], dim=1)))
+        if self.slot_bias is not None and slot is not None:
+            logits = logits + self.slot_bias(slot)
+        return logits
 
 
 @contextmanager
@@ -141,7 +168,7 @@ class NNRanker(Ranker):
     # -- preprocessing -----------------------------------------------------------------------------------------
 
     def _fit_preprocessing(self, rows: pa.Table) -> None:
-        x = inputs(rows, self.features, self.position, serving=False).astype(np.float64)
+        x = inputs(rows, self.features, "ignore", serving=False).astype(np.float64)
         with np.errstate(invalid="ignore"):
             lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         log = (lo >= 0) & (hi > LOG_THRESHOLD)
@@ -159,10 +186,20 @@ class NNRanker(Ranker):
             "vocabularies": vocabularies,
             "ids": list(IDS),
             "id_buckets": self.id_buckets,
+            # slots with a bias of their own; deeper slots share the last one's
+            "slots": int(pc.max(_column(rows, "position", arrow=True)).as_py() or 1)
+            if self.position == "feature"
+            else 0,
         }
 
+    def _slot_count(self, rows: pa.Table) -> int:
+        """Slots with a bias of their own in the position tower (deeper slots share the last one's); 0: no tower."""
+        if self.position != "feature":
+            return 0
+        return int(pc.max(_column(rows, "position", arrow=True)).as_py() or 1)
+
     def _numeric(self, rows: pa.Table, serving: bool) -> np.ndarray:
-        x = inputs(rows, self.features, self.position, serving=serving)
+        x = inputs(rows, self.features, "ignore", serving=serving)  # the slot goes to the shallow tower, not here
         p = self.preprocessing
         log = np.asarray(p["log"], bool)
         if log.any():
@@ -191,8 +228,26 @@ class NNRanker(Ranker):
         p = self.preprocessing
         return [p["id_buckets"]] * len(p["ids"]) + [len(v) + 1 for _, v in p["vocabularies"]]
 
-    def _tensors(self, rows: pa.Table, serving: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self._numeric(rows, serving)), torch.from_numpy(self._codes(rows))
+    def _slots(self, rows: pa.Table, serving: bool) -> torch.Tensor | None:
+        """Each row's slot for the position tower: the logged one in training, the serving slot when scoring."""
+        slots = self.preprocessing.get("slots", 0)
+        if not slots:
+            return None
+        if serving or "position" not in rows.column_names:
+            return torch.full((rows.num_rows,), min(SERVING_POSITION, slots), dtype=torch.int64)
+        return torch.from_numpy(np.clip(_column(rows, "position").astype(np.int64), 1, slots))
+
+    def _tensors(self, rows: pa.Table, serving: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return (
+            torch.from_numpy(self._numeric(rows, serving)),
+            torch.from_numpy(self._codes(rows)),
+            self._slots(rows, serving),
+        )
+
+    def _network(self, numeric: int) -> _Network:
+        heads = len(self.objective.heads)
+        slots = self.preprocessing.get("slots", 0)
+        return _Network(numeric, self._cardinalities(), self.embedding_dim, self.hidden, heads, slots)
 
     def _labels(self, rows: pa.Table) -> torch.Tensor:
         y = np.column_stack([_column(rows, h).astype(np.float32) for h in self.objective.heads])
@@ -210,17 +265,15 @@ class NNRanker(Ranker):
         with _torch_settings(self.threads):
             torch.manual_seed(self.seed)
             generator = torch.Generator().manual_seed(self.seed)
-            xt, ct = self._tensors(train, serving=False)
+            xt, ct, st = self._tensors(train, serving=False)
             yt = self._labels(train)
             wt = row_weights(train, self.weights)
             wt = torch.from_numpy((wt / wt.mean()).astype(np.float32))
-            xv, cv = self._tensors(valid, serving=False)
+            xv, cv, sv = self._tensors(valid, serving=False)
             yv = self._labels(valid)
             wv_raw = row_weights(valid, self.weights)
             wv = torch.from_numpy((wv_raw / wv_raw.mean()).astype(np.float32))
-            net = _Network(
-                xt.shape[1], self._cardinalities(), self.embedding_dim, self.hidden, len(self.objective.heads)
-            )
+            net = self._network(xt.shape[1])
             optimizer = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
             loss_fn = nn.BCEWithLogitsLoss(reduction="none")
             best, best_epoch, best_state, best_heads, history = float("inf"), 0, None, [], []
@@ -229,13 +282,14 @@ class NNRanker(Ranker):
                 order = torch.randperm(len(yt), generator=generator)
                 for at in range(0, len(order), self.batch_size):
                     batch = order[at : at + self.batch_size]
-                    loss = (loss_fn(net(xt[batch], ct[batch]), yt[batch]).sum(1) * wt[batch]).mean()
+                    logits = net(xt[batch], ct[batch], None if st is None else st[batch])
+                    loss = (loss_fn(logits, yt[batch]).sum(1) * wt[batch]).mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                 net.eval()
                 with torch.no_grad():
-                    logits = net(xv, cv)
+                    logits = net(xv, cv, sv)
                     per_head = (loss_fn(logits, yv) * wv[:, None]).mean(0)
                 val_loss = float(per_head.sum())
                 history.append(round(val_loss, 6))
@@ -249,7 +303,7 @@ class NNRanker(Ranker):
             net.load_state_dict(best_state)
             net.eval()
             self.network = net
-            probabilities = self._predict_tensors(xv, cv)
+            probabilities = self._predict_tensors(xv, cv, sv)
         y = yv.numpy()
         heads = {}
         for i, head in enumerate(self.objective.heads):
@@ -271,20 +325,19 @@ class NNRanker(Ranker):
 
     # -- prediction --------------------------------------------------------------------------------------------
 
-    def _predict_tensors(self, x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
+    def _predict_tensors(self, x: torch.Tensor, c: torch.Tensor, slot: torch.Tensor | None) -> np.ndarray:
+        parts = []
         with torch.no_grad():
-            parts = [
-                torch.sigmoid(self.network(x[i : i + PREDICT_BATCH], c[i : i + PREDICT_BATCH]))
-                for i in range(0, len(x), PREDICT_BATCH)
-            ]
+            for i in range(0, len(x), PREDICT_BATCH):
+                batch = slice(i, i + PREDICT_BATCH)
+                parts.append(torch.sigmoid(self.network(x[batch], c[batch], None if slot is None else slot[batch])))
         return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.objective.heads)), np.float32)
 
     def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
         if self.network is None:
             raise ModelError("the model is not trained")
         with _torch_settings(self.threads):
-            x, c = self._tensors(rows, serving=True)
-            p = self._predict_tensors(x, c)
+            p = self._predict_tensors(*self._tensors(rows, serving=True))
         return {head: p[:, i].astype(np.float64) for i, head in enumerate(self.objective.heads)}
 
     def contributions(self, rows: pa.Table, steps: int = IG_STEPS) -> tuple[np.ndarray, list[str]]:
@@ -311,7 +364,7 @@ class NNRanker(Ranker):
         names = [*self.features, *(["position"] if self.position == "feature" else []), *p["ids"]]
         names += [name for name, _ in p["vocabularies"]]
         with _torch_settings(self.threads):
-            x, c = self._tensors(rows, serving=True)
+            x, c, _ = self._tensors(rows, serving=True)
             with torch.no_grad():
                 vectors = net.embedded(c)
                 hashed = len(p["ids"])  # then the categoricals, whose row 0 (out of vocabulary) no train row reached
@@ -322,6 +375,11 @@ class NNRanker(Ranker):
                     ]
                 )
                 base_logit = float(net.from_embedded(torch.zeros(1, x.shape[1]), base_vectors[None])[0, head])
+                slot_part = None
+                if net.slot_bias is not None:  # additive: exactly the serving slot's bias against the mean slot's
+                    bias = net.slot_bias.weight[1:, head]
+                    base_logit += float(bias.mean())
+                    slot_part = float(bias[min(SERVING_POSITION, len(bias)) - 1] - bias.mean())
             alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
             chunk = max(1, IG_BATCH // steps)
             parts = []
@@ -334,7 +392,8 @@ class NNRanker(Ranker):
                 grad_x, grad_v = torch.autograd.grad(total, [path_x, path_v])  # leaves the weights' .grad alone
                 grad_x = grad_x.reshape(steps, len(xs), -1).mean(0)
                 grad_v = grad_v.reshape(steps, len(xs), *delta.shape[1:]).mean(0)
-                parts.append(torch.cat([grad_x * xs, (grad_v * delta).sum(-1)], dim=1))
+                slot = [] if slot_part is None else [torch.full((len(xs), 1), slot_part)]
+                parts.append(torch.cat([grad_x * xs, *slot, (grad_v * delta).sum(-1)], dim=1))
             attributions = torch.cat(parts).numpy() if parts else np.zeros((0, len(names)), np.float32)
         out = np.empty((len(attributions), len(names) + 1))
         out[:, :-1], out[:, -1] = attributions, base_logit
@@ -352,9 +411,7 @@ class NNRanker(Ranker):
         try:
             self.preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-            heads = len(self.objective.heads)
-            numeric = len(self.preprocessing["mean"])
-            net = _Network(numeric, self._cardinalities(), self.embedding_dim, self.hidden, heads)
+            net = self._network(len(self.preprocessing["mean"]))
             net.load_state_dict(state)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise ModelError(f"{directory}: weights do not load ({exc})") from None

@@ -107,3 +107,16 @@ def test_nn_a_categorical_with_one_value_in_training_gets_no_attribution(nn, row
             break
     else:
         pytest.skip("no single-valued categorical in this world")
+
+
+def test_nn_slot_tower_is_counted_exactly_and_the_row_still_adds_up(random_world, rows):
+    model = NNRanker(**SMALL_NN, seed=5, position="feature").fit(random_world.data)
+    contrib, names = model.contributions(rows)
+    slot = names.index("position")
+    assert slot == len(model.features)  # after the features, as in the GBDT
+    bias = model.network.slot_bias.weight[1:, 0].detach().numpy().astype(np.float64)
+    # Additive, so exact: the serving slot's bias against the mean slot's, the same for every row.
+    np.testing.assert_allclose(contrib[:, slot], bias[0] - bias.mean(), rtol=0, atol=1e-6)
+    logit = _logit(model.predict(rows)["engaged"])
+    moved = np.abs(logit - contrib[:, -1])
+    assert np.abs(contrib.sum(axis=1) - logit).mean() < 0.02 * moved.mean()

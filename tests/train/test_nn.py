@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from homefeed.train.model import CHECKSUMS_FILE, ModelError, Objective
@@ -116,12 +117,31 @@ def test_deterministic_for_a_seed(random_world) -> None:
         np.testing.assert_array_equal(a[head], b[head])
 
 
-def test_position_as_a_feature_is_held_at_the_serving_slot(random_world) -> None:
-    model = NNRanker(**{**SMALL, "max_epochs": 1}, position="feature").fit(random_world.data)
+@pytest.fixture(scope="module")
+def positional(random_world) -> NNRanker:
+    return NNRanker(**SMALL, seed=3, position="feature").fit(random_world.data)
+
+
+def test_position_as_a_feature_is_held_at_the_serving_slot(random_world, positional) -> None:
     rows = random_world.data.splits["test"].slice(0, 1_000)
     moved = rows.set_column(rows.column_names.index("position"), "position", pa.array(np.full(1_000, 40), pa.int32()))
-    np.testing.assert_array_equal(model.predict(rows)["engaged"], model.predict(moved)["engaged"])
-    assert len(model.preprocessing["mean"]) == len(random_world.data.features) + 1
+    np.testing.assert_array_equal(positional.predict(rows)["engaged"], positional.predict(moved)["engaged"])
+    # The slot is a shallow tower (a bias per slot added to the logit), not an input of the trunk.
+    assert len(positional.preprocessing["mean"]) == len(random_world.data.features)
+
+
+def test_the_position_tower_learns_the_examination_curve(random_world, positional) -> None:
+    """On uniformly random feeds the slot is independent of the item, so the per-slot biases should recover how
+    much less each slot is looked at: decreasing over the first ten slots, by about the simulator's true ratio."""
+    bias = positional.network.slot_bias.weight[1:11, 0].detach().numpy()  # the engaged head, slots 1..10
+    assert spearmanr(bias, np.arange(10))[0] < -0.9
+    test = random_world.data.splits["test"]
+    users, items, ts = test["user_id"].to_numpy(), test["item_id"].to_numpy(), test["ts"].cast(pa.int64()).to_numpy()
+    at = {k: random_world.sim.ground_truth(users, items, np.full(len(items), k), ts)["closeup"].mean() for k in (1, 10)}
+    true_drop = np.log(at[1] / at[10])  # the log-odds drop from slot 1 to slot 10, for rare events
+    learned = bias[0] - bias[9]
+    print(f"slot 1 → 10: learned logit drop {learned:.2f}, simulator's {true_drop:.2f}")
+    assert 0.5 * true_drop < learned < 1.3 * true_drop
 
 
 def test_rows_without_a_model_column_are_refused(trained, random_world) -> None:
