@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
 import json
 import re
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from homefeed.evaluate.bootstrap import Bootstrap, EvaluationError
 from homefeed.evaluate.gates import Comparison
 from homefeed.evaluate.metrics import metric
+from homefeed.evaluate.pages import comparison_table, escape, page
 from homefeed.evaluate.review import compare_models, scored
 from homefeed.features.definitions import drop_groups
 from homefeed.files import atomic_write_text
@@ -128,32 +128,19 @@ def _view(c: Comparison) -> dict:
     return {"full": asdict(c.production), "ablated": asdict(c.candidate), "delta": asdict(c.difference)}
 
 
-def _cell(e: dict) -> str:
-    return f"{e['value']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}]"
-
-
 def to_html(r: AblationReport) -> str:
     """One page: what was dropped, then every delta with its interval, overall and per slice."""
-    rows = "".join(
-        f"<tr><td>{html.escape(s)}</td><td>{html.escape(m)}</td><td>{c['full']['value']:.4f}</td>"
-        f"<td>{c['ablated']['value']:.4f}</td><td>{_cell(c['delta'])}</td></tr>"
-        for s, per in [("overall", r.overall), *r.slices.items()]
-        for m, c in per.items()
+    groups = " + ".join(r.groups)
+    table = comparison_table(
+        [("overall", r.overall), *r.slices.items()], ("full", "ablated", "delta"), ("full", "without", "delta [95% CI]")
     )
-    groups = html.escape(" + ".join(r.groups))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Ablation: {r.reference} without {groups}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right}}
-td:first-child,td:nth-child(2){{text-align:left}}</style>
-</head><body>
-<h1>Ablation: {r.reference} without {groups}</h1>
-<p>{r.kind} retrained with the same parameters on dataset {r.dataset_id} without {len(r.dropped)} of its
-{len(r.dropped) + r.kept} input columns; {r.rows:,} test rows; 95% paired-bootstrap intervals
-({r.replicates} replicates); delta = ablated − full; {r.created_at}.</p>
-<p>Dropped: {html.escape(", ".join(r.dropped))}</p>
-<table><tr><th>slice</th><th>metric</th><th>full</th><th>without</th><th>delta [95% CI]</th></tr>
-{rows}</table></body></html>
+    body = f"""<p>{r.kind} retrained with the same parameters on dataset {escape(r.dataset_id)} without
+{len(r.dropped)} of its {len(r.dropped) + r.kept} input columns; {r.rows:,} test rows; 95% paired-bootstrap
+intervals ({r.replicates} replicates); delta = ablated − full; {r.created_at}.</p>
+<p>Dropped: {escape(", ".join(r.dropped))}</p>
+{table}
 """
+    return page(f"Ablation: {r.reference} without {groups}", body)
 
 
 def report_name(r: AblationReport) -> str:

@@ -10,7 +10,6 @@ verdict with its reasons, as JSON for machines and HTML for people.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from homefeed.config import ConfigError, read_toml
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored
 from homefeed.evaluate.gates import Budgets, Comparison, Cost, GateConfig, Goal, Guardrail, Verdict, review
 from homefeed.evaluate.metrics import METRICS, metric
+from homefeed.evaluate.pages import comparison_table, escape, page
 from homefeed.evaluate.slices import SliceComparison, compare
 from homefeed.files import atomic_write_text
 from homefeed.train.model import Ranker, TrainingData
@@ -188,38 +188,24 @@ def launch_review(
     )
 
 
-def _cell(e: dict) -> str:
-    return f"{e['value']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}]"
-
-
 def to_html(r: LaunchReport) -> str:
     """One page: the verdict and its reasons, then every compared number with its interval."""
     verdict = "SHIP" if r.verdict.ship else "NO SHIP"
-    rows = "".join(
-        f"<tr><td>overall</td><td>{html.escape(m)}</td><td>{c['production']['value']:.4f}</td>"
-        f"<td>{c['candidate']['value']:.4f}</td><td>{_cell(c['difference'])}</td></tr>"
-        for m, c in r.overall.items()
-    ) + "".join(
-        f"<tr><td>{html.escape(s)}</td><td>{html.escape(m)}</td><td>{c['production']['value']:.4f}</td>"
-        f"<td>{c['candidate']['value']:.4f}</td><td>{_cell(c['difference'])}</td></tr>"
-        for s, per in r.slices.items()
-        for m, c in per.items()
+    items = lambda xs: "".join(f"<li>{escape(x)}</li>" for x in xs)  # noqa: E731
+    table = comparison_table(
+        [("overall", r.overall), *r.slices.items()],
+        ("production", "candidate", "difference"),
+        (r.production, r.candidate, "difference [95% CI]"),
     )
-    items = lambda xs: "".join(f"<li>{html.escape(x)}</li>" for x in xs)  # noqa: E731
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Launch review: {r.candidate} vs {r.production}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right}}
-td:first-child,td:nth-child(2){{text-align:left}}</style>
-</head><body>
-<h1>Launch review: {r.candidate} vs {r.production}: {verdict}</h1>
-<p>Dataset {r.dataset_id}, {r.rows:,} test rows; 95% paired-bootstrap intervals; {r.created_at}.</p>
+    body = f"""<p>Dataset {escape(r.dataset_id)}, {r.rows:,} test rows; 95% paired-bootstrap intervals;
+{r.created_at}.</p>
 <h2>Reasons</h2><ul>{items(r.verdict.reasons) or "<li>none</li>"}</ul>
 <h2>Rules that held</h2><ul>{items(r.verdict.passed)}</ul>
 <h2>Cost</h2><ul>{items(f"{k}: {v}" for k, v in r.cost.items())}</ul>
 <h2>Every comparison</h2>
-<table><tr><th>slice</th><th>metric</th><th>{r.production}</th><th>{r.candidate}</th><th>difference [95% CI]</th></tr>
-{rows}</table></body></html>
+{table}
 """
+    return page(f"Launch review: {r.candidate} vs {r.production}: {verdict}", body)
 
 
 def write_report(report: LaunchReport, directory: str | Path) -> tuple[Path, Path]:

@@ -19,7 +19,6 @@ self-contained page of it.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, interval
+from homefeed.evaluate.pages import escape, page
 from homefeed.evaluate.request_view import Contribution, ItemView, RequestView, pick_requests, request_views
 from homefeed.evaluate.review import score_pair
 from homefeed.files import atomic_write_text
@@ -165,10 +165,6 @@ def side_by_side(
     )
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
 def contribution_text(c: Contribution) -> str:
     value = f"{c.value:.4g}" if isinstance(c.value, float) else str(c.value)
     return f"{c.name}={value} ({c.contribution:+.3f})"
@@ -181,14 +177,16 @@ def label_text(item: ItemView) -> str:
 def _slate(r: RequestView, mine: str, other: str, side: str) -> str:
     items = r.slate_a if side == "a" else r.slate_b
     rows = "".join(
-        f"<tr><td>{getattr(i, f'rank_{side}')}</td><td>{_e(i.item_id)}</td>"
+        f"<tr><td>{getattr(i, f'rank_{side}')}</td><td>{escape(i.item_id)}</td>"
         f"<td>{getattr(i, f'score_{side}'):.4f}</td><td>{i.rank_b if side == 'a' else i.rank_a}</td>"
-        f"<td>{i.rank_change:+d}</td><td>{_e(label_text(i))}</td>"
-        f"<td class=c>{'<br>'.join(_e(contribution_text(c)) for c in (i.top_a if side == 'a' else i.top_b))}</td></tr>"
+        f"<td>{i.rank_change:+d}</td><td>{escape(label_text(i))}</td>"
+        f"<td class=c>{'<br>'.join(escape(contribution_text(c)) for c in (i.top_a if side == 'a' else i.top_b))}"
+        "</td></tr>"
         for i in items
     )
     return (
-        f"<div><h3>{_e(mine)}</h3><table><tr><th>rank</th><th>item</th><th>score</th><th>rank in {_e(other)}</th>"
+        f"<div><h3>{escape(mine)}</h3><table><tr><th>rank</th><th>item</th><th>score</th>"
+        f"<th>rank in {escape(other)}</th>"
         f"<th>change</th><th>labels</th><th>top contributions (log-odds)</th></tr>{rows}</table></div>"
     )
 
@@ -201,19 +199,13 @@ def to_html(s: SideBySide) -> str:
         return f"<tr><td>{name}</td><td>{e.value:.4f}</td><td>[{e.low:.4f}, {e.high:.4f}]</td></tr>"
 
     requests = "".join(
-        f"<h2>Request {_e(r.request_id)} (user {_e(r.user_id)}, {r.candidates} candidates): RBO {r.rbo:.3f}, "
+        f"<h2>Request {escape(r.request_id)} (user {escape(r.user_id)}, {r.candidates} candidates): RBO {r.rbo:.3f}, "
         f"top slot {'changed' if r.top_slot_changed else 'kept'}</h2>"
         f"<div class=pair>{_slate(r, s.a, s.b, 'a')}{_slate(r, s.b, s.a, 'b')}</div>"
         for r in s.requests
     )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Side-by-side: {_e(s.a)} vs {_e(s.b)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right;vertical-align:top}}
-td:first-child{{text-align:left}} td.c{{text-align:left;font-size:90%}} .pair{{display:flex;gap:2em}}</style>
-</head><body>
-<h1>Side-by-side: {_e(s.a)} (A) vs {_e(s.b)} (B)</h1>
-<p>Dataset {_e(s.dataset_id)}, {s.rows:,} test rows, {g.requests:,} requests; each model ranks by its combined
-score; 95% request-bootstrap intervals; {_e(s.created_at)}.</p>
+    body = f"""<p>Dataset {escape(s.dataset_id)}, {s.rows:,} test rows, {g.requests:,} requests; each model ranks by its
+combined score; 95% request-bootstrap intervals; {escape(s.created_at)}.</p>
 <h2>Agreement over every request (depth {g.depth})</h2>
 <table><tr><th>measure</th><th>value</th><th>95% CI</th></tr>
 {row(f"rank-biased overlap (p = {g.p})", g.rbo)}{row("top slot changed (share of requests)", g.top_slot_changed)}
@@ -221,8 +213,9 @@ score; 95% request-bootstrap intervals; {_e(s.created_at)}.</p>
 <p>Rank change = rank under A − rank under B (positive: B ranks the item higher). Contributions are to each
 model's positive head in log-odds: LightGBM's exact TreeSHAP values for a GBDT, integrated gradients from the
 average input for an NN.</p>
-{requests}</body></html>
-"""
+{requests}"""
+    style = "td:first-child{text-align:left} td.c{text-align:left;font-size:90%} .pair{display:flex;gap:2em}"
+    return page(f"Side-by-side: {s.a} (A) vs {s.b} (B)", body, style)
 
 
 def write_html(report: SideBySide, directory: str | Path) -> Path:
