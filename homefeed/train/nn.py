@@ -187,9 +187,7 @@ class NNRanker(Ranker):
             "ids": list(IDS),
             "id_buckets": self.id_buckets,
             # slots with a bias of their own; deeper slots share the last one's
-            "slots": int(pc.max(_column(rows, "position", arrow=True)).as_py() or 1)
-            if self.position == "feature"
-            else 0,
+            "slots": self._slot_count(rows),  # always written: its absence marks a model saved before the tower
         }
 
     def _slot_count(self, rows: pa.Table) -> int:
@@ -198,8 +196,14 @@ class NNRanker(Ranker):
             return 0
         return int(pc.max(_column(rows, "position", arrow=True)).as_py() or 1)
 
+    @property
+    def _slot_in_trunk(self) -> bool:
+        """A model saved before the position tower took the slot as one more trunk input: it still loads and scores."""
+        return self.position == "feature" and "slots" not in self.preprocessing
+
     def _numeric(self, rows: pa.Table, serving: bool) -> np.ndarray:
-        x = inputs(rows, self.features, "ignore", serving=serving)  # the slot goes to the shallow tower, not here
+        # The slot goes to the shallow tower, not to the trunk (but for a model saved before the tower).
+        x = inputs(rows, self.features, self.position if self._slot_in_trunk else "ignore", serving=serving)
         p = self.preprocessing
         log = np.asarray(p["log"], bool)
         if log.any():
@@ -411,7 +415,11 @@ class NNRanker(Ranker):
         try:
             self.preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-            net = self._network(len(self.preprocessing["mean"]))
+            numeric = len(self.preprocessing["mean"])
+            expected = len(self.features) + self._slot_in_trunk
+            if numeric != expected:
+                raise ValueError(f"preprocessing for {numeric} numeric inputs, but the model reads {expected}")
+            net = self._network(numeric)
             net.load_state_dict(state)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise ModelError(f"{directory}: weights do not load ({exc})") from None

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from homefeed.train.model import CHECKSUMS_FILE, ModelError, Objective
-from homefeed.train.nn import PREPROCESSING_FILE, WEIGHTS_FILE, NNRanker, stable_hash
+from homefeed.train.nn import LOG_THRESHOLD, PREPROCESSING_FILE, WEIGHTS_FILE, NNRanker, stable_hash
 
 SMALL = {"hidden": (32, 16), "embedding_dim": 4, "id_buckets": 4096, "batch_size": 512, "max_epochs": 8, "patience": 2}
 #: The popularity baseline ranks items by how often they were shown in the last 7 days.
@@ -142,6 +142,33 @@ def test_the_position_tower_learns_the_examination_curve(random_world, positiona
     learned = bias[0] - bias[9]
     print(f"slot 1 → 10: learned logit drop {learned:.2f}, simulator's {true_drop:.2f}")
     assert 0.5 * true_drop < learned < 1.3 * true_drop
+
+
+def test_a_model_saved_before_the_position_tower_still_loads_and_scores(random_world, tmp_path, monkeypatch):
+    """Before the tower, the slot was one more trunk input: such a model's preprocessing has no ``slots``."""
+    fit_preprocessing = NNRanker._fit_preprocessing
+
+    def as_before(self, rows):  # the old preprocessing: statistics of the slot column, as of any numeric input
+        fit_preprocessing(self, rows)
+        del self.preprocessing["slots"]
+        slot = rows["position"].to_numpy().astype(np.float64)
+        log = bool(slot.min() >= 0 and slot.max() > LOG_THRESHOLD)
+        slot = np.log1p(slot) if log else slot
+        for key, value in (("log", log), ("mean", slot.mean()), ("std", slot.std())):
+            self.preprocessing[key].append(value if key == "log" else float(value))
+
+    monkeypatch.setattr(NNRanker, "_fit_preprocessing", as_before)
+    old = NNRanker(**{**SMALL, "max_epochs": 1}, position="feature").fit(random_world.data)
+    monkeypatch.undo()
+    old.save(tmp_path / "old")
+    loaded = NNRanker.load(tmp_path / "old")
+    assert loaded.network.slot_bias is None and len(loaded.preprocessing["mean"]) == len(loaded.features) + 1
+    rows = random_world.data.splits["test"].slice(0, 500)
+    np.testing.assert_array_equal(loaded.predict(rows)["engaged"], old.predict(rows)["engaged"])
+    moved = rows.set_column(rows.column_names.index("position"), "position", pa.array(np.full(500, 40), pa.int32()))
+    np.testing.assert_array_equal(loaded.predict(moved)["engaged"], loaded.predict(rows)["engaged"])
+    contrib, names = loaded.contributions(rows)
+    assert names.index("position") == len(loaded.features) and contrib.shape == (500, len(names))
 
 
 def test_rows_without_a_model_column_are_refused(trained, random_world) -> None:
