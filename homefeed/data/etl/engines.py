@@ -12,11 +12,14 @@ with the runner.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from homefeed.config import Settings
 from homefeed.schema import TABLES
@@ -39,7 +42,23 @@ class Engine(Protocol):
 
     def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None: ...
 
+    def days(
+        self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path
+    ) -> Iterator[tuple[int, pa.Table]]: ...
+
     def close(self) -> None: ...
+
+
+def _read_back(
+    engine: Engine, sql: str, days: list[int], keys: tuple[str, ...], directory: Path
+) -> Iterator[tuple[int, pa.Table]]:
+    """An output's rows of each of ``days``, sorted by ``keys``: written partitioned by day into ``directory``, then
+    read back (what an engine that writes from many machines does)."""
+    engine.export(sql, directory)
+    for dn in days:
+        part = Path(directory) / f"dn={dn}"
+        if part.exists():
+            yield dn, ds.dataset(str(part), format="parquet").to_table().sort_by([(k, "ascending") for k in keys])
 
 
 class DuckDBEngine:
@@ -79,6 +98,35 @@ class DuckDBEngine:
         self.con.execute(
             f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)"
         )
+
+    def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
+        """An output's rows of each of ``days`` (ascending day numbers ``dn``) sorted by ``keys``; empty days left out.
+
+        Streamed from the query as Arrow, with no file in between (``directory`` is
+        not used): DuckDB sorts, within its memory limit and spilling past it, and
+        one day's rows are in Python at a time.  Keys are unique within a day, so
+        the order is the same whichever engine sorts.
+        """
+        order = ", ".join(["dn", *keys])
+        if len(days) == 1:
+            query = f"SELECT * FROM ({sql}) t WHERE dn = {int(days[0])} ORDER BY {order}"
+            yield days[0], self.con.sql(query).to_arrow_table()
+            return
+        listed = ", ".join(str(int(d)) for d in days)
+        reader = self.con.sql(f"SELECT * FROM ({sql}) t WHERE dn IN ({listed}) ORDER BY {order}").to_arrow_reader()
+        current: int | None = None
+        held: list[pa.RecordBatch] = []
+        for batch in reader:
+            dn = batch.column("dn").to_numpy()
+            starts = [0, *(np.flatnonzero(dn[1:] != dn[:-1]) + 1).tolist()]
+            for begin, end in zip(starts, [*starts[1:], len(dn)], strict=True):
+                if int(dn[begin]) != current:
+                    if held:
+                        yield current, pa.Table.from_batches(held)  # type: ignore[misc]
+                    current, held = int(dn[begin]), []
+                held.append(batch.slice(begin, end - begin))
+        if held:
+            yield current, pa.Table.from_batches(held)  # type: ignore[misc]
 
     def close(self) -> None:
         self.con.close()
@@ -130,6 +178,10 @@ class SparkEngine:
     def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
         writer = self.spark.sql(self._transpile(sql)).write.mode("overwrite")
         (writer.partitionBy(partition_by) if partition_by else writer).parquet(str(directory))
+
+    def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
+        """Written partitioned by day from the executors into ``directory``, then each day read back and sorted."""
+        return _read_back(self, sql, days, keys, directory)
 
     def close(self) -> None:
         for frame in self._cached:
