@@ -4,9 +4,11 @@ Both engines take the same statements (:mod:`homefeed.data.etl.jobs`); Spark
 gets them transpiled from DuckDB's dialect by sqlglot, so there is one text to
 review and no second implementation to drift.  An engine only registers inputs
 (Parquet files or small Arrow tables), materializes intermediate steps, and
-writes an output as Parquet partitioned by snapshot day into a staging folder
-(in parallel, from the executors on Spark); the lake's files and manifests stay
-with the runner.
+gives the runner an output's rows one snapshot day at a time, sorted by key:
+DuckDB streams them as Arrow straight from its query; Spark writes them as
+Parquet partitioned by day into a staging folder (in parallel, from the
+executors) and they are read back.  The lake's files and manifests stay with
+the runner.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -102,31 +103,17 @@ class DuckDBEngine:
     def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
         """An output's rows of each of ``days`` (ascending day numbers ``dn``) sorted by ``keys``; empty days left out.
 
-        Streamed from the query as Arrow, with no file in between (``directory`` is
-        not used): DuckDB sorts, within its memory limit and spilling past it, and
-        one day's rows are in Python at a time.  Keys are unique within a day, so
-        the order is the same whichever engine sorts.
+        One day (the daily run) comes straight from the query as Arrow, sorted by
+        DuckDB, with no file in between.  Several days are written partitioned by
+        day into ``directory`` and read back one at a time, as on Spark: a copy
+        streams to disk within the memory limit, where sorting a backfill's every
+        day at once would fill it (and Arrow's copy of the result come on top).
+        Keys are unique within a day, so the order is the same whichever sorts.
         """
-        order = ", ".join(["dn", *keys])
-        if len(days) == 1:
-            query = f"SELECT * FROM ({sql}) t WHERE dn = {int(days[0])} ORDER BY {order}"
-            yield days[0], self.con.sql(query).to_arrow_table()
-            return
-        listed = ", ".join(str(int(d)) for d in days)
-        reader = self.con.sql(f"SELECT * FROM ({sql}) t WHERE dn IN ({listed}) ORDER BY {order}").to_arrow_reader()
-        current: int | None = None
-        held: list[pa.RecordBatch] = []
-        for batch in reader:
-            dn = batch.column("dn").to_numpy()
-            starts = [0, *(np.flatnonzero(dn[1:] != dn[:-1]) + 1).tolist()]
-            for begin, end in zip(starts, [*starts[1:], len(dn)], strict=True):
-                if int(dn[begin]) != current:
-                    if held:
-                        yield current, pa.Table.from_batches(held)  # type: ignore[misc]
-                    current, held = int(dn[begin]), []
-                held.append(batch.slice(begin, end - begin))
-        if held:
-            yield current, pa.Table.from_batches(held)  # type: ignore[misc]
+        if len(days) != 1:
+            return _read_back(self, sql, days, keys, directory)
+        query = f"SELECT * FROM ({sql}) t WHERE dn = {int(days[0])}" + (f" ORDER BY {', '.join(keys)}" if keys else "")
+        return iter([(days[0], self.con.sql(query).to_arrow_table())])
 
     def close(self) -> None:
         self.con.close()
