@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -225,17 +226,17 @@ def test_rerun_skips_up_to_date_days_and_a_late_partition_recomputes_its_windows
 
 
 class _FailingEngine(DuckDBEngine):
-    """Fails while writing the third output, as a crash midway through a run would."""
+    """Fails while giving the third output's rows, as a crash midway through a run would."""
 
     def __init__(self) -> None:
         super().__init__()
         self.exported = 0
 
-    def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
+    def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
         self.exported += 1
         if self.exported == 3:
             raise RuntimeError("disk full")
-        super().export(sql, directory, partition_by)
+        yield from super().days(sql, days, keys, directory)
 
 
 def test_a_failed_run_leaves_the_previous_snapshots_readable(world, tmp_path, engine):

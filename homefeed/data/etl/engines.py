@@ -4,19 +4,23 @@ Both engines take the same statements (:mod:`homefeed.data.etl.jobs`); Spark
 gets them transpiled from DuckDB's dialect by sqlglot, so there is one text to
 review and no second implementation to drift.  An engine only registers inputs
 (Parquet files or small Arrow tables), materializes intermediate steps, and
-writes an output as Parquet partitioned by snapshot day into a staging folder
-(in parallel, from the executors on Spark); the lake's files and manifests stay
-with the runner.
+gives the runner an output's rows one snapshot day at a time, sorted by key:
+DuckDB streams them as Arrow straight from its query; Spark writes them as
+Parquet partitioned by day into a staging folder (in parallel, from the
+executors) and they are read back.  The lake's files and manifests stay with
+the runner.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from homefeed.config import Settings
 from homefeed.schema import TABLES
@@ -39,7 +43,23 @@ class Engine(Protocol):
 
     def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None: ...
 
+    def days(
+        self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path
+    ) -> Iterator[tuple[int, pa.Table]]: ...
+
     def close(self) -> None: ...
+
+
+def _read_back(
+    engine: Engine, sql: str, days: list[int], keys: tuple[str, ...], directory: Path
+) -> Iterator[tuple[int, pa.Table]]:
+    """An output's rows of each of ``days``, sorted by ``keys``: written partitioned by day into ``directory``, then
+    read back (what an engine that writes from many machines does)."""
+    engine.export(sql, directory)
+    for dn in days:
+        part = Path(directory) / f"dn={dn}"
+        if part.exists():
+            yield dn, ds.dataset(str(part), format="parquet").to_table().sort_by([(k, "ascending") for k in keys])
 
 
 class DuckDBEngine:
@@ -79,6 +99,21 @@ class DuckDBEngine:
         self.con.execute(
             f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)"
         )
+
+    def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
+        """An output's rows of each of ``days`` (ascending day numbers ``dn``) sorted by ``keys``; empty days left out.
+
+        One day (the daily run) comes straight from the query as Arrow, sorted by
+        DuckDB, with no file in between.  Several days are written partitioned by
+        day into ``directory`` and read back one at a time, as on Spark: a copy
+        streams to disk within the memory limit, where sorting a backfill's every
+        day at once would fill it (and Arrow's copy of the result come on top).
+        Keys are unique within a day, so the order is the same whichever sorts.
+        """
+        if len(days) != 1:
+            return _read_back(self, sql, days, keys, directory)
+        query = f"SELECT * FROM ({sql}) t WHERE dn = {int(days[0])}" + (f" ORDER BY {', '.join(keys)}" if keys else "")
+        return iter([(days[0], self.con.sql(query).to_arrow_table())])
 
     def close(self) -> None:
         self.con.close()
@@ -130,6 +165,10 @@ class SparkEngine:
     def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
         writer = self.spark.sql(self._transpile(sql)).write.mode("overwrite")
         (writer.partitionBy(partition_by) if partition_by else writer).parquet(str(directory))
+
+    def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
+        """Written partitioned by day from the executors into ``directory``, then each day read back and sorted."""
+        return _read_back(self, sql, days, keys, directory)
 
     def close(self) -> None:
         for frame in self._cached:

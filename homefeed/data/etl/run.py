@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.etl.jobs import Params, day_number, outputs, steps
@@ -70,11 +69,16 @@ def sources(listing: dict[str, dict[str, str]], day: dt.date, params: Params) ->
     return [*listed, f"params {params.fingerprint()}"]
 
 
-def _snapshot(staged: Path, day: dt.date, keys: tuple[str, ...], schema: pa.Schema) -> pa.Table:
-    """One day of an engine's output: cast to the declared schema, sorted by key, valid from the next midnight UTC."""
-    part = staged / f"dn={day_number(day)}"
-    rows = ds.dataset(str(part), format="parquet").to_table() if part.exists() else schema.empty_table()
-    table = rows.select(schema.names).cast(schema).sort_by([(k, "ascending") for k in keys if k != "dn"])
+def _snapshot(rows: pa.Table | None, day: dt.date, schema: pa.Schema) -> pa.Table:
+    """One day of an engine's output (sorted by key): cast to the declared schema, valid from the next midnight UTC.
+
+    Its columns are made one chunk each, as a sort gives them, so the file's bytes do not depend on how the engine
+    split its rows into batches (the Parquet writer's pages do).
+    """
+    rows = schema.empty_table() if rows is None else rows
+    table = rows.select(schema.names).cast(schema)
+    if any(column.num_chunks > 1 for column in table.columns):
+        table = table.combine_chunks()
     valid_from = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
     return table.append_column("valid_from", pa.repeat(pa.scalar(valid_from, TIMESTAMP), table.num_rows))
 
@@ -124,9 +128,15 @@ def run_etl(
                 report.step_seconds[step.name] = time.perf_counter() - step_began
                 continue
             assert step.schema is not None
-            engine.export(f"SELECT * FROM {step.name}" if step.shared else step.sql, Path(tmp) / step.name)
-            for day in stale:
-                rows = _snapshot(Path(tmp) / step.name, day, step.keys, step.schema)
+            sql = f"SELECT * FROM {step.name}" if step.shared else step.sql
+            keys = tuple(k for k in step.keys if k != "dn")
+            computed = engine.days(sql, [day_number(day) for day in stale], keys, Path(tmp) / step.name)
+            got = next(computed, None)
+            for day in stale:  # ascending, as the engine gives them; a day without rows is an empty snapshot
+                day_rows = None
+                if got is not None and got[0] == day_number(day):
+                    day_rows, got = got[1], next(computed, None)
+                rows = _snapshot(day_rows, day, step.schema)
                 staged.append((step.name, day, features.stage(step.name, day, rows, wanted[day])))
                 report.rows[step.name] = report.rows.get(step.name, 0) + rows.num_rows
             report.step_seconds[step.name] = time.perf_counter() - step_began

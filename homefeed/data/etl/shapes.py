@@ -7,6 +7,7 @@ so a job (:mod:`homefeed.data.etl.jobs`) only says which metrics it sums.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from homefeed.schema import DAY_US, NEGATIVE_ACTIONS, POSITIVE_ACTIONS
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from homefeed.data.etl.jobs import Params
 
 ACTIONS = POSITIVE_ACTIONS + NEGATIVE_ACTIONS
+EPOCH = dt.date(1970, 1, 1)
 
 
 def day_of(column: str) -> str:
@@ -68,19 +70,29 @@ def windowed(
     if span:
         zeros = ", ".join(f"0 AS {m}" for m in metrics)
         rows += f" UNION ALL SELECT {k}, dn, {zeros}, 1 AS present FROM ({span}) span"
+    # One snapshot day (the daily run) needs no join with the snapshot days: a filter, and the day as a constant.
+    single = p.start == p.end
+    day = f"CAST({(p.end - EPOCH).days} AS BIGINT)" if single else "d.dn"
     cols = []
     for w in () if decayed else p.windows:
         for m in metrics:
-            value = f"x.{m}" if w == p.lookback else f"CASE WHEN x.dn > d.dn - {w} THEN x.{m} ELSE 0 END"
+            value = f"x.{m}" if w == p.lookback else f"CASE WHEN x.dn > {day} - {w} THEN x.{m} ELSE 0 END"
             total = f"CAST(SUM({value}) AS BIGINT)" if m in counts else exact_sum(value)
             cols.append(f"{total} AS {m}_{w}d")
     if decayed:
-        weight = f"POWER({double(2.0)}, CAST(x.dn - d.dn AS DOUBLE) / {double(p.half_life_days)})"
+        weight = f"POWER({double(2.0)}, CAST(x.dn - {day} AS DOUBLE) / {double(p.half_life_days)})"
         cols += [f"{exact_sum(f'x.{m} * {weight}')} AS {m}_decayed" for m in metrics]
+    grouped = ", ".join(f"x.{c}" for c in keys)
+    if single:
+        return f"""
+SELECT {grouped}, {day} AS dn, {", ".join(cols)}
+FROM ({rows}) x WHERE x.dn BETWEEN {day} - {p.lookback - 1} AND {day}
+GROUP BY {grouped}
+HAVING SUM(x.present) > 0"""
     return f"""
-SELECT {", ".join(f"x.{c}" for c in keys)}, d.dn, {", ".join(cols)}
+SELECT {grouped}, d.dn, {", ".join(cols)}
 FROM ({rows}) x JOIN snapshot_days d ON x.dn BETWEEN d.dn - {p.lookback - 1} AND d.dn
-GROUP BY {", ".join(f"x.{c}" for c in keys)}, d.dn
+GROUP BY {grouped}, d.dn
 HAVING SUM(x.present) > 0"""
 
 
