@@ -143,6 +143,21 @@ def test_bad_rows_go_to_quarantine_with_their_reason_and_raw_row(tmp_path, sim_l
     assert raw[7] == "{this is not json"
 
 
+@pytest.mark.parametrize("lines", [["null"], ["ROWS", "null"], ["ROWS", "null", "  42"]])
+def test_a_line_that_is_json_but_not_an_object_is_quarantined_not_read_as_a_row_of_nulls(tmp_path, sim_logs, lines):
+    """Arrow's JSON reader takes ``null`` for a row of nulls (and crashed on a file of only ``null``, pyarrow 26)."""
+    rows = impression_rows(sim_logs)[:2]
+    content = [r for line in lines for r in (rows if line == "ROWS" else [line])]
+    path = tmp_path / "imps.jsonl"
+    write_jsonl(path, content)
+    report = ingest(path, "impressions", "jsonl", Lake(tmp_path / "lake"), tmp_path / "q", NOW)
+    assert report.rows_in == len(content) and report.balanced
+    assert report.written == len(content) - (len(lines) - ("ROWS" in lines))
+    bad = [(line, reason, raw) for line, reason, raw in quarantined(tmp_path / "q")]
+    assert {reason for _, reason, _ in bad} == {"malformed:not_a_json_object"}
+    assert [raw.strip() for _, _, raw in bad] == [line.strip() for line in lines if line != "ROWS"]
+
+
 def test_engagements_without_an_impression_are_quarantined(tmp_path, sim_logs):
     lake = Lake(tmp_path / "lake")
     load_all(lake, tmp_path / "q", sim_logs, tables=("impressions",))
