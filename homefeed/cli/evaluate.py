@@ -89,8 +89,7 @@ def human_review_import(
         rejected = directory / f"rejected-{ratings.stem}.json"
         atomic_write_text(rejected, json.dumps(result.rejected, indent=1, default=str))
         console.print(f"[yellow]{len(result.rejected)} rating row(s) set aside[/] with reasons in {rejected}")
-    key = json.loads((directory / KEY_FILE).read_text(encoding="utf-8"))
-    report = win_rate(result, key["a"], key["b"], Bootstrap(replicates=replicates, seed=0))
+    report = win_rate(result, result.a, result.b, Bootstrap(replicates=replicates, seed=0))
     atomic_write_text(directory / f"win-rate-{ratings.stem}.json", json.dumps(asdict(report), indent=1))
     w = report.win_rate_b
     console.print(

@@ -53,6 +53,8 @@ class Ratings:
 
     rows: list[dict]  # task_id, rater, preference, winner ("a", "b" or "tie")
     rejected: list[dict] = field(default_factory=list)  # the row as read, plus "reason"
+    a: str = "a"  # the two models, as the export's key names them
+    b: str = "b"
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def import_ratings(directory: str | Path, ratings: str | Path) -> Ratings:
         key = json.loads((Path(directory) / KEY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise EvaluationError(f"{directory}: no readable {KEY_FILE}; export rating tasks there first") from None
-    out = Ratings([])
+    out = Ratings([], a=key["a"], b=key["b"])
     seen: set[tuple[str, str]] = set()
     for n, row in enumerate(_read_rows(Path(ratings)), start=1):
         task = str(row.get("task_id") or "").strip()
