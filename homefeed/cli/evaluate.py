@@ -19,9 +19,10 @@ from homefeed.cli.common import (
     require_positive,
     wide_console,
 )
-from homefeed.evaluate.ablation import DEFAULT_METRICS, ablate, write_report
+from homefeed.evaluate.ablation import DEFAULT_METRICS, AblationReport, ablate, ablate_each, write_report
 from homefeed.evaluate.bootstrap import Bootstrap
 from homefeed.evaluate.human_review import KEY_FILE, TASKS_CSV, TASKS_JSON, export_tasks, import_ratings, win_rate
+from homefeed.evaluate.pages import interval
 from homefeed.evaluate.review import score_pair
 from homefeed.evaluate.side_by_side import (
     SLATE_SIZE,
@@ -119,21 +120,26 @@ def ablate_command(
     register: Annotated[
         bool, typer.Option("--register", help="Register the ablated model (its lineage names the reference).")
     ] = False,
+    each: Annotated[
+        bool,
+        typer.Option("--each", help="One retraining per group (default: every entity group), in one table."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Retrain a model without a feature group and report each metric's change (without − with) with its CI."""
     require_positive("replicates", replicates)
     settings = load_settings(config)
     paths = settings.resolved_paths
-    report = ablate(
-        Registry.of(settings),
-        DatasetStore(paths.datasets),
-        model,
-        list(drop or []),
-        metric or DEFAULT_METRICS,
-        Bootstrap(replicates=replicates, seed=0),
-        register=register,
-    )
+    registry, datasets = Registry.of(settings), DatasetStore(paths.datasets)
+    boot = Bootstrap(replicates=replicates, seed=0)
+    if each:
+        reports = ablate_each(registry, datasets, model, list(drop or []), metric or DEFAULT_METRICS, boot)
+        for report in reports:
+            write_report(report, paths.reports)
+        _print_each(reports)
+        console.print(f"reports: {paths.reports}/ablation-{reports[0].reference}-without-<group>.html", soft_wrap=True)
+        return
+    report = ablate(registry, datasets, model, list(drop or []), metric or DEFAULT_METRICS, boot, register=register)
     json_path, html_path = write_report(report, paths.reports)
     groups = " + ".join(report.groups)
     print_comparison(
@@ -143,19 +149,10 @@ def ablate_command(
         ("full", "ablated", "delta"),
         ("full", f"without {groups}"),
     )
-    beyond = report.beyond_noise()
-    if beyond:
-        worse = [
-            m
-            for m in beyond
-            if (report.overall[m]["delta"]["value"] < 0) == report.higher_is_better[m]  # the ablated model is worse
-        ]
-        better = [m for m in beyond if m not in worse]
-        parts = []
-        if worse:
-            parts.append(f"worse without the group: {', '.join(worse)}")
-        if better:
-            parts.append(f"better without it: {', '.join(better)}")
+    worse, better = report.worse_and_better()
+    if worse or better:
+        parts = [f"worse without the group: {', '.join(worse)}"] if worse else []
+        parts += [f"better without it: {', '.join(better)}"] if better else []
         console.print(f"beyond noise (the 95% CI excludes 0): {'; '.join(parts)}", soft_wrap=True, highlight=False)
     else:
         console.print("no delta is beyond noise: every 95% CI contains 0", highlight=False)
@@ -168,6 +165,25 @@ def ablate_command(
         highlight=False,
     )
     console.print(f"report: {html_path} and {json_path.name}", soft_wrap=True)
+
+
+def _print_each(reports: list[AblationReport]) -> None:
+    """One row per group: its size, then each metric's delta with its interval, * where beyond noise."""
+    first = reports[0]
+    table = Table(title=f"ablations of {first.reference}, one group at a time ({first.rows:,} test rows)")
+    table.add_column("without", justify="left")
+    table.add_column("columns", justify="right")
+    for name in first.overall:
+        table.add_column(f"Δ {name} [95% CI]", justify="right")
+    for r in reports:
+        worse, better = r.worse_and_better()
+        cells = [
+            f"{interval(c['delta'])}{' worse' if m in worse else ' better' if m in better else ''}"
+            for m, c in r.overall.items()
+        ]
+        table.add_row(" + ".join(r.groups), str(len(r.dropped)), *cells)
+    wide_console(200).print(table)
+    console.print("worse / better: beyond noise (the 95% CI excludes 0); Δ = without − with", highlight=False)
 
 
 def _print(report: SideBySide) -> None:

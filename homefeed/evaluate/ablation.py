@@ -28,7 +28,7 @@ from homefeed.evaluate.gates import Comparison
 from homefeed.evaluate.metrics import metric
 from homefeed.evaluate.pages import comparison_table, escape, page
 from homefeed.evaluate.review import compare_models, scored
-from homefeed.features.definitions import drop_groups
+from homefeed.features.definitions import drop_groups, entity_groups
 from homefeed.files import atomic_write_text
 from homefeed.train.model import TrainingData
 from homefeed.train.registry import Registry, model_class
@@ -60,6 +60,11 @@ class AblationReport:
     def beyond_noise(self) -> list[str]:
         """Metrics whose delta's interval excludes 0."""
         return [m for m, c in self.overall.items() if not c["delta"]["low"] <= 0.0 <= c["delta"]["high"]]
+
+    def worse_and_better(self) -> tuple[list[str], list[str]]:
+        """The metrics beyond noise, split: those on which the ablated model is worse, those it is better on."""
+        worse = [m for m in self.beyond_noise() if (self.overall[m]["delta"]["value"] < 0) == self.higher_is_better[m]]
+        return worse, [m for m in self.beyond_noise() if m not in worse]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True, default=float)
@@ -121,6 +126,23 @@ def ablate(
         replicates=boot.replicates,
         registered=registered,
     )
+
+
+def ablate_each(
+    registry: Registry,
+    datasets: DatasetStore,
+    ref: str = "production",
+    groups: list[str] | None = None,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    boot: Bootstrap | None = None,
+) -> list[AblationReport]:
+    """One ablation per group (default: every entity group the model has), each retrained on its own."""
+    _check_metrics(metrics)
+    columns = list(registry.load(ref).features)
+    groups = groups or list(entity_groups(columns))
+    for group in groups:  # every group is checked before the first retraining
+        drop_groups([group], columns)
+    return [ablate(registry, datasets, ref, [group], metrics, boot) for group in groups]
 
 
 def _view(c: Comparison) -> dict:

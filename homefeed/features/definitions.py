@@ -254,10 +254,15 @@ def drop_groups(names: list[str], columns: list[str]) -> tuple[list[str], list[s
     return kept, [c for c in columns if c in dropped]
 
 
+def entity_groups(columns: list[str]) -> dict[str, int]:
+    """The entity groups ``columns`` has, in `ENTITIES` order, with how many columns each holds."""
+    sizes = {e: sum(entity_of(c) == e for c in columns) for e in ENTITIES}
+    return {e: n for e, n in sizes.items() if n}
+
+
 def _known(columns: list[str]) -> str:
     """The groups ``columns`` has, with their sizes, for an error message."""
-    sizes = {e: sum(entity_of(c) == e for c in columns) for e in ENTITIES}
-    listed = ", ".join(f"{e} ({n})" for e, n in sizes.items() if n)
+    listed = ", ".join(f"{e} ({n})" for e, n in entity_groups(columns).items())
     return f"groups: {listed}, or a glob over feature names such as '*_7d' (`homefeed features list` shows them)"
 
 
@@ -271,6 +276,7 @@ __all__ = [
     "FeatureSet",
     "catalogue",
     "drop_groups",
+    "entity_groups",
     "entity_of",
     "feature_set",
     "group_columns",

@@ -102,6 +102,21 @@ def test_the_command_prints_the_table_and_writes_the_report(project_file, regist
     assert "item_click_rate_1d" in report["dropped"] and report["replicates"] == 50
 
 
+def test_each_group_is_retrained_on_its_own_and_tabled(project_file, registered, tmp_path, capsys):
+    argv = ["evaluate", "ablate", "--each", "--drop", "user_topic", "--drop", "context", "--metric", "auc"]
+    assert main([*argv, "--replicates", "50", "-c", str(project_file)]) == 0
+    out = ANSI.sub("", capsys.readouterr().out)
+    rows = {line.split()[1]: line for line in out.splitlines() if re.match(r"^\W+(user_topic|context)\s", line)}
+    assert set(rows) == {"user_topic", "context"}
+    assert "worse" in rows["user_topic"] and "worse" not in rows["context"]  # as the single ablations find
+    for group in ("user_topic", "context"):
+        path = tmp_path / "reports" / f"ablation-{registered.production}-without-{group}.json"
+        report = json.loads(path.read_text())
+        assert report["groups"] == [group]  # one group per retraining, not dropped together
+    assert main(["evaluate", "ablate", "--each", "--drop", "itemz", "-c", str(project_file)]) == 2  # before training
+    assert "'itemz' matches none" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "text"),
     [
