@@ -34,7 +34,7 @@ from homefeed.features.store import (
     StoreError,
     check_entity,
     check_layout,
-    check_values,
+    check_write,
     decode_rows,
     empty_lookup,
     encode_rows,
@@ -108,12 +108,8 @@ class RedisStore(OnlineStore):
         replace: bool = False,
     ) -> None:
         prefix = self._prefix(entity)
-        keys, key_type = key_array(keys)
-        columns = tuple(columns)
-        values = check_values(keys, values, columns)
+        keys, key_type, values, columns = check_write(keys, values, columns, ttl_seconds)
         names = keys.astype(str).tolist()
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise StoreError(f"ttl_seconds must be positive, got {ttl_seconds}")
         ttl_ms = None if ttl_seconds is None else max(1, round(ttl_seconds * 1000))
         old = self.meta(entity)
         if replace:

@@ -28,7 +28,7 @@ from homefeed.features.store import (
     StoreError,
     check_entity,
     check_layout,
-    check_values,
+    check_write,
     coerce_keys,
     decode_rows,
     empty_lookup,
@@ -109,11 +109,7 @@ class SqliteStore(OnlineStore):
         replace: bool = False,
     ) -> None:
         table = _table(entity)
-        keys, key_type = key_array(keys)
-        columns = tuple(columns)
-        values = check_values(keys, values, columns)
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise StoreError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        keys, key_type, values, columns = check_write(keys, values, columns, ttl_seconds)
         order = np.argsort(keys, kind="stable")  # B-tree inserts in key order are several times faster
         keys, values = keys[order], values[order]
         with self._transaction("immediate") as con:

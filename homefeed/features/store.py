@@ -133,6 +133,21 @@ def check_values(keys: np.ndarray, values: np.ndarray, columns: Sequence[str]) -
     return np.ascontiguousarray(values, dtype=DTYPE)
 
 
+def check_write(
+    keys: Keys, values: np.ndarray, columns: Sequence[str], ttl_seconds: float | None
+) -> tuple[np.ndarray, KeyType | None, np.ndarray, tuple[str, ...]]:
+    """What every backend checks before a write: the keys, the matrix against them and the columns, the TTL.
+
+    Returns the keys as an array with their kind, the matrix as `check_values` gives it, and the columns.
+    """
+    keys, key_type = key_array(keys)
+    columns = tuple(columns)
+    values = check_values(keys, values, columns)
+    if ttl_seconds is not None and ttl_seconds <= 0:
+        raise StoreError(f"ttl_seconds must be positive, got {ttl_seconds}")
+    return keys, key_type, values, columns
+
+
 def check_layout(entity: str, old: EntityMeta | None, columns: tuple[str, ...], key_type: KeyType | None) -> None:
     """Refuse a write that would mix two layouts (or two key kinds) in one entity without ``replace``."""
     if old is None:
