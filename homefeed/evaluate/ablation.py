@@ -23,15 +23,15 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from homefeed.evaluate.bootstrap import Bootstrap, EvaluationError
+from homefeed.evaluate.bootstrap import Bootstrap, EvaluationError, Scored
 from homefeed.evaluate.gates import Comparison
 from homefeed.evaluate.metrics import metric
 from homefeed.evaluate.pages import comparison_table, escape, page
 from homefeed.evaluate.review import compare_models, scored
 from homefeed.features.definitions import drop_groups, entity_groups
 from homefeed.files import atomic_write_text
-from homefeed.train.model import TrainingData
-from homefeed.train.registry import Registry, model_class
+from homefeed.train.model import Ranker, TrainingData
+from homefeed.train.registry import Registry, Version, model_class
 from homefeed.train.snapshots import DatasetStore
 
 #: The goal metric, the guardrails and a calibration-sensitive loss: what a launch review would look at.
@@ -77,45 +77,56 @@ def _check_metrics(names: Iterable[str]) -> tuple[list[str], dict[str, bool]]:
     return names, {n: metric(n)[0].higher_is_better for n in names}  # an unknown name fails before any training
 
 
-def ablate(
+@dataclass
+class _Reference:
+    """The model ablations are measured against, loaded and scored on its test split once for every ablation."""
+
+    version: Version
+    model: Ranker
+    data: TrainingData
+    scores: dict[str, Scored]
+
+    @classmethod
+    def load(cls, registry: Registry, datasets: DatasetStore, ref: str) -> _Reference:
+        version = registry.get(ref)
+        if version.dataset_id is None:
+            raise EvaluationError(f"{version.version} records no dataset to retrain it on")
+        model = registry.load(version.version)
+        data = TrainingData.load(datasets, version.dataset_id)
+        return cls(version, model, data, scored(model, data.splits["test"]))
+
+
+def _retrained(
+    reference: _Reference,
+    drop: list[str],
+    metrics: tuple[list[str], dict[str, bool]],
+    boot: Bootstrap,
     registry: Registry,
-    datasets: DatasetStore,
-    ref: str = "production",
-    drop: list[str] | None = None,
-    metrics: Iterable[str] = DEFAULT_METRICS,
-    boot: Bootstrap | None = None,
-    register: bool = False,
+    register: bool,
 ) -> AblationReport:
-    """Retrain ``ref`` without the feature groups in ``drop`` (dropped together) and compare it with ``ref``."""
-    boot = boot or Bootstrap(replicates=100, seed=0)
-    names, directions = _check_metrics(metrics)
-    version = registry.get(ref)
-    if version.dataset_id is None:
-        raise EvaluationError(f"{version.version} records no dataset to retrain it on")
-    full = registry.load(version.version)
-    kept, dropped = drop_groups(list(drop or []), list(full.features))
-    data = TrainingData.load(datasets, version.dataset_id)
+    """The reference retrained without ``drop`` (together), compared with it."""
+    names, directions = metrics
+    version, data = reference.version, reference.data
+    kept, dropped = drop_groups(drop, list(reference.model.features))
     feature_set = dict(data.manifest.get("feature_set", {}))
-    feature_set.update(
-        columns=kept, version=f"{feature_set.get('version', 'features')} without {' + '.join(drop or [])}"
-    )
+    feature_set.update(columns=kept, version=f"{feature_set.get('version', 'features')} without {' + '.join(drop)}")
     ablated_data = TrainingData(data.dataset_id, kept, data.splits, {**data.manifest, "feature_set": feature_set})
 
     model = model_class(version.kind).from_params(version.params)
     began = time.perf_counter()
     model.fit(ablated_data)
     seconds = time.perf_counter() - began
-    model.training["ablation"] = {"reference": version.version, "groups": list(drop or []), "dropped": dropped}
+    model.training["ablation"] = {"reference": version.version, "groups": drop, "dropped": dropped}
 
     test = data.splits["test"]
-    overall, per_slice = compare_models(scored(full, test), scored(model, test), names, boot)
+    overall, per_slice = compare_models(reference.scores, scored(model, test), names, boot)
     registered = registry.register(model, ablated_data).version if register else None
 
     return AblationReport(
         reference=version.version,
         kind=version.kind,
         dataset_id=data.dataset_id,
-        groups=list(drop or []),
+        groups=drop,
         dropped=dropped,
         kept=len(kept),
         rows=test.num_rows,
@@ -128,6 +139,23 @@ def ablate(
     )
 
 
+def ablate(
+    registry: Registry,
+    datasets: DatasetStore,
+    ref: str = "production",
+    drop: list[str] | None = None,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    boot: Bootstrap | None = None,
+    register: bool = False,
+) -> AblationReport:
+    """Retrain ``ref`` without the feature groups in ``drop`` (dropped together) and compare it with ``ref``."""
+    checked = _check_metrics(metrics)
+    reference = _Reference.load(registry, datasets, ref)
+    drop = list(drop or [])
+    drop_groups(drop, list(reference.model.features))  # a bad group fails before any training
+    return _retrained(reference, drop, checked, boot or Bootstrap(replicates=100, seed=0), registry, register)
+
+
 def ablate_each(
     registry: Registry,
     datasets: DatasetStore,
@@ -136,13 +164,18 @@ def ablate_each(
     metrics: Iterable[str] = DEFAULT_METRICS,
     boot: Bootstrap | None = None,
 ) -> list[AblationReport]:
-    """One ablation per group (default: every entity group the model has), each retrained on its own."""
-    _check_metrics(metrics)
-    columns = list(registry.load(ref).features)
+    """One ablation per group (default: every entity group the model has), each retrained on its own.
+
+    The reference is loaded and scored once for all of them.
+    """
+    checked = _check_metrics(metrics)
+    reference = _Reference.load(registry, datasets, ref)
+    columns = list(reference.model.features)
     groups = groups or list(entity_groups(columns))
     for group in groups:  # every group is checked before the first retraining
         drop_groups([group], columns)
-    return [ablate(registry, datasets, ref, [group], metrics, boot) for group in groups]
+    boot = boot or Bootstrap(replicates=100, seed=0)
+    return [_retrained(reference, [group], checked, boot, registry, False) for group in groups]
 
 
 def _view(c: Comparison) -> dict:
