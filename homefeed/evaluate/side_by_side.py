@@ -92,8 +92,14 @@ def agreement(
     a: Scored, b: Scored, depth: int = SLATE_SIZE, p: float = RBO_P, boot: Bootstrap | None = None
 ) -> Agreement:
     """RBO, top-slot change rate and mean rank shift over every request, each with a request-bootstrap interval."""
+    return summarize(a, per_request(a, b, depth, p), depth, p, boot)
+
+
+def summarize(
+    a: Scored, values: dict[str, np.ndarray], depth: int = SLATE_SIZE, p: float = RBO_P, boot: Bootstrap | None = None
+) -> Agreement:
+    """`agreement` from `per_request`'s ``values`` already computed on ``a``'s rows (and another model's)."""
     boot = boot or Bootstrap(replicates=200, seed=0)
-    values = per_request(a, b, depth, p)
     units = a.units(boot, by_request=True)
     ones = np.ones(len(values["rbo"]))
 
@@ -148,7 +154,8 @@ def side_by_side(
     pair = score_pair(registry, datasets, candidate=b, baseline=a)
     test, va, vb = pair.test, pair.baseline, pair.candidate
     score_a, score_b = pair.baseline_scores["ranking"], pair.candidate_scores["ranking"]
-    rbo = per_request(score_a, score_b, depth)["rbo"]
+    values = per_request(score_a, score_b, depth)
+    rbo = values["rbo"]
     chosen = pick_requests(test, rbo, request, user, requests)
     views = request_views(
         test, (pair.baseline_model, score_a), (pair.candidate_model, score_b), chosen, rbo, depth, top
@@ -158,7 +165,7 @@ def side_by_side(
         b=vb.version,
         dataset_id=str(vb.dataset_id),
         rows=test.num_rows,
-        agreement=agreement(score_a, score_b, depth, boot=boot),
+        agreement=summarize(score_a, values, depth, boot=boot),
         requests=views,
         seconds=round(time.perf_counter() - start, 3),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
