@@ -25,11 +25,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from homefeed.train.model import (
     BASELINE,
     ModelError,
-    Objective,
-    Position,
     Ranker,
     TrainingData,
-    Weights,
     inputs,
     row_weights,
 )
@@ -58,10 +55,6 @@ class GBDTRanker(Ranker):
 
     def __init__(
         self,
-        objective: Objective | None = None,
-        position: Position = "ignore",
-        weights: Weights = "dataset",
-        seed: int = 0,
         objective_kind: ObjectiveKind = "binary",
         num_leaves: int = 31,
         learning_rate: float = 0.05,
@@ -69,8 +62,9 @@ class GBDTRanker(Ranker):
         early_stopping_rounds: int = 30,
         min_child_samples: int = 50,
         threads: int = 2,
+        **base: object,
     ):
-        super().__init__(objective, position, weights, seed)
+        super().__init__(**base)  # objective, position, weights, seed: the base class's, as for the NN
         if objective_kind not in ("binary", "lambdarank"):
             raise ModelError(f"objective_kind must be 'binary' or 'lambdarank', not {objective_kind!r}")
         self.objective_kind = objective_kind
