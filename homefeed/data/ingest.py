@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -92,20 +93,21 @@ def _read_jsonl(path: Path) -> tuple[pa.Table, np.ndarray | None, list[tuple[int
             pass
     # Slow path, only for files with broken lines: find them, keep the rest.
     rows, lines, bad = [], [], []
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except ValueError:
-                bad.append((number, text.rstrip("\n")))
-                continue
-            if not isinstance(row, dict):
-                bad.append((number, text.rstrip("\n")))
-                continue
-            rows.append({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
-            lines.append(number)
+    # Text as reading the file in text mode would give it: bad bytes replaced, universal newlines.
+    fh = io.StringIO(data.decode("utf-8", errors="replace"), newline=None)
+    for number, text in enumerate(fh, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except ValueError:
+            bad.append((number, text.rstrip("\n")))
+            continue
+        if not isinstance(row, dict):
+            bad.append((number, text.rstrip("\n")))
+            continue
+        rows.append({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
+        lines.append(number)
     keys = sorted({k for row in rows for k in row})
     if not keys:  # only `{}` lines: rows without columns, each still a row to account for
         empty = pa.Table.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
