@@ -14,6 +14,8 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from homefeed.errors import HomefeedError
+
 SCHEMA_VERSION = 1
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -108,7 +110,7 @@ TIME_COLUMN: dict[str, str] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(HomefeedError, ValueError):
     """A table does not conform to its canonical schema."""
 
 

@@ -88,6 +88,24 @@ def test_init_into_a_file_is_a_user_error(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "afile")
 
 
+def test_exit_codes_tell_a_bad_request_from_damaged_state_and_from_a_bug(tmp_path, capsys, monkeypatch):
+    """2: the user's mistake; 3: a file the project wrote is damaged; 70: a bug (with its traceback), never 1."""
+    from homefeed.cli import sim as sim_cli
+    from homefeed.errors import DamagedStateError
+
+    argv = ["sim", "run", "--days", "1", "--users", "50", "--out", str(tmp_path / "logs")]
+    for failure, code in ((DamagedStateError("manifest.json: corrupt"), 3), (RuntimeError("boom"), 70)):
+
+        def broken(*args, error=failure, **kwargs):
+            raise error
+
+        monkeypatch.setattr(sim_cli, "compare_policies", broken)
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert ("Traceback" in err) == (code == 70), err
+        assert err.splitlines()[-1].startswith("error: "), err
+
+
 # --- sim run ---------------------------------------------------------------------------------------------------------
 
 

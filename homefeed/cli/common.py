@@ -12,6 +12,7 @@ from rich.table import Table
 
 from homefeed import config as config_mod
 from homefeed.config import Settings
+from homefeed.errors import HomefeedError
 
 app = typer.Typer(help="homefeed: build, ship and run a personalized home feed.", no_args_is_help=True)
 
@@ -22,7 +23,7 @@ err_console = Console(stderr=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Project file (default: ./homefeed.toml).")]
 
 
-class UserError(Exception):
+class UserError(HomefeedError):
     """A mistake in what the user asked for; reported in one line."""
 
 

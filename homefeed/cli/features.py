@@ -12,8 +12,8 @@ from homefeed.cli.common import ConfigOption, app, console, load_settings, parse
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import feature_set
 from homefeed.features.materialize import materialize
+from homefeed.features.online import make_store
 from homefeed.features.skew import SkewThresholds, skew
-from homefeed.features.store import make_store
 
 features_app = typer.Typer(
     help="Feature definitions, the online store and the train/serve skew check.", no_args_is_help=True

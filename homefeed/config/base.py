@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homefeed.errors import HomefeedError
 
-class ConfigError(ValueError):
+
+class ConfigError(HomefeedError, ValueError):
     """The project file is missing, unreadable or holds a bad value; the message names the key."""
 
 

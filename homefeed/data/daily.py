@@ -38,13 +38,14 @@ import pyarrow.parquet as pq
 from homefeed.config import Checks
 from homefeed.data.checks import FINDINGS_SCHEMA, Finding, Severity, check_day, ordered, to_table, worst_severity
 from homefeed.data.lake import MONTHLY, Lake
+from homefeed.errors import HomefeedError
 from homefeed.files import atomic_write_parquet
 from homefeed.schema import TABLES, TIME_COLUMN
 
 FINDINGS_FILE = "findings.parquet"
 
 
-class CheckError(ValueError):
+class CheckError(HomefeedError, ValueError):
     """Nothing to check: an unknown table, or no data in the lake for the date."""
 
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from homefeed.data.contracts import coerce, reasons_at, validate
 from homefeed.data.lake import EVENT_KEY, Lake, partition_range
+from homefeed.errors import HomefeedError
 from homefeed.files import atomic_write_parquet
 from homefeed.schema import TABLES, TIMESTAMP
 
@@ -49,7 +50,7 @@ QUARANTINE = pa.schema(
 )
 
 
-class IngestError(ValueError):
+class IngestError(HomefeedError, ValueError):
     """A whole file could not be read; nothing from it was written."""
 
 

@@ -18,8 +18,10 @@ from functools import cached_property
 
 import numpy as np
 
+from homefeed.errors import HomefeedError
 
-class EvaluationError(ValueError):
+
+class EvaluationError(HomefeedError, ValueError):
     """Bad input to an evaluation: missing predictions, an unknown metric, a missing column."""
 
 

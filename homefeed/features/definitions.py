@@ -23,6 +23,7 @@ from typing import Literal
 
 from homefeed.config import EtlSettings, FeatureSettings
 from homefeed.data.etl.jobs import Params, steps
+from homefeed.errors import HomefeedError
 
 Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "context"]
 
@@ -44,7 +45,7 @@ ENTITY_SOURCE = {
 }
 
 
-class FeatureError(ValueError):
+class FeatureError(HomefeedError, ValueError):
     """A feature or feature set that does not exist or is declared wrongly."""
 
 

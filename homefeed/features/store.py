@@ -28,12 +28,11 @@ import abc
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from homefeed.config import Settings
+from homefeed.errors import HomefeedError
 
 KeyType = Literal["int", "str"]
 Keys = Sequence[int] | Sequence[str] | np.ndarray
@@ -42,7 +41,7 @@ DTYPE = np.dtype("<f4")
 _ENTITY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-class StoreError(RuntimeError):
+class StoreError(HomefeedError, RuntimeError):
     """The online store is unreachable or was asked for something it cannot do; the message says which."""
 
 
@@ -251,17 +250,3 @@ class OnlineStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_store(settings: Settings) -> OnlineStore:
-    """The backend ``backends.online_store`` names: SQLite at ``paths.online_store`` or Redis at ``redis_url``."""
-    backend = settings.backends.online_store
-    if backend == "sqlite":
-        from homefeed.features.sqlite_store import SqliteStore
-
-        return SqliteStore(settings.resolved_paths.online_store)
-    if backend == "redis":
-        from homefeed.features.redis_store import RedisStore
-
-        return RedisStore(settings.backends.redis_url)
-    raise StoreError(f"backends.online_store: unknown backend {backend!r}; choose sqlite or redis")

@@ -1,7 +1,7 @@
 """The simulated world: users, creators, items and behaviour; runs any feed policy in a closed loop."""
 
+from homefeed.feed import Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch
 from homefeed.sim.baselines import BASELINES, ChronologicalPolicy, PopularPolicy, RandomPolicy, make_baseline
-from homefeed.sim.policy import Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch
 from homefeed.sim.simulation import DayOutcome, Simulation, SimulationResult
 from homefeed.sim.world import World
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from homefeed.sim.policy import Catalogue, Feedback, PolicyError, RequestBatch, SlateBatch, slots
+from homefeed.feed import Catalogue, Feedback, PolicyError, RequestBatch, SlateBatch, slots
 
 
 class RandomPolicy:

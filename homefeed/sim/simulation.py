@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from homefeed.config import SimSettings
+from homefeed.feed import Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch, validate_slates
 from homefeed.files import atomic_dir, atomic_write_parquet
 from homefeed.schema import ENGAGEMENTS, IMPRESSIONS, TIMESTAMP
 from homefeed.sim.behaviour import Exposures, MarketEffects, Reactions, propensities, react, session_value
 from homefeed.sim.faults import Faults
-from homefeed.sim.policy import Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch, validate_slates
 from homefeed.sim.world import DAY_US, World, day_start_us
 
 SECOND_US = 1_000_000
@@ -255,11 +255,11 @@ class Simulation:
                 pa.repeat(pa.scalar(requests.surface, pa.string()), n),
                 pa.array(slates.position, pa.int32()),
                 requests.country.take(ri),
-                pa.repeat(pa.scalar(slates.model_version, pa.string()), n),
-                pa.nulls(n, IMPRESSIONS.field("experiments").type),
+                slates.model_versions(),
+                slates.experiment_column(),
                 score,
                 pa.array(slates.propensity, pa.float64()),
-                pa.nulls(n, IMPRESSIONS.field("served_features").type),
+                slates.served_features_column(),
             ],
             schema=IMPRESSIONS,
         )

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from homefeed.errors import HomefeedError
 from homefeed.files import sha256_file
 from homefeed.train.snapshots import DatasetStore
 
@@ -41,7 +42,7 @@ MODEL_FILE = "model.json"
 CHECKSUMS_FILE = "checksums.json"
 
 
-class ModelError(ValueError):
+class ModelError(HomefeedError, ValueError):
     """A model that cannot be trained, saved or loaded as asked (a tampered file, a missing column)."""
 
 

@@ -28,7 +28,6 @@ records every file's SHA-256 and verifies them before anything is parsed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from homefeed.hashing import stable_hash
 from homefeed.train.model import BASELINE, SERVING_POSITION, ModelError, Ranker, TrainingData, inputs, row_weights
 
 WEIGHTS_FILE = "weights.pt"
@@ -55,21 +55,6 @@ PREDICT_BATCH = 65_536
 #: per forward/backward pass (the rows × steps of a chunk of rows together).
 IG_STEPS = 32
 IG_BATCH = 65_536
-
-
-def stable_hash(values: np.ndarray) -> np.ndarray:
-    """A process-independent 64-bit hash of each value: SplitMix64 of integers, BLAKE2b of anything else."""
-    if values.dtype.kind in "iu":
-        with np.errstate(over="ignore"):
-            z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            return z ^ (z >> np.uint64(31))
-    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
-    hashed = np.array(
-        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uniques], np.uint64
-    )
-    return hashed[inverse]
 
 
 def _column(rows: pa.Table, name: str, arrow: bool = False) -> np.ndarray | pa.ChunkedArray:

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 import homefeed
 from homefeed.config import Settings
+from homefeed.errors import HomefeedError
 from homefeed.files import atomic_dir, sha256_file
 from homefeed.train.model import ModelError, Ranker, TrainingData
 
@@ -73,7 +74,7 @@ CREATE TABLE IF NOT EXISTS alias_history (
 """
 
 
-class RegistryError(ValueError):
+class RegistryError(HomefeedError, ValueError):
     """An unknown version or alias, or nothing to roll back to."""
 
 

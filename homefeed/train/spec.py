@@ -16,12 +16,13 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 
 from homefeed.config import ConfigError, DatasetSettings, Settings, describe_errors, read_toml
+from homefeed.errors import HomefeedError
 from homefeed.schema import LABELS, Label
 
 SPLITS = ("train", "validation", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(HomefeedError, ValueError):
     """A dataset cannot be built or found as asked; the message says what to change."""
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from homefeed.config import Backends, Settings
 from homefeed.features.cache import ItemCache
+from homefeed.features.online import make_store
 from homefeed.features.redis_store import RedisStore, free_port, redact
 from homefeed.features.sqlite_store import SqliteStore
-from homefeed.features.store import StoreError, make_store
+from homefeed.features.store import StoreError
 
 COLUMNS = ("ctr_7d", "saves_28d", "age_hours")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from homefeed.feed import validate_slates
 from homefeed.schema import ENGAGEMENTS, ITEMS
 from homefeed.sim import (
     ChronologicalPolicy,
@@ -19,7 +20,6 @@ from homefeed.sim import (
     make_baseline,
 )
 from homefeed.sim.baselines import EXPLORING, ExploringPolicy
-from homefeed.sim.policy import validate_slates
 
 HOUR_US = 3_600_000_000
 T0 = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1e6)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from homefeed.config import SimSettings
+from homefeed.feed import Feedback, RequestBatch, SlateBatch
 from homefeed.sim import RandomPolicy, Simulation
 from homefeed.sim.behaviour import Exposures
-from homefeed.sim.policy import Feedback, RequestBatch, SlateBatch
 from tests.conftest import logs, run_world
 
 # Per impression: did it get each action?  (One row per impression, 0/1 per action.)

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from homefeed.train.model import CHECKSUMS_FILE, ModelError, Objective
-from homefeed.train.nn import LOG_THRESHOLD, PREPROCESSING_FILE, WEIGHTS_FILE, NNRanker, stable_hash
+from homefeed.train.nn import LOG_THRESHOLD, PREPROCESSING_FILE, WEIGHTS_FILE, NNRanker
 
 SMALL = {"hidden": (32, 16), "embedding_dim": 4, "id_buckets": 4096, "batch_size": 512, "max_epochs": 8, "patience": 2}
 #: The popularity baseline ranks items by how often they were shown in the last 7 days.
@@ -177,12 +177,6 @@ def test_rows_without_a_model_column_are_refused(trained, random_world) -> None:
         trained.predict(rows.drop_columns(["item_id"]))
     with pytest.raises(ModelError, match=trained.features[0]):
         trained.predict(rows.drop_columns([trained.features[0]]))
-
-
-def test_stable_hash_is_process_independent() -> None:
-    assert stable_hash(np.array([1, 2, 3], np.int64)).tolist() == stable_hash(np.array([1, 2, 3])).tolist()
-    assert int(stable_hash(np.array([0], np.int64))[0]) == 0xE220A8397B1DCDAF  # SplitMix64's first output from 0
-    assert stable_hash(np.array(["a", "b", "a"], object))[0] == stable_hash(np.array(["a"], object))[0]
 
 
 def test_ips_weights_train(random_world) -> None:

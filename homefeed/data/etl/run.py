@@ -21,10 +21,11 @@ import pyarrow as pa
 from homefeed.data.etl.engines import Engine
 from homefeed.data.etl.jobs import Params, day_number, outputs, steps
 from homefeed.data.lake import Lake
+from homefeed.errors import HomefeedError
 from homefeed.schema import TIMESTAMP, days
 
 
-class EtlError(ValueError):
+class EtlError(HomefeedError, ValueError):
     """The ETL cannot run as asked (no data for the days, a bad range)."""
 
 

@@ -1,9 +1,9 @@
-"""What a feed policy is: an object that turns a batch of requests into ranked slates.
+"""The feed contract: what a policy is, an object that turns a batch of requests into ranked slates.
 
-The simulator and (later) the ranking service speak the same batch call, so
-a policy tested in simulation is the policy served.  Slates come back
-flattened, one row per slot, because every consumer (the behaviour model,
-the impression log, OPE) wants columns, not nested lists.
+It lives on the ground floor, beside `schema`, because two callers share it and neither may import the other:
+the simulator runs any policy in its closed loop, and the ranking service serves one per HTTP request.  A
+policy tested in simulation is the policy served.  Slates come back flattened, one row per slot, because every
+consumer (the behaviour model, the impression log, OPE) wants columns, not nested lists.
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
+from homefeed.errors import HomefeedError
+from homefeed.schema import IMPRESSIONS
 
-class PolicyError(ValueError):
+#: The per-row types of what a slate logs beside its items (the impression table's own column types).
+EXPERIMENTS_TYPE = IMPRESSIONS.field("experiments").type
+SERVED_FEATURES_TYPE = IMPRESSIONS.field("served_features").type
+
+
+class PolicyError(HomefeedError, ValueError):
     """A policy was misnamed, misconfigured, or returned slates that break the contract."""
 
 
@@ -43,10 +50,33 @@ class SlateBatch:
     item_id: np.ndarray  # int64
     propensity: np.ndarray  # float64 in (0, 1]: P(this item in this slot | request) under the policy
     score: np.ndarray | None = None  # float64; None when the policy has no model score
-    model_version: str = "unknown"
+    #: The model that served: one name for every row, or one per row (a batch served by several arms).
+    model_version: str | pa.Array = "unknown"
+    #: Per row, experiment -> the arm that served it (`EXPERIMENTS_TYPE`); None: no experiment.
+    experiments: pa.Array | None = None
+    #: Per row, the feature vector the model saw (`SERVED_FEATURES_TYPE`), null for rows not sampled; None: none.
+    served_features: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.item_id)
+
+    def model_versions(self) -> pa.Array:
+        """The model version of every row, as a string column."""
+        if isinstance(self.model_version, str):
+            return pa.repeat(pa.scalar(self.model_version, pa.string()), len(self))
+        return self.model_version.cast(pa.string())
+
+    def experiment_column(self) -> pa.Array:
+        """The experiment assignments of every row (all null without experiments)."""
+        if self.experiments is None:
+            return pa.nulls(len(self), EXPERIMENTS_TYPE)
+        return self.experiments.cast(EXPERIMENTS_TYPE)
+
+    def served_features_column(self) -> pa.Array:
+        """The served feature vector of every row (null where none was logged)."""
+        if self.served_features is None:
+            return pa.nulls(len(self), SERVED_FEATURES_TYPE)
+        return self.served_features.cast(SERVED_FEATURES_TYPE)
 
 
 @dataclass(frozen=True)
@@ -85,9 +115,13 @@ def slots(slate_size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def validate_slates(slates: SlateBatch, requests: RequestBatch, item_created_us: np.ndarray) -> None:
     """Reject slates that break the contract; the simulator must never log an impossible impression."""
     n = len(slates)
-    for name in ("request_index", "position", "propensity"):
-        if len(getattr(slates, name)) != n:
-            raise PolicyError(f"slates: column {name} has {len(getattr(slates, name))} rows, item_id has {n}")
+    columns = {name: getattr(slates, name) for name in ("request_index", "position", "propensity", "score")}
+    if not isinstance(slates.model_version, str):
+        columns["model_version"] = slates.model_version
+    columns["experiments"], columns["served_features"] = slates.experiments, slates.served_features
+    for name, column in columns.items():
+        if column is not None and len(column) != n:
+            raise PolicyError(f"slates: column {name} has {len(column)} rows, item_id has {n}")
     if n == 0:
         return
     ri = slates.request_index

@@ -1,0 +1,27 @@
+"""Hashes that are the same in every process and on every machine, for buckets that must not move.
+
+Python's ``hash`` of a string changes with each process (``PYTHONHASHSEED``), so anything persisted or shared
+between processes — the NN's id-embedding buckets, an experiment's arm of a user, the sample of requests whose
+served features are logged — hashes with this instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def stable_hash(values: np.ndarray) -> np.ndarray:
+    """A process-independent 64-bit hash of each value: SplitMix64 of integers, BLAKE2b of anything else."""
+    if values.dtype.kind in "iu":
+        with np.errstate(over="ignore"):
+            z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            return z ^ (z >> np.uint64(31))
+    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    hashed = np.array(
+        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uniques], np.uint64
+    )
+    return hashed[inverse]
