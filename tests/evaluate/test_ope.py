@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +10,19 @@ import pytest
 from homefeed.config import SimSettings
 from homefeed.data.lake import Lake
 from homefeed.data.open_bandit import bandit_feedback, ingest_open_bandit
+from homefeed.datasets import open_bandit_sample
 from homefeed.evaluate.bootstrap import EvaluationError
 from homefeed.evaluate.ope import LoggedFeedback, estimate, from_action_dist
 from homefeed.sim.behaviour import MarketEffects, propensities
 from homefeed.sim.world import DAY_US, World, day_start_us
 
-OBD = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "open_bandit_dataset"
-
 
 @pytest.fixture(scope="module")
 def obd(tmp_path_factory) -> dict[str, np.ndarray]:
-    """The random policy's 'all' campaign, read back from our lake after the adapter ingested it."""
-    assert (OBD / "random").is_dir(), f"the shared Open Bandit Dataset is missing at {OBD.resolve()}"
+    """The bundled sample's random-policy 'all' campaign, read back from our lake after the adapter ingested it."""
     root = tmp_path_factory.mktemp("obd")
     lake = Lake(root / "lake")
-    ingest_open_bandit(OBD / "random" / "all", lake, root / "q", now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    ingest_open_bandit(open_bandit_sample("random/all"), lake, root / "q", now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     fb = bandit_feedback(lake, "random", "all")
     return {
         "reward": fb["click"].to_numpy().astype(np.float64),

