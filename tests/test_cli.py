@@ -443,6 +443,7 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
     assert {p.name for p in reports.iterdir()} == {
         "launch-nn-0001-vs-gbdt-0001.json",
         "launch-nn-0001-vs-gbdt-0001.html",
+        "plotly.min.js",  # the report's reliability chart draws with it, offline
     }
     # Gates the candidate cannot fail ship it (exit 0); one it cannot meet stops it (exit 1); a bad name is exit 2.
     (tmp_path / "easy.toml").write_text('[[guardrails]]\nmetric = "auc"\nmax_regression = 1.0\n')

@@ -138,7 +138,10 @@ def _train_demo(settings: Settings, logs: Path) -> None:
     registry = Registry.of(settings)
     splits = ", ".join(f"{n} {r:,}" for n, r in trained.rows.items())
     console.print(f"ingested {trained.events:,} events; dataset {trained.dataset_id}: {splits} rows")
-    table = Table(title="Rankers trained on the random policy's logs (exploration traffic), registered")
+    table = Table(
+        title="Rankers trained on the random policy's logs (exploration traffic), registered",
+        caption="valid AUC: on the validation split, of each head's probability at the slot the outcome was logged at",
+    )
     for header in ("version", "alias", "valid AUC engaged", "valid AUC negative", "train s", "p99 ms / 500 rows"):
         table.add_column(header)
     for kind, registered in trained.versions.items():

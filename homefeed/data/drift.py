@@ -38,7 +38,14 @@ import math
 import numpy as np
 
 #: Empty bins are floored at this share so PSI stays finite; a category that
-#: vanishes or appears with a real share still gives a large PSI.
+#: vanishes or appears with a real share still gives a large PSI.  The floored
+#: shares are not renormalised (k empty bins add k·1e-4 to a side's total):
+#: a bin of share p on one side and empty on the other adds exactly
+#: (p − 1e-4)·ln(p / 1e-4), so a vanished category is capped, not infinite:
+#: 0.69 for a 10% category, 0.105 for 2%, 0.046 for 1% — a category under
+#: ~1.9% of rows can vanish without crossing the 0.1 warning on its own.
+#: The Jensen–Shannon distance (no floor) and the checks' vanished-category
+#: rule (`data/checks.py`) are what catch those.
 PSI_FLOOR = 1e-4
 
 
@@ -49,7 +56,10 @@ def _shares(counts: np.ndarray) -> np.ndarray:
 
 
 def psi(day: np.ndarray, baseline: np.ndarray) -> float:
-    """Population stability index of ``day`` against ``baseline`` (counts or shares over the same bins)."""
+    """Population stability index of ``day`` against ``baseline`` (counts or shares over the same bins).
+
+    Shares are floored at `PSI_FLOOR` and not renormalised: see there for what that caps.
+    """
     p = np.maximum(_shares(day), PSI_FLOOR)
     q = np.maximum(_shares(baseline), PSI_FLOOR)
     return float(np.sum((p - q) * np.log(p / q)))

@@ -19,6 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from homefeed.errors import HomefeedError
+from homefeed.train.model import Slot
 
 
 class EvaluationError(HomefeedError, ValueError):
@@ -79,10 +80,19 @@ class Scored:
     """Scored rows: ``label`` and ``score`` are required, everything else (request_id, weight, topic, …) optional.
 
     Rows of one request are found by ``request_id``; the model's rank within a
-    request is the order of ``score`` (descending, ties in row order).
+    request is the order of ``score`` (descending; ties keep the rows' order,
+    which in a dataset split is the logged order, so a model that ties
+    everything is credited with the logging policy's ranking).
+
+    ``slot`` says where a model's scores held the slot: ``"logged"`` (each
+    row's own: what pointwise metrics need), ``"serving"`` (every row at the
+    top: what ranking metrics need), or None when the scores do not depend on
+    it (a model without position as a feature, scores from elsewhere).  A
+    metric refuses rows scored at the other slot (`metrics.replicated`).
     """
 
     columns: dict[str, np.ndarray]
+    slot: Slot | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,16 +131,22 @@ class Scored:
         return self.columns[name]
 
     def subset(self, mask: np.ndarray) -> Scored:
-        return Scored({k: v[mask] for k, v in self.columns.items()})
+        return Scored({k: v[mask] for k, v in self.columns.items()}, self.slot)
 
-    def with_score(self, score: np.ndarray) -> Scored:
-        return Scored({**self.columns, "score": score})
+    def with_score(self, score: np.ndarray, slot: Slot | None = None) -> Scored:
+        """The same rows with other scores, taken at ``slot`` (None: scores that do not depend on the slot)."""
+        return Scored({**self.columns, "score": score}, slot)
 
     @property
     def weight(self) -> np.ndarray:
+        """The ``weight`` column (1 for every row without one); a NaN, infinite or negative weight is an error."""
         if "weight" not in self._cache:
             w = self.columns.get("weight")
-            self._cache["weight"] = np.ones(len(self)) if w is None else w.astype(np.float64, copy=False)
+            w = np.ones(len(self)) if w is None else w.astype(np.float64, copy=False)
+            bad = int((~np.isfinite(w) | (w < 0)).sum())
+            if bad:
+                raise EvaluationError(f"{bad} of {len(w)} rows have a missing (NaN), infinite or negative weight")
+            self._cache["weight"] = w
         return self._cache["weight"]
 
     @cached_property

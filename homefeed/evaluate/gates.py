@@ -69,9 +69,9 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Cost:
-    """What the candidate costs to keep: from the registry."""
+    """What the candidate costs to keep: from the registry, and its calibration from the review."""
 
-    calibration_error: float | None = None
+    calibration_error: float | None = None  # ECE of p(engaged) at the logged slot on the test rows (metric ``ece``)
     predict_p99_ms: float | None = None
     size_mb: float | None = None
     training_seconds: float | None = None
@@ -131,7 +131,7 @@ def review(
 
 def _budgets(b: Budgets, c: Cost, verdict: Verdict) -> None:
     for label, limit, value, unit in (
-        ("calibration error", b.max_calibration_error, c.calibration_error, ""),
+        ("calibration error (ECE at the logged slot)", b.max_calibration_error, c.calibration_error, ""),
         ("predict p99 for 500 rows", b.max_predict_p99_ms, c.predict_p99_ms, " ms"),
         ("model size", b.max_size_mb, c.size_mb, " MB"),
         ("training time", b.max_training_seconds, c.training_seconds, " s"),

@@ -1,5 +1,14 @@
 """Offline metrics over scored rows, each with a bootstrap interval, and the registry a launch config names them from.
 
+Each metric says which scores it judges (`Metric.slot`).  Pointwise metrics
+(AUC, log loss, ECE, the reliability curve) compare a probability with an
+outcome, and the outcome happened at the slot it was logged at, so they take
+the positive head's probability *at the logged slot*.  Ranking and slate
+metrics judge the order the model would serve, so they take the ranking score
+with the slot held at the serving slot.  Mixing them up is not a small error:
+on the demo's world the GBDT's ECE was 0.15 at slot 1 against outcomes logged
+at slot 11 on average, and 0.004 at the logged slot; its AUC 0.74 and 0.79.
+
 Row metrics (AUC, log loss, calibration, funnel rates) resample rows;
 per-request metrics (NDCG@k, MAP@k, recall@k) and slate metrics
 (`homefeed.evaluate.slate`) resample requests.  Everything is NumPy over whole
@@ -20,9 +29,10 @@ import numpy as np
 
 from homefeed.evaluate import slate
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, interval
+from homefeed.train.model import LOG_LOSS_EPS, Slot
 
 Replicated = tuple[float, np.ndarray]  # the value on all rows, and one value per bootstrap replicate
-EPS = 1e-15
+EPS = LOG_LOSS_EPS
 
 
 def _is_binary(rows: Scored) -> bool:
@@ -46,8 +56,19 @@ def _probability(rows: Scored) -> np.ndarray:
     return p
 
 
+def _outcome(rows: Scored) -> np.ndarray:
+    """Labels as an observed rate: 0/1, or a share in [0, 1]; anything else would make a loss negative."""
+    y = rows.columns["label"]
+    if y.size and (y.min() < 0 or y.max() > 1):
+        raise EvaluationError(
+            f"log loss and calibration need labels in [0, 1] (0/1, or a share of positives); "
+            f"the labels run from {y.min():g} to {y.max():g}"
+        )
+    return y
+
+
 def auc(rows: Scored, boot: Bootstrap) -> Replicated:
-    """ROC AUC by ranks (ties count one half), weighted.
+    """ROC AUC by ranks (ties count one half), weighted: of the positive head's probability at the logged slot.
 
     Replicates use the linearized statistic (DeLong's placement values: each
     positive's share of negatives ranked below it, each negative's share of
@@ -88,21 +109,38 @@ def _auc_point(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def log_loss(rows: Scored, boot: Bootstrap) -> Replicated:
-    """Mean binary cross-entropy (weighted), probabilities clipped to [1e-15, 1 - 1e-15]."""
-    y, p, w = rows.columns["label"], np.clip(_probability(rows), EPS, 1 - EPS), rows.weight
+    """Mean binary cross-entropy (weighted) of the probability at the logged slot, clipped to [1e-15, 1 - 1e-15].
+
+    Labels must lie in [0, 1]: a label of 2 would give a negative loss.
+    """
+    y, p, w = _outcome(rows), np.clip(_probability(rows), EPS, 1 - EPS), rows.weight
     # binary labels: one logarithm per row instead of two
     binary = _is_binary(rows)
     loss = -np.log(np.where(y > 0, p, 1 - p)) if binary else -(y * np.log(p) + (1 - y) * np.log1p(-p))
     return rows.units(boot, by_request=False).ratio(w * loss, w)
 
 
+def _edges(bins: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, bins + 1)
+
+
 def _bins(p: np.ndarray, bins: int) -> np.ndarray:
-    return np.minimum((p * bins).astype(np.int64), bins - 1)
+    """Each probability's bin: bin i holds ``edges[i] <= p < edges[i + 1]``, the last one ``p = 1`` too.
+
+    Left-closed, as ``numpy.histogram``; scikit-learn's ``calibration_curve`` closes the right side instead, so a
+    probability exactly on an inner edge (0.1, 0.2, …) falls one bin higher here than there; elsewhere they agree.
+    """
+    return np.searchsorted(_edges(bins)[1:-1], p, side="right")
 
 
 def ece(rows: Scored, boot: Bootstrap, bins: int = 10) -> Replicated:
-    """Expected calibration error: sum over equal-width bins of (bin weight share) x |mean predicted - observed|."""
-    y, p, w = rows.columns["label"], _probability(rows), rows.weight
+    """Expected calibration error of the probability at the logged slot: the sum over equal-width bins of
+    (the bin's share of the weight) × |mean predicted − observed rate|.
+
+    Bins as `_bins` (left-closed, the last closed on both sides).  The probability of the positive class is
+    binned, not the top-label confidence max(p, 1 − p) that torchmetrics' binary calibration error bins.
+    """
+    y, p, w = _outcome(rows), _probability(rows), rows.weight
     units = rows.units(boot, by_request=False)
     if boot.replicates == 0:
         gap = np.bincount(_bins(p, bins), w * (p - y), minlength=bins)
@@ -128,9 +166,13 @@ class Reliability:
 
 
 def reliability(rows: Scored, bins: int = 10, boot: Bootstrap | None = None) -> Reliability:
-    """Points of the reliability diagram; empty bins have count 0 and NaN values."""
+    """Points of the reliability diagram, binned as `ece`; empty bins have count 0 and NaN values.
+
+    Like `ece`, it judges probabilities at the logged slot: rows scored at the serving slot are refused.
+    """
     boot = boot or Bootstrap()
-    y, p, w = rows.columns["label"], _probability(rows), rows.weight
+    _check_slot("the reliability curve", "logged", rows)
+    y, p, w = _outcome(rows), _probability(rows), rows.weight
     b = _bins(p, bins)
     count = np.bincount(b, minlength=bins)
     wsum = np.bincount(b, w, minlength=bins)
@@ -140,7 +182,7 @@ def reliability(rows: Scored, bins: int = 10, boot: Bootstrap | None = None) -> 
     for i in range(bins):  # one per bin (ten), not per row
         inside = (b == i).astype(np.float64)
         observed.append(interval(*rows.units(boot, by_request=False).ratio(w * y * inside, w * inside), boot.level))
-    return Reliability(np.linspace(0, 1, bins + 1), count, predicted, observed)
+    return Reliability(_edges(bins), count, predicted, observed)
 
 
 def _per_request(rows: Scored, boot: Bootstrap, value: np.ndarray, defined: np.ndarray) -> Replicated:
@@ -158,7 +200,13 @@ def _ranked(rows: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ndcg(rows: Scored, boot: Bootstrap, k: int = 10) -> Replicated:
-    """NDCG@k of binary labels, mean over requests with at least one positive (as sklearn's, which scores them 0)."""
+    """NDCG@k of binary labels, averaged over the requests with at least one positive.
+
+    Per request it equals scikit-learn's ``ndcg_score`` where the scores have no ties.  The average differs:
+    ``ndcg_score`` gives a request without a positive 0 and averages over every request, so its mean is ours
+    times the share of requests with a positive.  Ties differ too: here tied scores keep the rows' order (the
+    logged order in a dataset split); ``ndcg_score`` averages over the orders of the tied items.
+    """
     labels, positives = _ranked(rows, k)
     discount = 1.0 / np.log2(np.arange(k) + 2.0)
     dcg = labels @ discount
@@ -195,6 +243,8 @@ def rate(column: str) -> Callable[[Scored, Bootstrap], Replicated]:
 
 
 FUNNEL = ("closeup", "click", "save")
+LOGGED = "positive head's probability at the logged slot"
+SERVING = "ranking score at the serving slot"
 
 
 def funnel(rows: Scored, group: str | None = None, boot: Bootstrap | None = None) -> dict[str, dict[str, Estimate]]:
@@ -222,32 +272,45 @@ def funnel(rows: Scored, group: str | None = None, boot: Bootstrap | None = None
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric: how to compute it, and which direction is better (for slice regressions and gates)."""
+    """A named metric: how to compute it, which direction is better (for slice regressions and gates), and which
+    scores it judges: ``slot="logged"``, the positive head's probability at the slot the outcome was logged at;
+    ``"serving"``, the ranking score with the slot held at the serving slot; None, no score at all."""
 
     name: str
     compute: Callable[..., Replicated]
     higher_is_better: bool
     takes_k: bool = False
     description: str = ""
+    slot: Slot | None = "serving"
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("auc", auc, True, description="ROC AUC over all rows"),
-        Metric("log_loss", log_loss, False, description="binary cross-entropy"),
-        Metric("ece", ece, False, description="expected calibration error, 10 equal-width bins"),
-        Metric("ndcg@k", ndcg, True, True, "NDCG of the model's top k per request"),
-        Metric("map@k", map_at, True, True, "mean average precision at k per request"),
-        Metric("recall@k", recall, True, True, "share of a request's positives in the top k"),
-        Metric("closeup_rate", rate("closeup"), True, description="closeups per impression"),
-        Metric("click_rate", rate("click"), True, description="clicks per impression"),
-        Metric("save_rate", rate("save"), True, description="saves per impression"),
-        Metric("topic_diversity@k", slate.topic_diversity, True, True, "distinct topics in the top k / slots"),
-        Metric("fresh_share@k", slate.fresh_share, True, True, "share of top-k slots with an item < 24 h old"),
-        Metric("coverage@k", slate.coverage, True, True, "distinct items in any top k / catalogue"),
-        Metric("creator_gini@k", slate.creator_gini, False, True, "Gini of top-k exposure across creators"),
-        Metric("negative_rate@k", slate.negative_rate, False, True, "share of top-k slots with a hide or report"),
+        Metric("auc", auc, True, description=f"ROC AUC over all rows, {LOGGED}", slot="logged"),
+        Metric("log_loss", log_loss, False, description=f"binary cross-entropy, {LOGGED}", slot="logged"),
+        Metric(
+            "ece", ece, False, description=f"expected calibration error, 10 equal-width bins, {LOGGED}", slot="logged"
+        ),
+        Metric("ndcg@k", ndcg, True, True, f"NDCG of the model's top k, mean over requests with a positive, {SERVING}"),
+        Metric("map@k", map_at, True, True, f"mean average precision at k per request, {SERVING}"),
+        Metric("recall@k", recall, True, True, f"share of a request's positives in the top k, {SERVING}"),
+        Metric("closeup_rate", rate("closeup"), True, description="closeups per impression (no score)", slot=None),
+        Metric("click_rate", rate("click"), True, description="clicks per impression (no score)", slot=None),
+        Metric("save_rate", rate("save"), True, description="saves per impression (no score)", slot=None),
+        Metric(
+            "topic_diversity@k", slate.topic_diversity, True, True, f"distinct topics in the top k / slots, {SERVING}"
+        ),
+        Metric("fresh_share@k", slate.fresh_share, True, True, f"share of top-k slots with a fresh item, {SERVING}"),
+        Metric("coverage@k", slate.coverage, True, True, f"distinct items in any top k / catalogue, {SERVING}"),
+        Metric("creator_gini@k", slate.creator_gini, False, True, f"Gini of top-k exposure across creators, {SERVING}"),
+        Metric(
+            "negative_rate@k",
+            slate.negative_rate,
+            False,
+            True,
+            f"share of top-k slots with a hide or report, {SERVING}",
+        ),
     )
 }
 
@@ -263,8 +326,21 @@ def metric(name: str) -> tuple[Metric, dict[str, int]]:
     raise EvaluationError(f"unknown metric {name!r}; known metrics: {known} (K a positive integer)")
 
 
+def _check_slot(name: str, slot: Slot | None, rows: Scored) -> None:
+    """Refuse rows scored at the other slot than the metric judges (rows that do not say are taken as they are)."""
+    if slot is None or rows.slot is None or rows.slot == slot:
+        return
+    why = {
+        "logged": "judges probabilities against outcomes where they were logged: score the rows with "
+        "predict(rows, slot='logged')",
+        "serving": "judges the order the model would serve: score the rows with the slot held at the serving slot",
+    }[slot]
+    raise EvaluationError(f"{name} {why}; these rows were scored at the {rows.slot} slot")
+
+
 def replicated(name: str, rows: Scored, boot: Bootstrap) -> Replicated:
     m, kwargs = metric(name)
+    _check_slot(name, m.slot, rows)
     return m.compute(rows, boot, **kwargs)
 
 

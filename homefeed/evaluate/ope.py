@@ -49,22 +49,61 @@ class LoggedFeedback:
 def from_action_dist(
     reward: np.ndarray,
     action: np.ndarray,
-    position: np.ndarray,
+    position: np.ndarray | None,
     pscore: np.ndarray,
     action_dist: np.ndarray,
     estimated_rewards: np.ndarray | None = None,
+    atol: float = 1e-6,
 ) -> LoggedFeedback:
     """Feedback from the candidate's full distribution ``action_dist[row, action, slot]`` (slots 0-based).
 
+    ``action_dist`` may be (rows, actions) for a single slot, and ``position`` None then, as the Open Bandit
+    Pipeline lays them out.  Each row's distribution over actions must sum to 1 (within ``atol``) in every
+    slot, with no negative share: anything else is not a policy, and its estimates would mean nothing.
     ``estimated_rewards`` has the same shape: the reward model's estimate for every action in every slot.
     """
-    rows = np.arange(len(reward))
-    target = action_dist[rows, action, position]
+    dist = _per_slot(action_dist, "action_dist")
+    rows, n_actions, n_slots = dist.shape
+    if position is None:
+        if n_slots != 1:
+            raise EvaluationError(f"position is needed: the candidate's distribution covers {n_slots} slots")
+        position = np.zeros(rows, np.int64)
+    action, position = np.asarray(action), np.asarray(position)
+    for name, values in (("reward", reward), ("action", action), ("position", position), ("pscore", pscore)):
+        if len(values) != rows:
+            raise EvaluationError(f"{name} has {len(values)} rows, the candidate's distribution {rows}")
+    for name, values, size in (("action", action, n_actions), ("position", position, n_slots)):
+        if values.size and (values.min() < 0 or values.max() >= size):
+            raise EvaluationError(f"{name} must lie in [0, {size}) (0-based), got {values.min()} to {values.max()}")
+    sums = dist.sum(axis=1)  # (rows, slots)
+    off = ~(np.abs(sums - 1.0) <= atol) | (dist < 0).any(axis=1)
+    if off.any():
+        row, slot = np.argwhere(off)[0]
+        raise EvaluationError(
+            f"the candidate's action distribution must be probabilities summing to 1 over actions in every row "
+            f"and slot: {int(off.sum())} of {off.size} do not (row {row}, slot {slot} sums to {sums[row, slot]:.6g})"
+        )
+    rows_at = np.arange(rows)
+    action, position = action.astype(np.int64), position.astype(np.int64)
+    target = dist[rows_at, action, position]
     if estimated_rewards is None:
         return LoggedFeedback(reward, pscore, target)
-    q_logged = estimated_rewards[rows, action, position]
-    q_target = np.einsum("ij,ij->i", action_dist[rows, :, position], estimated_rewards[rows, :, position])
+    q = _per_slot(estimated_rewards, "estimated_rewards")
+    if q.shape != dist.shape:
+        raise EvaluationError(f"estimated_rewards has shape {q.shape}, the candidate's distribution {dist.shape}")
+    q_logged = q[rows_at, action, position]
+    q_target = np.einsum("ij,ij->i", dist[rows_at, :, position], q[rows_at, :, position])
     return LoggedFeedback(reward, pscore, target, q_logged, q_target)
+
+
+def _per_slot(values: np.ndarray, name: str) -> np.ndarray:
+    """(rows, actions, slots) from that or from (rows, actions) for one slot."""
+    values = np.asarray(values, np.float64)
+    if values.ndim == 2:
+        return values[:, :, None]
+    if values.ndim != 3:
+        raise EvaluationError(f"{name} must be (rows, actions) or (rows, actions, slots), got shape {values.shape}")
+    return values
 
 
 def _interval(value: float, influence: np.ndarray, z: float) -> Estimate:

@@ -35,18 +35,26 @@ def interval(e: dict) -> str:
     return f"{e['value']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}]"
 
 
+def value(e: dict) -> str:
+    """One model's estimate: its value, then its interval in small type when it has one (not with no replicates)."""
+    low, high = e.get("low"), e.get("high")
+    if low is None or high is None or low != low or high != high:  # NaN: no replicates to take an interval from
+        return f"{e['value']:.4f}"
+    return f"{e['value']:.4f} <small>[{low:.4f}, {high:.4f}]</small>"
+
+
 def comparison_table(
     sections: Iterable[tuple[str, dict[str, dict]]], keys: tuple[str, str, str], headers: tuple[str, str, str]
 ) -> str:
-    """Paired comparisons as one table: per (slice, metric), both sides' values and the difference's interval.
+    """Paired comparisons as one table: per (slice, metric), both sides' values and intervals, and the difference's.
 
     ``sections`` yields (slice name, {metric: {key: estimate}}); ``keys`` name the baseline, the other side and
     the difference in those dicts, ``headers`` the three value columns.
     """
     base, other, diff = keys
     rows = "".join(
-        f"<tr><td>{escape(where)}</td><td>{escape(name)}</td><td>{c[base]['value']:.4f}</td>"
-        f"<td>{c[other]['value']:.4f}</td><td>{interval(c[diff])}</td></tr>"
+        f"<tr><td>{escape(where)}</td><td>{escape(name)}</td><td>{value(c[base])}</td>"
+        f"<td>{value(c[other])}</td><td>{interval(c[diff])}</td></tr>"
         for where, per in sections
         for name, c in per.items()
     )

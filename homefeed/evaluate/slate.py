@@ -1,9 +1,9 @@
 """Slate-level, ecosystem metrics of the model's top k per request: what the feed looks like, not only what it earns.
 
 The top k of a request is its k highest-scored rows (`Scored.requests`).
-Requests are the bootstrap units.  Columns: ``topic``, ``item_age_hours`` (or
-``context_item_age_hours``), ``item_id``, ``creator_id``, ``negative`` (1 = a
-hide or report).  Coverage and the creator Gini are not means over requests, so
+Requests are the bootstrap units.  Columns: ``topic``, ``context_item_age_hours``
+(or ``item_age_hours``; see `is_fresh`), ``item_id``, ``creator_id``, ``negative``
+(1 = a hide or report).  Coverage and the creator Gini are not means over requests, so
 their replicates are recomputed from per-(unit, item) and per-(unit, creator)
 tables — never the rows — and re-centred on the estimate (see `_recentred`).
 """
@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from homefeed.evaluate.bootstrap import Bootstrap, Scored
+from homefeed.evaluate.bootstrap import Bootstrap, EvaluationError, Scored
 
+#: An item is fresh while younger than this at the request: the one rule `fresh_share` and the slices share.
 FRESH_HOURS = 24.0
+#: Where an item's age at the request is read, first found first: the feature set's column, then a plain name.
+AGE_COLUMNS = ("context_item_age_hours", "item_age_hours")
 ALWAYS_COVERED = 30  # an item in this many resampled units is missing from a replicate with probability e^-30
 CHUNK_CELLS = 20_000_000  # replicates are processed in chunks of about this many matrix cells
 
@@ -36,12 +39,25 @@ def _slot_share(rows: Scored, boot: Bootstrap, k: int, flag: np.ndarray) -> tupl
     return rows.units(boot, by_request=True).ratio(top * flag, top)
 
 
+def age_column(rows: Scored) -> str | None:
+    """The column an item's age at the request is read from (`AGE_COLUMNS`), or None when the rows have none."""
+    return next((c for c in AGE_COLUMNS if c in rows.columns), None)
+
+
+def is_fresh(rows: Scored) -> np.ndarray:
+    """Per row, whether the item was younger than `FRESH_HOURS` at the request (an unknown age is not fresh)."""
+    name = age_column(rows)
+    if name is None:
+        raise EvaluationError(
+            f"freshness needs the item's age at the request: a {' or '.join(map(repr, AGE_COLUMNS))} column; "
+            f"the rows have {', '.join(sorted(rows.columns))}"
+        )
+    return np.asarray(rows.columns[name], np.float64) < FRESH_HOURS
+
+
 def fresh_share(rows: Scored, boot: Bootstrap, k: int = 10) -> tuple[float, np.ndarray]:
-    """Share of top-k slots holding an item younger than 24 hours."""
-    age = rows.columns.get("item_age_hours", rows.columns.get("context_item_age_hours"))
-    if age is None:
-        age = rows.col("item_age_hours")  # raises the clear error
-    return _slot_share(rows, boot, k, (age < FRESH_HOURS).astype(np.float64))
+    """Share of top-k slots holding a fresh item (`is_fresh`: younger than 24 hours at the request)."""
+    return _slot_share(rows, boot, k, is_fresh(rows).astype(np.float64))
 
 
 def negative_rate(rows: Scored, boot: Bootstrap, k: int = 10) -> tuple[float, np.ndarray]:

@@ -6,7 +6,8 @@ Slices (each built only when its column is present):
 - ``activity``: tertiles (``low``/``mid``/``high``) of ``user_requests_28d``, or of
   ``user_active_days_28d`` when the request count is absent;
 - ``market``: ``country``;
-- ``item_age``: ``fresh`` (``context_item_age_hours``, or ``item_age_hours``, < 24) vs ``old``;
+- ``item_age``: ``fresh`` vs ``old``, by the rule fresh_share@k uses (`slate.is_fresh`: younger than 24 hours at the
+  request, read from ``context_item_age_hours`` or else ``item_age_hours``);
 - ``topic``: ``topic``.
 
 A slice with fewer than ``min_rows`` rows is reported as too small and not
@@ -25,9 +26,9 @@ import numpy as np
 
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, interval
 from homefeed.evaluate.metrics import metric, replicated
+from homefeed.evaluate.slate import age_column, is_fresh
 
 NEW_USER_DAYS = 28
-FRESH_HOURS = 24.0
 ACTIVITY_COLUMNS = ("user_requests_28d", "user_active_days_28d")
 MIN_ROWS = 1_000
 
@@ -50,9 +51,8 @@ def slice_masks(rows: Scored) -> dict[tuple[str, str], np.ndarray]:
         countries = cols["country"].astype(str)
         for value in np.unique(countries):
             out[("market", str(value))] = countries == value
-    age_col = next((c for c in ("context_item_age_hours", "item_age_hours") if c in cols), None)
-    if age_col is not None:
-        fresh = np.asarray(cols[age_col], np.float64) < FRESH_HOURS
+    if age_column(rows) is not None:
+        fresh = is_fresh(rows)
         out[("item_age", "fresh")], out[("item_age", "old")] = fresh, ~fresh
     if "topic" in cols:
         topics = cols["topic"].astype(str)
@@ -99,14 +99,17 @@ def evaluate_slices(
 
 @dataclass(frozen=True)
 class SliceComparison:
-    """Candidate minus baseline on one slice for one metric, with the paired-bootstrap interval of the difference."""
+    """Candidate minus baseline on one slice for one metric, with the paired-bootstrap interval of the difference.
+
+    Each model's own value comes with its own interval, from the same replicates the difference's is paired over.
+    """
 
     dimension: str
     value: str
     metric: str
     rows: int
-    baseline: float
-    candidate: float
+    baseline: Estimate
+    candidate: Estimate
     delta: Estimate
     regressed: bool  # worse by more than the threshold, and the interval excludes no change
     hidden: bool  # regressed while the metric improved overall: the case a single overall number hides
@@ -160,7 +163,8 @@ def compare(
                 overall_better[name] = sign * delta.value > 0
             regressed = bool(worse_beyond and significant)
             hidden = regressed and overall_better.get(name, False)
-            out.append(SliceComparison(dim, value, name, n, b_value, c_value, delta, regressed, hidden))
+            b_est, c_est = interval(b_value, b_reps, boot.level), interval(c_value, c_reps, boot.level)
+            out.append(SliceComparison(dim, value, name, n, b_est, c_est, delta, regressed, hidden))
     return out
 
 

@@ -20,15 +20,17 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
 
 from homefeed.train.model import (
     BASELINE,
+    VALIDATION_METRICS,
     ModelError,
     Ranker,
+    Slot,
     TrainingData,
     inputs,
     row_weights,
+    validation_metrics,
 )
 
 ObjectiveKind = Literal["binary", "lambdarank"]
@@ -121,7 +123,7 @@ class GBDTRanker(Ranker):
         rows = data.splits[split]
         if head not in rows.column_names:
             raise ModelError(f"dataset {data.dataset_id} has no label column {head!r}")
-        x = inputs(rows, data.features, self.position, serving=False)
+        x = inputs(rows, data.features, self.position, slot="logged")
         y = rows[head].to_numpy(zero_copy_only=False).astype(np.float64)
         w = row_weights(rows, self.weights)
         if kind != "lambdarank":
@@ -157,10 +159,12 @@ class GBDTRanker(Ranker):
             raw = booster.predict(xv, num_iteration=best, raw_score=True, num_threads=self.threads)
             if kind == "lambdarank":
                 self.calibration[head] = _platt(raw, yv, wv)
-            p = self._probability(head, raw)
-            heads[head] = {"objective": kind, "best_iteration": int(best), **_metrics(yv, p, wv)}
+            heads[head] = {"objective": kind, "best_iteration": int(best)}
+        for head, metrics in validation_metrics(self, data.splits["validation"]).items():
+            heads[head].update(metrics)
         self.training = {
             "heads": heads,
+            "validation_metrics": VALIDATION_METRICS,
             "fit_seconds": round(time.perf_counter() - start, 3),
             "rows": {s: data.splits[s].num_rows for s in ("train", "validation")},
         }
@@ -172,10 +176,10 @@ class GBDTRanker(Ranker):
             return _sigmoid(raw)  # a binary booster's raw score is a log-odds
         return _sigmoid(cal["slope"] * raw + cal["intercept"])
 
-    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
+    def predict(self, rows: pa.Table, slot: Slot = "serving") -> dict[str, np.ndarray]:
         if not self.boosters:
             raise ModelError("the model is not fitted")
-        x = inputs(rows, self.features, self.position, serving=True)
+        x = inputs(rows, self.features, self.position, slot)
         threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
         out = {}
         for head, booster in self.boosters.items():
@@ -195,7 +199,7 @@ class GBDTRanker(Ranker):
             raise ModelError("the model is not fitted")
         head = self.objective.positive
         booster = self.boosters[head]
-        x = inputs(rows, self.features, self.position, serving=True)
+        x = inputs(rows, self.features, self.position, slot="serving")
         threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
         contrib = booster.predict(
             x, num_iteration=booster.best_iteration or None, pred_contrib=True, num_threads=threads
@@ -234,13 +238,3 @@ def _platt(raw: np.ndarray, label: np.ndarray, weight: np.ndarray) -> dict[str, 
         return {"slope": 1.0, "intercept": 0.0}
     fit = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), label, sample_weight=weight)
     return {"slope": float(fit.coef_[0, 0]), "intercept": float(fit.intercept_[0])}
-
-
-def _metrics(label: np.ndarray, p: np.ndarray, weight: np.ndarray) -> dict[str, float | None]:
-    """Validation AUC and log loss, weighted like the training rows (None where a split has one class)."""
-    if len(np.unique(label)) < 2:
-        return {"validation_auc": None, "validation_logloss": None}
-    return {
-        "validation_auc": round(float(roc_auc_score(label, p, sample_weight=weight)), 6),
-        "validation_logloss": round(float(log_loss(label, np.clip(p, 1e-7, 1 - 1e-7), sample_weight=weight)), 6),
-    }

@@ -38,11 +38,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from homefeed.hashing import stable_hash
-from homefeed.train.model import BASELINE, SERVING_POSITION, ModelError, Ranker, TrainingData, inputs, row_weights
+from homefeed.train.model import (
+    BASELINE,
+    SERVING_POSITION,
+    VALIDATION_METRICS,
+    ModelError,
+    Ranker,
+    Slot,
+    TrainingData,
+    check_slot,
+    inputs,
+    logged_slots,
+    row_weights,
+    validation_metrics,
+)
 
 WEIGHTS_FILE = "weights.pt"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -153,7 +165,7 @@ class NNRanker(Ranker):
     # -- preprocessing -----------------------------------------------------------------------------------------
 
     def _fit_preprocessing(self, rows: pa.Table) -> None:
-        x = inputs(rows, self.features, "ignore", serving=False).astype(np.float64)
+        x = inputs(rows, self.features, "ignore", slot="logged").astype(np.float64)
         with np.errstate(invalid="ignore"):
             lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         log = (lo >= 0) & (hi > LOG_THRESHOLD)
@@ -186,9 +198,9 @@ class NNRanker(Ranker):
         """A model saved before the position tower took the slot as one more trunk input: it still loads and scores."""
         return self.position == "feature" and "slots" not in self.preprocessing
 
-    def _numeric(self, rows: pa.Table, serving: bool) -> np.ndarray:
+    def _numeric(self, rows: pa.Table, slot: Slot) -> np.ndarray:
         # The slot goes to the shallow tower, not to the trunk (but for a model saved before the tower).
-        x = inputs(rows, self.features, self.position if self._slot_in_trunk else "ignore", serving=serving)
+        x = inputs(rows, self.features, self.position if self._slot_in_trunk else "ignore", slot)
         p = self.preprocessing
         log = np.asarray(p["log"], bool)
         if log.any():
@@ -217,20 +229,20 @@ class NNRanker(Ranker):
         p = self.preprocessing
         return [p["id_buckets"]] * len(p["ids"]) + [len(v) + 1 for _, v in p["vocabularies"]]
 
-    def _slots(self, rows: pa.Table, serving: bool) -> torch.Tensor | None:
-        """Each row's slot for the position tower: the logged one in training, the serving slot when scoring."""
+    def _slots(self, rows: pa.Table, slot: Slot) -> torch.Tensor | None:
+        """Each row's slot for the position tower: the serving slot, or the logged one (training, judging)."""
         slots = self.preprocessing.get("slots", 0)
         if not slots:
             return None
-        if serving or "position" not in rows.column_names:
+        if check_slot(slot) == "serving":
             return torch.full((rows.num_rows,), min(SERVING_POSITION, slots), dtype=torch.int64)
-        return torch.from_numpy(np.clip(_column(rows, "position").astype(np.int64), 1, slots))
+        return torch.from_numpy(np.clip(logged_slots(rows).astype(np.int64), 1, slots))
 
-    def _tensors(self, rows: pa.Table, serving: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _tensors(self, rows: pa.Table, slot: Slot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return (
-            torch.from_numpy(self._numeric(rows, serving)),
+            torch.from_numpy(self._numeric(rows, slot)),
             torch.from_numpy(self._codes(rows)),
-            self._slots(rows, serving),
+            self._slots(rows, slot),
         )
 
     def _network(self, numeric: int) -> _Network:
@@ -254,18 +266,18 @@ class NNRanker(Ranker):
         with _torch_settings(self.threads):
             torch.manual_seed(self.seed)
             generator = torch.Generator().manual_seed(self.seed)
-            xt, ct, st = self._tensors(train, serving=False)
+            xt, ct, st = self._tensors(train, slot="logged")
             yt = self._labels(train)
             wt = row_weights(train, self.weights)
             wt = torch.from_numpy((wt / wt.mean()).astype(np.float32))
-            xv, cv, sv = self._tensors(valid, serving=False)
+            xv, cv, sv = self._tensors(valid, slot="logged")
             yv = self._labels(valid)
-            wv_raw = row_weights(valid, self.weights)
-            wv = torch.from_numpy((wv_raw / wv_raw.mean()).astype(np.float32))
+            wv = row_weights(valid, self.weights)
+            wv = torch.from_numpy((wv / wv.mean()).astype(np.float32))
             net = self._network(xt.shape[1])
             optimizer = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
             loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-            best, best_epoch, best_state, best_heads, history = float("inf"), 0, None, [], []
+            best, best_epoch, best_state, history = float("inf"), 0, None, []
             for epoch in range(1, self.max_epochs + 1):
                 net.train()
                 order = torch.randperm(len(yt), generator=generator)
@@ -284,7 +296,6 @@ class NNRanker(Ranker):
                 history.append(round(val_loss, 6))
                 if val_loss < best - 1e-6:
                     best, best_epoch, best_state = val_loss, epoch, copy.deepcopy(net.state_dict())
-                    best_heads = per_head.tolist()
                 elif epoch - best_epoch >= self.patience:
                     break
             if best_state is None:
@@ -292,22 +303,13 @@ class NNRanker(Ranker):
             net.load_state_dict(best_state)
             net.eval()
             self.network = net
-            probabilities = self._predict_tensors(xv, cv, sv)
-        y = yv.numpy()
-        heads = {}
-        for i, head in enumerate(self.objective.heads):
-            both = 0 < y[:, i].sum() < len(y)  # AUC needs positives and negatives
-            auc = roc_auc_score(y[:, i], probabilities[:, i], sample_weight=wv_raw) if both else float("nan")
-            heads[head] = {
-                "validation_logloss": round(best_heads[i], 6),
-                "validation_auc": round(float(auc), 6) if both else None,
-            }
         self.training = {
             "rows": {"train": train.num_rows, "validation": valid.num_rows},
             "epochs": len(history),
             "best_epoch": best_epoch,
-            "validation_loss": history,
-            "heads": heads,  # the same record as the GBDT's: validation AUC and log loss per head
+            "validation_loss": history,  # the fit's loss per epoch: summed over heads, with the fit's weights
+            "heads": validation_metrics(self, valid),  # the same record as the GBDT's
+            "validation_metrics": VALIDATION_METRICS,
             "fit_seconds": round(time.perf_counter() - start, 3),
         }
         return self
@@ -322,11 +324,11 @@ class NNRanker(Ranker):
                 parts.append(torch.sigmoid(self.network(x[batch], c[batch], None if slot is None else slot[batch])))
         return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.objective.heads)), np.float32)
 
-    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
+    def predict(self, rows: pa.Table, slot: Slot = "serving") -> dict[str, np.ndarray]:
         if self.network is None:
             raise ModelError("the model is not trained")
         with _torch_settings(self.threads):
-            p = self._predict_tensors(*self._tensors(rows, serving=True))
+            p = self._predict_tensors(*self._tensors(rows, slot))
         return {head: p[:, i].astype(np.float64) for i, head in enumerate(self.objective.heads)}
 
     def contributions(self, rows: pa.Table, steps: int = IG_STEPS) -> tuple[np.ndarray, list[str]]:
@@ -353,7 +355,7 @@ class NNRanker(Ranker):
         names = [*self.features, *(["position"] if self.position == "feature" else []), *p["ids"]]
         names += [name for name, _ in p["vocabularies"]]
         with _torch_settings(self.threads):
-            x, c, _ = self._tensors(rows, serving=True)
+            x, c, _ = self._tensors(rows, slot="serving")
             with torch.no_grad():
                 vectors = net.embedded(c)
                 hashed = len(p["ids"])  # then the categoricals, whose row 0 (out of vocabulary) no train row reached

@@ -175,6 +175,19 @@ def test_psi_and_js_against_hand_computed_values():
     assert drift.js_distance([5, 0], [0, 5]) == pytest.approx(1.0)  # disjoint: the maximum, in base 2
 
 
+def test_psi_floors_an_empty_bin_without_renormalising_so_a_vanished_category_is_capped():
+    # a category of share p gone from the day adds exactly (p - floor) ln(p / floor): finite, and small for rare ones
+    for share in (0.10, 0.02, 0.01):
+        base = [1 - share, share]
+        day = [1.0, 0.0]
+        capped = (share - drift.PSI_FLOOR) * math.log(share / drift.PSI_FLOOR)
+        kept = (1 - (1 - share)) * math.log(1 / (1 - share))
+        assert drift.psi(day, base) == pytest.approx(capped + kept)
+    assert drift.psi([1.0, 0.0], [0.98, 0.02]) > 0.1 > drift.psi([1.0, 0.0], [0.99, 0.01])  # ~1.9% crosses 0.1
+    # the JS distance has no floor: the 1% category's vanishing is 0.07 there, 5x its chance level at 10,000 rows
+    assert drift.js_distance([1.0, 0.0], [0.99, 0.01]) > 5 * drift.chance_js(10_000, 10_000, 2, 3.0)
+
+
 def test_numeric_bins_are_baseline_quantiles():
     baseline = np.arange(1, 10_001)  # uniform on 1 .. 10000: deciles at 1000, 2000, ...
     edges = drift.quantile_edges(baseline, 10)

@@ -290,3 +290,109 @@ def test_coverage_and_gini_replicates_match_a_brute_force() -> None:
     value, reps = slate.creator_gini(rows, boot, k)
     assert reps - reps.mean() == pytest.approx(np.array(gini) - np.mean(gini))
     assert reps.mean() == pytest.approx(value)
+
+
+# --- the smaller truths: bad labels and weights, bin edges, averaging, ties, one fresh rule ---------------------------
+
+
+@pytest.mark.parametrize("name", ["log_loss", "ece"])
+def test_labels_outside_0_and_1_are_a_clear_error_not_a_negative_loss(name) -> None:
+    rows = Scored({"label": [2.0, 0.0, 1.0], "score": [0.9, 0.2, 0.6]})
+    with pytest.raises(EvaluationError, match=r"labels in \[0, 1\].*from 0 to 2"):
+        evaluate(rows, [name])
+    shares = Scored({"label": [0.25, 0.0, 1.0], "score": [0.25, 0.2, 0.6]})  # a share of positives is a label
+    expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75) + math.log(0.8) + math.log(0.6)) / 3
+    assert value(shares, "log_loss") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0, np.inf])
+def test_a_missing_or_negative_weight_is_a_clear_error_not_a_nan_auc(bad) -> None:
+    rows, _, _ = synthetic(requests=20)
+    w = np.ones(len(rows))
+    w[3] = bad
+    weighted = Scored({**rows.columns, "weight": w})
+    for name in ("auc", "log_loss", "ece"):
+        with pytest.raises(EvaluationError, match=r"1 of 200 rows have a missing \(NaN\), infinite or negative weight"):
+            evaluate(weighted, [name], Bootstrap(replicates=10))
+
+
+def test_ece_bins_are_closed_on_the_left_and_the_last_on_both_sides() -> None:
+    edges = reliability(Scored({"label": [0], "score": [0.5]}), boot=NO_CI).edges
+    # on an inner edge: the bin above (numpy.histogram's convention); 0 in the first bin, 1 in the last
+    p = np.array([0.0, edges[3], edges[3] - 1e-12, 1.0])
+    curve = reliability(Scored({"label": [0, 1, 0, 1], "score": p}), boot=NO_CI)
+    assert np.flatnonzero(curve.count).tolist() == [0, 2, 3, 9]
+    assert curve.count[[0, 2, 3, 9]].tolist() == [1, 1, 1, 1]
+
+
+def test_reliability_equals_sklearns_calibration_curve_off_the_edges() -> None:
+    from sklearn.calibration import calibration_curve
+
+    rows, y, s = synthetic(requests=300)
+    curve = reliability(rows, boot=NO_CI)
+    observed, predicted = calibration_curve(y, s, n_bins=10, strategy="uniform")
+    filled = curve.count > 0
+    assert curve.predicted[filled] == pytest.approx(predicted)
+    assert np.array([o.value for o in curve.observed])[filled] == pytest.approx(observed)
+
+
+def test_ndcg_averages_over_requests_with_a_positive_unlike_sklearn() -> None:
+    rows, y, s = synthetic(requests=200, per=8, seed=4)
+    ys, ss = y.reshape(200, 8), s.reshape(200, 8)
+    share = float((ys.sum(1) > 0).mean())
+    assert 0.5 < share < 1  # some requests have no positive
+    sklearn_all = ndcg_score(ys, ss, k=5)  # scores those 0 and averages over every request
+    assert value(rows, "ndcg@5") == pytest.approx(sklearn_all / share)
+    assert value(rows, "ndcg@5") > sklearn_all
+
+
+def test_tied_scores_keep_the_rows_order() -> None:
+    """A model that ties two items is credited with the order the rows came in (the logged order)."""
+    first = Scored({"label": [1, 0, 0], "score": [0.5, 0.5, 0.1], "request_id": [1, 1, 1]})
+    second = Scored({"label": [0, 1, 0], "score": [0.5, 0.5, 0.1], "request_id": [1, 1, 1]})
+    assert value(first, "ndcg@1") == 1.0 and value(second, "ndcg@1") == 0.0
+    assert value(first, "recall@1") == 1.0 and value(second, "recall@1") == 0.0
+    # sklearn averages over the orders of tied items instead
+    assert ndcg_score([[0, 1, 0]], [[0.5, 0.5, 0.1]], k=1) == pytest.approx(0.5)
+
+
+def test_one_fresh_rule_for_the_slate_metric_and_the_slices() -> None:
+    from homefeed.evaluate.slate import FRESH_HOURS
+    from homefeed.evaluate.slices import slice_masks
+
+    # the two age columns disagree: the feature set's column (age at the request) decides, in both places
+    rows = Scored(
+        {
+            "label": [0, 0, 0, 0],
+            "score": [0.9, 0.8, 0.7, 0.6],
+            "request_id": [1, 1, 1, 1],
+            "context_item_age_hours": [1.0, 30.0, np.nan, FRESH_HOURS],
+            "item_age_hours": [30.0, 1.0, 1.0, 1.0],
+        }
+    )
+    fresh = slice_masks(rows)[("item_age", "fresh")]
+    assert fresh.tolist() == [True, False, False, False]  # an unknown age is not fresh; 24 h is not < 24 h
+    assert value(rows, "fresh_share@4") == pytest.approx(fresh.mean())
+    with pytest.raises(EvaluationError, match="'context_item_age_hours' or 'item_age_hours'"):
+        value(Scored({"label": [0], "score": [0.5], "request_id": [1]}), "fresh_share@3")
+
+
+def test_every_metric_says_which_scores_it_judges() -> None:
+    pointwise = {name for name, m in METRICS.items() if m.slot == "logged"}
+    assert pointwise == {"auc", "log_loss", "ece"}
+    for name, m in METRICS.items():
+        words = {"logged": "at the logged slot", "serving": "at the serving slot", None: "no score"}[m.slot]
+        assert words in m.description, name
+
+
+def test_a_metric_refuses_rows_scored_at_the_other_slot() -> None:
+    rows, _, s = synthetic(requests=20)
+    serving, logged = rows.with_score(s, "serving"), rows.with_score(s, "logged")
+    with pytest.raises(EvaluationError, match=r"ece judges probabilities .* slot='logged'.*scored at the serving slot"):
+        evaluate(serving, ["ece"])
+    with pytest.raises(EvaluationError, match="the reliability curve judges probabilities"):
+        reliability(serving)
+    with pytest.raises(EvaluationError, match="ndcg@5 judges the order the model would serve"):
+        evaluate(logged, ["ndcg@5"])
+    assert set(evaluate(logged, ["auc", "ece"], NO_CI)) == {"auc", "ece"}
+    assert evaluate(serving, ["ndcg@5"], NO_CI)["ndcg@5"].value == evaluate(rows, ["ndcg@5"], NO_CI)["ndcg@5"].value

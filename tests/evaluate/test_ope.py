@@ -112,3 +112,44 @@ def test_missing_propensities_and_models_are_clear_errors():
         estimate(fb, ("dm",))
     with pytest.raises(EvaluationError, match="unknown estimator\\(s\\) magic"):
         estimate(fb, ("magic",))
+
+
+def _candidate(rows: int, actions: int, slots: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    dist = rng.dirichlet(np.ones(actions), size=(rows, slots)).transpose(0, 2, 1)  # (rows, actions, slots)
+    return dist, rng.random((rows, actions, slots))
+
+
+def test_from_action_dist_takes_single_slot_input_as_obp_lays_it_out():
+    n, actions = 50, 4
+    dist, q = _candidate(n, actions, 1)
+    rng = np.random.default_rng(1)
+    reward, action, pscore = rng.integers(0, 2, n).astype(float), rng.integers(0, actions, n), np.full(n, 0.25)
+    full = from_action_dist(reward, action, np.zeros(n, int), pscore, dist, q)
+    for position in (None, np.zeros(n, int)):
+        for d, r in ((dist, q), (dist[:, :, 0], q[:, :, 0])):  # (rows, actions, 1) or (rows, actions)
+            fb = from_action_dist(reward, action, position, pscore, d, r)
+            np.testing.assert_array_equal(fb.target, full.target)
+            np.testing.assert_allclose(fb.q_target, (dist[:, :, 0] * q[:, :, 0]).sum(1))
+            np.testing.assert_array_equal(fb.q_logged, q[np.arange(n), action, 0])
+
+
+def test_from_action_dist_refuses_a_distribution_that_does_not_sum_to_1_per_row_and_slot():
+    n, actions = 20, 3
+    dist, _ = _candidate(n, actions, 2)
+    args = (np.zeros(n), np.zeros(n, int), np.ones(n, int), np.full(n, 1 / 3))
+    from_action_dist(*args, dist)  # a policy: fine
+    bad = dist.copy()
+    bad[7, :, 1] *= 0.9
+    with pytest.raises(EvaluationError, match=r"summing to 1 .* 1 of 40 do not \(row 7, slot 1 sums to 0\.9\)"):
+        from_action_dist(*args, bad)
+    negative = dist.copy()
+    negative[3, :, 0] = [1.5, -0.5, 0.0]
+    with pytest.raises(EvaluationError, match="row 3, slot 0"):
+        from_action_dist(*args, negative)
+    with pytest.raises(EvaluationError, match="position is needed: the candidate's distribution covers 2 slots"):
+        from_action_dist(args[0], args[1], None, args[3], dist)
+    with pytest.raises(EvaluationError, match=r"position must lie in \[0, 2\)"):
+        from_action_dist(args[0], args[1], np.full(n, 2), args[3], dist)
+    with pytest.raises(EvaluationError, match="estimated_rewards has shape"):
+        from_action_dist(*args, dist, np.ones((n, actions, 1)))

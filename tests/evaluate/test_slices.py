@@ -84,6 +84,10 @@ def test_paired_interval_is_narrower_than_separate_ones() -> None:
     separate = evaluate_slices(rows, ["auc"], BOOT)[0].metrics["auc"]
     assert overall.delta.high - overall.delta.low < 0.2 * (separate.high - separate.low)
     assert not overall.regressed
+    # each model's own value has its own interval (not a zero-width one): the baseline's is the separate one
+    assert overall.baseline == separate
+    assert overall.candidate.low < overall.candidate.value < overall.candidate.high
+    assert overall.candidate.high - overall.candidate.low > 5 * (overall.delta.high - overall.delta.low)
 
 
 def test_compare_needs_the_same_rows() -> None:

@@ -35,7 +35,7 @@ def test_gbdt_contributions_sum_exactly_to_the_raw_margin(random_world, rows):
     assert names == [*random_world.data.features, BASELINE]
     assert contrib.shape == (rows.num_rows, len(names))
     booster = model.boosters["engaged"]
-    x = inputs(rows, model.features, model.position, serving=True)
+    x = inputs(rows, model.features, model.position, "serving")
     margin = booster.predict(x, num_iteration=booster.best_iteration or None, raw_score=True)
     np.testing.assert_allclose(contrib.sum(axis=1), margin, rtol=0, atol=1e-6)
     np.testing.assert_allclose(contrib.sum(axis=1), _logit(model.predict(rows)["engaged"]), rtol=0, atol=1e-6)

@@ -20,7 +20,7 @@ class LinearRanker(Ranker):
 
     def fit(self, data: TrainingData) -> LinearRanker:
         self.features, self.dataset_id = list(data.features), data.dataset_id
-        x = np.nan_to_num(inputs(data.splits["train"], self.features, self.position, serving=False))
+        x = np.nan_to_num(inputs(data.splits["train"], self.features, self.position, slot="logged"))
         x = np.column_stack([x, np.ones(len(x))])
         self.coef = {
             h: np.linalg.lstsq(x, data.splits["train"][h].to_numpy().astype(float), rcond=None)[0]
@@ -29,14 +29,14 @@ class LinearRanker(Ranker):
         self.training = {"fit_seconds": 0.01, "rows": len(x)}
         return self
 
-    def predict(self, rows: pa.Table) -> dict[str, np.ndarray]:
-        x = np.nan_to_num(inputs(rows, self.features, self.position, serving=True))
+    def predict(self, rows: pa.Table, slot: str = "serving") -> dict[str, np.ndarray]:
+        x = np.nan_to_num(inputs(rows, self.features, self.position, slot))
         x = np.column_stack([x, np.ones(len(x))])
         return {h: np.clip(x @ c, 0.0, 1.0) for h, c in self.coef.items()}
 
     def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:
         """coef × input per feature, the intercept as the baseline (of the unclipped score: this is no log-odds)."""
-        x = np.nan_to_num(inputs(rows, self.features, self.position, serving=True))
+        x = np.nan_to_num(inputs(rows, self.features, self.position, "serving"))
         c = self.coef[self.objective.positive]
         names = self.features + (["position"] if self.position == "feature" else [])
         return np.column_stack([x * c[:-1], np.full(len(x), c[-1])]), [*names, BASELINE]
