@@ -174,12 +174,16 @@ class Registry:
             raise self._lost(folders, "is missing")
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._tx() as con:  # under the write lock: a registration in flight is either all there or not yet
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                con.execute(statement)
-            empty = con.execute("SELECT count(*) FROM versions").fetchone()[0] == 0
-            if empty and (folders := self._folders()):
-                raise self._lost(folders, "holds no versions")
+        with self._connect() as con:  # a read only, so replicas may mount a registry read-only
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            used = "versions" in tables and con.execute("SELECT EXISTS (SELECT 1 FROM versions)").fetchone()[0]
+        if not used:  # new, or no version yet: under the write lock, a first registration is all there or not yet
+            with self._tx() as con:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    con.execute(statement)
+                empty = con.execute("SELECT count(*) FROM versions").fetchone()[0] == 0
+                if empty and (folders := self._folders()):
+                    raise self._lost(folders, "holds no versions")
 
     def _folders(self) -> list[str]:
         """The model folders under ``root`` (named like versions), sorted."""
