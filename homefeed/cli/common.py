@@ -40,9 +40,10 @@ def load_settings(config: Path | None, **sim_overrides: object) -> Settings:
     return settings
 
 
-def require_positive(name: str, value: int | None, at_most: int | None = None) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"--{name} must be a positive whole number, got {value}")
+def require_positive(name: str, value: int | None, at_most: int | None = None, zero: bool = False) -> None:
+    """Refuse a count below 1 (below 0 with ``zero``) or above ``at_most``, naming the option."""
+    if value is not None and value < (0 if zero else 1):
+        raise UserError(f"--{name} must be {'0 or more' if zero else 'a positive whole number'}, got {value}")
     if value is not None and at_most is not None and value > at_most:
         raise UserError(f"--{name} must be at most {at_most:,}, got {value:,}")
 

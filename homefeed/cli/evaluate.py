@@ -243,8 +243,8 @@ def side_by_side_command(
     config: ConfigOption = None,
 ) -> None:
     """Two models' slates next to each other, with scores, rank changes and why; agreement over every request."""
-    for name, value in (("requests", requests), ("replicates", replicates)):
-        require_positive(name, value)
+    require_positive("requests", requests)
+    require_positive("replicates", replicates, zero=True)  # 0: the agreement without intervals
     require_positive("depth", depth, at_most=MAX_K)
     settings = load_settings(config)
     paths = settings.resolved_paths

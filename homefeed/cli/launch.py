@@ -58,7 +58,7 @@ def launch_review_command(
     config: ConfigOption = None,
 ) -> None:
     """Compare a candidate with production on its held-out days; exit 0 to ship, 1 not to."""
-    require_positive("replicates", replicates)
+    require_positive("replicates", replicates)  # not 0: every rule is judged on an interval
     report, _, _ = review_and_report(load_settings(config), candidate, against, gates, replicates)
     if not report.verdict.ship:
         raise typer.Exit(1)
