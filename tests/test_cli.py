@@ -479,6 +479,19 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
         (["train", "--model", "gbdt", "--dataset", "nope"], ["nope"]),
         (["models", "show", "production"], ["no model version or alias 'production'"]),
         (["models", "rollback", "production", "--reason", "x"], ["no alias 'production'"]),
+        # Parameters are checked before the dataset is read (``abc`` does not exist) or a tree is grown.
+        (["train", "--model", "gbdt", "--dataset", "abc", "--negative-weight", "nan"], ["negative weight", "nan"]),
+        (["train", "--model", "gbdt", "--dataset", "abc", "--negative-weight", "-1"], ["negative weight", "-1"]),
+        (["train", "--model", "gbdt", "--dataset", "abc", "-p", "n_estimators=abc"], ["n_estimators", "'abc'"]),
+        (["train", "--model", "gbdt", "--dataset", "abc", "-p", "learning_rate=-0.1"], ["learning_rate", "-0.1"]),
+        (["train", "--model", "gbdt", "--dataset", "abc", "-p", "num_leaves=1"], ["num_leaves", "1"]),
+        (["train", "--model", "nn", "--dataset", "abc", "-p", "hidden=[64, 0]"], ["hidden.1", "greater than 0"]),
+        (["train", "--model", "nn", "--dataset", "abc", "-p", "batch_size=1e999"], ["batch_size"]),
+        (["train", "--model", "gbdt", "--dataset", "abc", "--alias", "gbdt-0002"], ["'gbdt-0002'", "reserved"]),
+        (["models", "alias", "gbdt-0002", "x", "--reason", "r"], ["alias 'gbdt-0002' looks like a model version"]),
+        (["models", "alias", "", "x", "--reason", "r"], ["alias ''", "letters, digits"]),
+        (["models", "alias", "../prod", "x", "--reason", "r"], ["alias '../prod'"]),
+        (["models", "alias", "prod\x1b[2J", "x", "--reason", "r"], ["alias 'prod\\x1b[2J'"]),
     ],
 )
 def test_models_user_mistakes_are_one_error_line(tmp_path, capsys, argv, expected):

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from homefeed import config as config_mod
 from homefeed.config import Settings
@@ -17,8 +18,10 @@ from homefeed.errors import HomefeedError
 app = typer.Typer(help="homefeed: build, ship and run a personalized home feed.", no_args_is_help=True)
 
 OPEN_BANDIT = "open-bandit"
-console = Console(width=max(Console().width, 100))  # tables stay readable in CI logs and pipes
-err_console = Console(stderr=True)
+# Markup off: data is printed as text, never parsed as markup (a country "US[/bold]" once crashed a report's
+# printing); what is styled on purpose says so with `styled`.
+console = Console(width=max(Console().width, 100), markup=False)  # tables stay readable in CI logs and pipes
+err_console = Console(stderr=True, markup=False)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Project file (default: ./homefeed.toml).")]
 
@@ -37,9 +40,17 @@ def load_settings(config: Path | None, **sim_overrides: object) -> Settings:
     return settings
 
 
-def require_positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"--{name} must be a positive whole number, got {value}")
+def require_positive(name: str, value: int | None, at_most: int | None = None, zero: bool = False) -> None:
+    """Refuse a count below 1 (below 0 with ``zero``) or above ``at_most``, naming the option."""
+    if value is not None and value < (0 if zero else 1):
+        raise UserError(f"--{name} must be {'0 or more' if zero else 'a positive whole number'}, got {value}")
+    if value is not None and at_most is not None and value > at_most:
+        raise UserError(f"--{name} must be at most {at_most:,}, got {value:,}")
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text with some parts styled, e.g. ``styled(("NO SHIP", "bold red"), ": 2 rules broken")``; never markup."""
+    return Text.assemble(*parts)
 
 
 def parse_day(option: str, value: str) -> dt.date:
@@ -51,7 +62,7 @@ def parse_day(option: str, value: str) -> dt.date:
 
 def wide_console(width: int = 160) -> Console:
     """For wide tables: outside a terminal (CI logs, pipes) they get room instead of wrapping."""
-    return Console(width=console.width if console.is_terminal else max(console.width, width))
+    return Console(width=console.width if console.is_terminal else max(console.width, width), markup=False)
 
 
 def fail(message: str) -> None:

@@ -16,6 +16,7 @@ from homefeed.cli.common import (
     console,
     load_settings,
     parse_day,
+    styled,
     wide_console,
 )
 from homefeed.data.daily import CheckError, DayCheck, check_date
@@ -142,9 +143,9 @@ def data_check(
     # Messages are long: outside a terminal (CI logs, pipes) the table gets room for them.
     wide_console().print(_findings_table(result))
     counts = ", ".join(f"{n} {s}" + ("s" if n != 1 and s != "info" else "") for s, n in result.counts().items())
-    verdict = "[bold red]FAILED[/]" if result.worst == "error" else "[green]passed[/]"
+    verdict = ("FAILED", "bold red") if result.worst == "error" else ("passed", "green")
     console.print(
-        f"{verdict} {day}: {counts} in {', '.join(result.tables)}; findings stored in {result.path}",
+        styled(verdict, f" {day}: {counts} in {', '.join(result.tables)}; findings stored in {result.path}"),
         soft_wrap=True,
         highlight=False,
     )
@@ -201,6 +202,6 @@ def _findings_table(result: DayCheck) -> Table:
         table.add_column(header, no_wrap=True)
     table.add_column("message", ratio=1)
     for f in result.findings:
-        severity = f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]"
+        severity = styled((f.severity, SEVERITY_STYLE[f.severity]))
         table.add_row(severity, f.table, f.check, f.column or "-", f.segment or "-", f.message)
     return table

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from homefeed.cli.common import ConfigOption, app, console, err_console, load_settings, parse_day, wide_console
+from homefeed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    err_console,
+    load_settings,
+    parse_day,
+    styled,
+    wide_console,
+)
 from homefeed.config import DatasetSampling
 from homefeed.train import SPLITS, DatasetStore, build_dataset, load_spec
 from homefeed.train import diff as diff_datasets
@@ -82,7 +91,7 @@ def dataset_show(
     """A dataset's manifest: spec, splits, labels, weights, feature statistics, violations."""
     m = DatasetStore(load_settings(config).resolved_paths.datasets).load(dataset)
     spec = m["spec"]
-    console.print(f"[bold]dataset {m['id']}[/bold], built {m['created_at']} (homefeed {m['homefeed']})")
+    console.print(styled((f"dataset {m['id']}", "bold"), f", built {m['created_at']} (homefeed {m.get('homefeed')})"))
     console.print(
         f"impressions {spec['start']} to {spec['end']}; labels {', '.join(spec['labels'])}; feature set "
         f"{m['feature_set']['version']} ({len(m['feature_set']['columns'])} columns); {len(m['inputs'])} input files",
@@ -114,7 +123,7 @@ def dataset_diff(
     """What changed between two datasets: spec, inputs, rows and labels, features, and per-feature shifts."""
     store = DatasetStore(load_settings(config).resolved_paths.datasets)
     d = diff_datasets(store.load(a), store.load(b))
-    console.print(f"[bold]{d.a}[/bold] → [bold]{d.b}[/bold]")
+    console.print(styled((d.a, "bold"), " → ", (d.b, "bold")))
     if d.spec:
         spec = Table(title="spec")
         for header in ("key", d.a, d.b):
@@ -177,9 +186,11 @@ def _splits_table(m: dict) -> Table:
 
 def _print_problems(m: dict, limit: int = 20) -> None:
     for warning in m["warnings"]:
-        err_console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
+        err_console.print(styled(("warning", "yellow"), f": {warning}"), highlight=False, soft_wrap=True)
     for v in m["violations"][:limit]:
-        err_console.print(f"[red]violation[/] ({v['split']}): {v['message']}", highlight=False, soft_wrap=True)
+        err_console.print(
+            styled(("violation", "red"), f" ({v['split']}): {v['message']}"), highlight=False, soft_wrap=True
+        )
     if len(m["violations"]) > limit:
         err_console.print(f"… and {len(m['violations']) - limit} more violations in {m['id']}/manifest.json")
 

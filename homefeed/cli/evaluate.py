@@ -17,11 +17,13 @@ from homefeed.cli.common import (
     load_settings,
     print_comparison,
     require_positive,
+    styled,
     wide_console,
 )
 from homefeed.evaluate.ablation import DEFAULT_METRICS, AblationReport, ablate, ablate_each, write_report
 from homefeed.evaluate.bootstrap import Bootstrap
 from homefeed.evaluate.human_review import KEY_FILE, TASKS_CSV, TASKS_JSON, export_tasks, import_ratings, win_rate
+from homefeed.evaluate.metrics import MAX_K
 from homefeed.evaluate.pages import interval
 from homefeed.evaluate.review import score_pair
 from homefeed.evaluate.side_by_side import (
@@ -61,7 +63,7 @@ def human_review_export(
 ) -> None:
     """Write blind rating tasks: for sampled test requests, both models' slates as left/right in random order."""
     require_positive("tasks", tasks)
-    require_positive("depth", depth)
+    require_positive("depth", depth, at_most=MAX_K)
     settings = load_settings(config)
     paths = settings.resolved_paths
     pair = score_pair(Registry.of(settings), DatasetStore(paths.datasets), b, a)
@@ -89,7 +91,14 @@ def human_review_import(
     if result.rejected:
         rejected = directory / f"rejected-{ratings.stem}.json"
         atomic_write_text(rejected, json.dumps(result.rejected, indent=1, default=str))
-        console.print(f"[yellow]{len(result.rejected)} rating row(s) set aside[/] with reasons in {rejected}")
+        first = result.rejected[0]["reason"]
+        console.print(
+            styled(
+                (f"{len(result.rejected)} rating row(s) set aside", "yellow"),
+                f" (first: {first}); all with reasons in {rejected}",
+            ),
+            soft_wrap=True,
+        )
     report = win_rate(result, result.a, result.b, Bootstrap(replicates=replicates, seed=0))
     atomic_write_text(directory / f"win-rate-{ratings.stem}.json", json.dumps(asdict(report), indent=1))
     w = report.win_rate_b
@@ -234,8 +243,9 @@ def side_by_side_command(
     config: ConfigOption = None,
 ) -> None:
     """Two models' slates next to each other, with scores, rank changes and why; agreement over every request."""
-    for name, value in (("requests", requests), ("depth", depth)):
-        require_positive(name, value)
+    require_positive("requests", requests)
+    require_positive("replicates", replicates, zero=True)  # 0: the agreement without intervals
+    require_positive("depth", depth, at_most=MAX_K)
     settings = load_settings(config)
     paths = settings.resolved_paths
     report = side_by_side(

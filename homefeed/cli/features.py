@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from homefeed.cli.common import ConfigOption, app, console, load_settings, parse_day, wide_console
+from homefeed.cli.common import ConfigOption, app, console, load_settings, parse_day, styled, wide_console
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import feature_set
 from homefeed.features.materialize import materialize
@@ -99,7 +99,7 @@ def features_skew(
     for header in ("feature", "rows", "differing", "PSI", "JS", "mean served", "mean offline", "flag"):
         table.add_column(header, justify="left" if header in ("feature", "flag") else "right")
     for r in sorted(report, key=lambda r: (not r.flagged, -r.mismatch_share)):
-        flag = "[bold red]SKEW[/]" if r.flagged else ""
+        flag = styled(("SKEW", "bold red")) if r.flagged else ""
         table.add_row(
             r.feature, f"{r.rows:,}", f"{r.mismatch_share:.2%}", f"{r.psi:.3f}", f"{r.js:.3f}",
             f"{r.mean_served:.4g}", f"{r.mean_offline:.4g}", flag,
@@ -107,6 +107,8 @@ def features_skew(
     console.print(table)
     flagged = [r.feature for r in report if r.flagged]
     if flagged:
-        console.print(f"[bold red]SKEW[/] in {len(flagged)} feature(s): {', '.join(flagged)}", soft_wrap=True)
+        console.print(
+            styled(("SKEW", "bold red"), f" in {len(flagged)} feature(s): {', '.join(flagged)}"), soft_wrap=True
+        )
         raise typer.Exit(1)
-    console.print(f"[green]no skew[/] in {len(report)} features")
+    console.print(styled(("no skew", "green"), f" in {len(report)} features"))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from homefeed.cli.common import ConfigOption, app, console, load_settings, print_comparison
+from homefeed.cli.common import ConfigOption, app, console, load_settings, print_comparison, require_positive, styled
 from homefeed.config import Settings
 from homefeed.evaluate.bootstrap import Bootstrap
 from homefeed.evaluate.review import LaunchReport, launch_review, load_gates, write_report
@@ -38,10 +38,11 @@ def review_and_report(
         ("production", "candidate", "difference"),
         (report.production, report.candidate),
     )
-    verdict = "[bold green]SHIP[/]" if report.verdict.ship else "[bold red]NO SHIP[/]"
-    console.print(f"{verdict}: {len(report.verdict.passed)} rule(s) held, {len(report.verdict.reasons)} broken")
+    verdict = ("SHIP", "bold green") if report.verdict.ship else ("NO SHIP", "bold red")
+    held, broken = len(report.verdict.passed), len(report.verdict.reasons)
+    console.print(styled(verdict, f": {held} rule(s) held, {broken} broken"))
     for reason in report.verdict.reasons:
-        console.print(f"  [red]✗[/] {reason}", soft_wrap=True, highlight=False)
+        console.print(styled("  ", ("✗", "red"), f" {reason}"), soft_wrap=True, highlight=False)
     console.print(f"report: {html_path} and {json_path.name}", soft_wrap=True)
     return report, json_path, html_path
 
@@ -57,6 +58,7 @@ def launch_review_command(
     config: ConfigOption = None,
 ) -> None:
     """Compare a candidate with production on its held-out days; exit 0 to ship, 1 not to."""
+    require_positive("replicates", replicates)  # not 0: every rule is judged on an interval
     report, _, _ = review_and_report(load_settings(config), candidate, against, gates, replicates)
     if not report.verdict.ship:
         raise typer.Exit(1)

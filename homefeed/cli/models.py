@@ -11,7 +11,7 @@ from rich.table import Table
 from homefeed.cli.common import ConfigOption, UserError, app, console, load_settings, wide_console
 from homefeed.train import DatasetStore
 from homefeed.train.model import Objective, TrainingData
-from homefeed.train.registry import MODEL_KINDS, Registry, model_class
+from homefeed.train.registry import MODEL_KINDS, Registry, check_alias_name, model_class
 
 models_app = typer.Typer(help="The model registry: versions with lineage, aliases, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -53,15 +53,17 @@ def train(
     if weights not in ("dataset", "none", "ips"):
         raise UserError(f"--weights: {weights!r} is not one of dataset, none, ips")
     cls = model_class(model)
-    data = TrainingData.load(DatasetStore(settings.resolved_paths.datasets), dataset)
-    try:
+    if alias:
+        check_alias_name(alias)
+    try:  # every parameter is checked here, before the dataset is read or a minute is spent training
         ranker = cls(
             objective=Objective(negative_weight=negative_weight), position=position, weights=weights, **_params(param)
         )
     except TypeError as exc:
         raise UserError(f"--param: {exc}") from None
+    registry = Registry.of(settings)  # a damaged registry is found now, not after training
+    data = TrainingData.load(DatasetStore(settings.resolved_paths.datasets), dataset)
     ranker.fit(data)
-    registry = Registry.of(settings)
     v = registry.register(ranker, data)
     if alias:
         registry.alias(alias, v.version, f"trained on dataset {data.dataset_id}")

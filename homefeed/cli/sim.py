@@ -10,7 +10,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from homefeed import config as config_mod
-from homefeed.cli.common import ConfigOption, UserError, app, console, err_console, load_settings, require_positive
+from homefeed.cli.common import (
+    ConfigOption,
+    UserError,
+    app,
+    console,
+    err_console,
+    load_settings,
+    require_positive,
+    styled,
+)
 from homefeed.cli.launch import review_and_report
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
@@ -33,7 +42,7 @@ def _run_with_progress(
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
     with Progress(
-        TextColumn("[bold]{task.description:<14}"),
+        TextColumn("{task.description:<14}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("days"),
@@ -125,7 +134,9 @@ def demo(
     s = settings.sim
     policies = [make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days) for name in BASELINES]
     root = settings.resolved_paths.sim_logs
-    console.print(f"[bold]homefeed demo[/bold]: {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
+    console.print(
+        styled(("homefeed demo", "bold"), f": {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
+    )
     results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
     console.print(_outcome_table(results, "Baseline policies on the same world"))
     console.print(f"logs written under {root}")
@@ -134,7 +145,7 @@ def demo(
 
 
 def _train_demo(settings: Settings, logs: Path) -> None:
-    trained = train_on_logs(settings, logs, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
+    trained = train_on_logs(settings, logs, on_step=lambda name: console.print(f"… {name}", style="dim"))
     registry = Registry.of(settings)
     splits = ", ".join(f"{n} {r:,}" for n, r in trained.rows.items())
     console.print(f"ingested {trained.events:,} events; dataset {trained.dataset_id}: {splits} rows")

@@ -47,6 +47,15 @@ class Bootstrap:
     level: float = 0.95
     max_units: int = 20_000
 
+    def __post_init__(self) -> None:
+        """Refused here, not as a NumPy error deep in a metric: a negative count, a level outside (0, 1)."""
+        if isinstance(self.replicates, bool) or not isinstance(self.replicates, int) or self.replicates < 0:
+            raise EvaluationError(f"bootstrap replicates must be a whole number >= 0, got {self.replicates!r}")
+        if not 0 < self.level < 1:
+            raise EvaluationError(f"the confidence level must be between 0 and 1, got {self.level!r}")
+        if self.max_units < 1:
+            raise EvaluationError(f"max_units must be at least 1, got {self.max_units!r}")
+
 
 @dataclass(frozen=True)
 class Units:

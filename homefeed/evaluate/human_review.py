@@ -7,9 +7,19 @@ rater cannot favour the incumbent.  Requests whose two slates are identical
 are skipped by default: they cost rater time and can only be ties.
 
 Ratings come back as CSV or JSON rows of ``task_id, rater, preference`` with
-preference ``left``, ``right`` or ``tie``.  Each row is checked, and a bad one
-(unknown task, unknown preference, a rater rating a task twice) is set aside
-with its reason rather than silently dropped or failing the whole import.
+preference ``left``, ``right`` or ``tie``, in UTF-8 (a byte-order mark, as
+spreadsheets write, is fine; another encoding is refused, naming the byte).
+A rating is one rater's preference for one task: its identity is
+``(task_id, rater)``, and a row with no rater (or a file with no rater column)
+is the unnamed rater's, so a task counts it once.  Each row is checked, and a
+bad one (unknown task, unknown preference, a second rating of a task by the
+same rater, named or not) is set aside with its reason rather than silently
+dropped, counted twice, or failing the whole import.
+
+``tasks.csv`` is opened in spreadsheets, which run a cell starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return as a formula; such cells (a
+request id or a country from the logs could be one) get a leading ``'``, as
+OWASP advises against CSV injection.
 The win rate of B over A counts a tie as half a win; its interval resamples
 *tasks* (Poisson bootstrap), so several raters of one task are not counted as
 independent evidence.
@@ -26,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from homefeed.errors import DamagedStateError
 from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Scored, Units, interval
 from homefeed.evaluate.request_view import py_value
 from homefeed.evaluate.side_by_side import SLATE_SIZE, per_request
@@ -36,6 +47,8 @@ PREFERENCES = ("left", "right", "tie")
 #: Item columns a rater sees, when the rows have them (labels never: a rater judges the slate, not the log).
 ITEM_COLUMNS = ("item_id", "topic", "creator_id")
 USER_COLUMNS = ("user_id", "country")
+#: A spreadsheet evaluates a cell that starts with one of these (CSV injection); `_cell` defuses it.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -126,15 +139,27 @@ def _tasks_csv(tasks: list[RatingTask]) -> str:
     for t in tasks:
         show = lambda s: " | ".join(":".join(str(v) for v in item.values()) for item in s)  # noqa: E731
         user = " ".join(f"{k}={v}" for k, v in t.user.items())
-        w.writerow([t.task_id, t.request_id, user, show(t.left), show(t.right), "", ""])
+        w.writerow([_cell(c) for c in (t.task_id, t.request_id, user, show(t.left), show(t.right), "", "")])
     return buf.getvalue()
+
+
+def _cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading ``'``."""
+    return f"'{value}" if value.startswith(FORMULA_START) else value
 
 
 def _read_rows(path: Path) -> list[dict]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise EvaluationError(f"{path}: cannot read ratings ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as spreadsheets write, is not part of the first column
+    except UnicodeDecodeError as exc:
+        raise EvaluationError(
+            f"{path}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); save the ratings as UTF-8 "
+            "(in a spreadsheet: CSV UTF-8)"
+        ) from None
     if path.suffix.lower() == ".json":
         try:
             rows = json.loads(text)
@@ -143,26 +168,59 @@ def _read_rows(path: Path) -> list[dict]:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise EvaluationError(f"{path}: expected a JSON list of objects with task_id, rater, preference")
         return rows
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"task_id", "preference"} - set(reader.fieldnames or [])
-    if missing:
-        raise EvaluationError(
-            f"{path}: ratings need columns task_id and preference (missing {', '.join(sorted(missing))})"
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        missing = {"task_id", "preference"} - set(reader.fieldnames or [])
+        if missing:
+            raise EvaluationError(
+                f"{path}: ratings need columns task_id and preference (missing {', '.join(sorted(missing))})"
+            )
+        return list(reader)
+    except csv.Error as exc:
+        raise EvaluationError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _read_key(directory: Path) -> dict:
+    """The export's key: which model is left and right in each task.  Written by `export_tasks`, so damage is 3."""
+    path = directory / KEY_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise EvaluationError(f"{directory}: no readable {KEY_FILE}; export rating tasks there first") from None
+    try:
+        key = json.loads(text)
+    except ValueError as exc:
+        raise DamagedStateError(f"{path}: not valid JSON ({exc}); export the rating tasks again") from None
+    sides = ("left", "right")
+    valid = (
+        isinstance(key, dict)
+        and all(isinstance(key.get(m), str) for m in ("a", "b"))
+        and isinstance(key.get("tasks"), dict)
+        and all(
+            isinstance(t, dict) and all(t.get(side) in (key["a"], key["b"]) for side in sides)
+            for t in key["tasks"].values()
         )
-    return list(reader)
+    )
+    if not valid:
+        raise DamagedStateError(
+            f"{path}: not a rating key (an object with models a and b and, per task, the model on the left and on "
+            "the right); export the rating tasks again"
+        )
+    return key
 
 
 def import_ratings(directory: str | Path, ratings: str | Path) -> Ratings:
-    """Read ratings (CSV or JSON) for the tasks exported to ``directory`` and unblind them with its key."""
-    try:
-        key = json.loads((Path(directory) / KEY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise EvaluationError(f"{directory}: no readable {KEY_FILE}; export rating tasks there first") from None
+    """Read ratings (CSV or JSON) for the tasks exported to ``directory`` and unblind them with its key.
+
+    A rating's identity is ``(task_id, rater)``; rows without a rater are the unnamed rater's, so a task counts
+    only its first unnamed rating and the rest are set aside, never counted as more evidence.
+    """
+    key = _read_key(Path(directory))
     out = Ratings([], a=key["a"], b=key["b"])
     seen: set[tuple[str, str]] = set()
-    for n, row in enumerate(_read_rows(Path(ratings)), start=1):
+    for row in _read_rows(Path(ratings)):
         task = str(row.get("task_id") or "").strip()
-        rater = str(row.get("rater") or "").strip() or f"row {n}"
+        rater = str(row.get("rater") or "").strip()
         preference = str(row.get("preference") or "").strip().lower()
         if not preference:  # an unrated line of the exported sheet: not an error, not a rating
             continue
@@ -171,8 +229,10 @@ def import_ratings(directory: str | Path, ratings: str | Path) -> Ratings:
             reason = f"unknown task_id {task!r}"
         elif preference not in PREFERENCES:
             reason = f"preference {preference!r} is not one of {', '.join(PREFERENCES)}"
-        elif (task, rater) in seen:
+        elif (task, rater) in seen and rater:
             reason = f"rater {rater!r} rated task {task} twice"
+        elif (task, rater) in seen:
+            reason = f"task {task} rated again with no rater named: name each rater (a rater column) to count several"
         if reason:
             out.rejected.append({**row, "reason": reason})
             continue

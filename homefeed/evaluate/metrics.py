@@ -32,6 +32,8 @@ from homefeed.evaluate.bootstrap import Bootstrap, Estimate, EvaluationError, Sc
 from homefeed.train.model import LOG_LOSS_EPS, Slot
 
 Replicated = tuple[float, np.ndarray]  # the value on all rows, and one value per bootstrap replicate
+#: The deepest slate a metric@K takes: a request × K matrix is allocated, and no feed ranks a slate this deep.
+MAX_K = 1_000
 EPS = LOG_LOSS_EPS
 
 
@@ -320,10 +322,15 @@ def metric(name: str) -> tuple[Metric, dict[str, int]]:
     if name in METRICS and not METRICS[name].takes_k:
         return METRICS[name], {}
     found = re.fullmatch(r"(.+)@(\d+)", name)
-    if found and f"{found[1]}@k" in METRICS and int(found[2]) > 0:
+    if found and f"{found[1]}@k" in METRICS:
+        if not 0 < int(found[2]) <= MAX_K:
+            raise EvaluationError(
+                f"metric {name!r}: K must be a whole number from 1 to {MAX_K:,} (deeper than any slate, and each "
+                "request needs K cells of memory)"
+            )
         return METRICS[f"{found[1]}@k"], {"k": int(found[2])}
     known = ", ".join(n.replace("@k", "@K") for n in METRICS)
-    raise EvaluationError(f"unknown metric {name!r}; known metrics: {known} (K a positive integer)")
+    raise EvaluationError(f"unknown metric {name!r}; known metrics: {known} (K a whole number from 1 to {MAX_K:,})")
 
 
 def _check_slot(name: str, slot: Slot | None, rows: Scored) -> None:

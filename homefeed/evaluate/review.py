@@ -70,7 +70,7 @@ def load_gates(path: str | Path | None) -> GateConfig:
         try:
             metric(name)
         except EvaluationError as exc:
-            raise EvaluationError(f"gate config: {exc}") from None
+            raise EvaluationError(f"gate config {path or '(the defaults)'}: {exc}") from None
     return config
 
 

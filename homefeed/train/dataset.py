@@ -26,12 +26,13 @@ import duckdb
 import homefeed
 from homefeed.config import Settings
 from homefeed.data.lake import Lake
+from homefeed.errors import DamagedStateError
 from homefeed.features import pit
 from homefeed.features.definitions import FeatureError, FeatureSet, feature_set
 from homefeed.files import atomic_dir, atomic_write_text, sha256_file
 from homefeed.schema import days
 from homefeed.train import sampling, validation
-from homefeed.train.snapshots import MANIFEST, DatasetStore, dataset_id
+from homefeed.train.snapshots import MANIFEST, REBUILD, DatasetStore, dataset_id
 from homefeed.train.spec import SPLITS, DatasetError, DatasetSpec, split_days
 
 #: Bumped whenever the builder's output changes meaning for the same spec and inputs (it is part of every id).
@@ -138,7 +139,12 @@ def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) ->
     ident = identity(spec, fs, inputs)
     did = dataset_id(ident)
     if store.exists(did) and not force:
-        return Built(did, store.path(did), store.load(did), reused=True)
+        try:
+            return Built(did, store.path(did), store.verify(did), reused=True)
+        except DamagedStateError as exc:  # its inputs are all here and verified: build it again, in place
+            inputs.warnings.append(
+                f"rebuilt: the dataset of this id was damaged ({str(exc).removesuffix(f'; {REBUILD}')})"
+            )
     began = time.perf_counter()
     ranges = split_days(spec)
     files = {name: f"{name}.parquet" for name in ranges}

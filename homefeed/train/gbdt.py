@@ -14,20 +14,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, NonNegativeInt, PositiveInt
 from sklearn.linear_model import LogisticRegression
 
 from homefeed.train.model import (
     BASELINE,
     VALIDATION_METRICS,
     ModelError,
+    PositiveFinite,
     Ranker,
     Slot,
     TrainingData,
+    checked_params,
     inputs,
     row_weights,
     validation_metrics,
@@ -55,20 +58,19 @@ class GBDTRanker(Ranker):
 
     kind = "gbdt"
 
+    @checked_params
     def __init__(
         self,
         objective_kind: ObjectiveKind = "binary",
-        num_leaves: int = 31,
-        learning_rate: float = 0.05,
-        n_estimators: int = 500,
-        early_stopping_rounds: int = 30,
-        min_child_samples: int = 50,
-        threads: int = 2,
+        num_leaves: Annotated[int, Field(ge=2, le=131_072)] = 31,  # LightGBM's bounds
+        learning_rate: PositiveFinite = 0.05,
+        n_estimators: PositiveInt = 500,
+        early_stopping_rounds: PositiveInt = 30,
+        min_child_samples: NonNegativeInt = 50,
+        threads: PositiveInt = 2,
         **base: object,
     ):
         super().__init__(**base)  # objective, position, weights, seed: the base class's, as for the NN
-        if objective_kind not in ("binary", "lambdarank"):
-            raise ModelError(f"objective_kind must be 'binary' or 'lambdarank', not {objective_kind!r}")
         self.objective_kind = objective_kind
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate

@@ -19,23 +19,31 @@ slot its ECE is 0.004.  A model trained with ``position="ignore"`` gives the sam
 either way.  ``weights="ips"`` multiplies each row's dataset weight by
 1/propensity (clipped), so the old policy's choices count as if it had been
 uniform.
+
+Parameters are checked when a model is built (`checked_params`: pydantic
+validates the constructor's arguments against its annotations), so a bad
+``--param`` or a NaN λ is refused in one line before a dataset is even read,
+instead of failing (or, for a NaN λ, silently scoring NaN) after training.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from pydantic import ConfigDict, Field, NonNegativeInt, ValidationError, validate_call
 
-from homefeed.errors import HomefeedError
+from homefeed.errors import DamagedStateError, HomefeedError
 from homefeed.files import sha256_file
 from homefeed.train.snapshots import DatasetStore
 
@@ -50,10 +58,36 @@ SERVING_POSITION = 1
 BASELINE = "(baseline)"
 MODEL_FILE = "model.json"
 CHECKSUMS_FILE = "checksums.json"
+#: A rate or step size: positive and finite (NaN and infinity are refused).
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Init = TypeVar("Init", bound=Callable)
 
 
 class ModelError(HomefeedError, ValueError):
-    """A model that cannot be trained, saved or loaded as asked (a tampered file, a missing column)."""
+    """A model that cannot be trained, saved or loaded as asked (a bad parameter, a missing column)."""
+
+
+class DamagedModelError(DamagedStateError, ModelError):
+    """A saved model's file is missing, tampered or truncated (exit code 3, as for any damaged state)."""
+
+
+def checked_params(init: Init) -> Init:
+    """Validate a constructor's arguments against its annotations, a bad one a `ModelError` naming it."""
+    validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(init)
+
+    @functools.wraps(init)
+    def wrapper(self: object, *args: object, **kwargs: object) -> None:
+        try:
+            validated(self, *args, **kwargs)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            # a union's member tags ("tuple[int, ...]") say nothing a user typed: the name and the index do
+            where = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+            raise ModelError(
+                f"{type(self).__name__} parameter {where}: {first['msg']} (got {first.get('input')!r})"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -63,6 +97,11 @@ class Objective:
     positive: str = "engaged"
     negative: str = "negative"
     negative_weight: float = 1.0  # λ: how many positive engagements one hide or report is worth losing
+
+    def __post_init__(self) -> None:
+        weight = self.negative_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            raise ModelError(f"the negative weight λ must be a finite number >= 0, got {weight!r}")
 
     @property
     def heads(self) -> tuple[str, str]:
@@ -83,9 +122,9 @@ class TrainingData:
 
     @classmethod
     def load(cls, store: DatasetStore, ref: str) -> TrainingData:
+        """A dataset's splits, each checked against the SHA-256 its manifest records (a swapped file is refused)."""
         manifest = store.load(ref)
-        path = store.path(manifest["id"])
-        splits = {name: pq.read_table(path / f"{name}.parquet") for name in ("train", "validation", "test")}
+        splits = {name: store.read_split(manifest, name) for name in ("train", "validation", "test")}
         return cls(manifest["id"], list(manifest["feature_set"]["columns"]), splits, manifest)
 
 
@@ -182,15 +221,15 @@ def verify_checksums(directory: Path) -> None:
     except (OSError, ValueError):
         checksums = None
     if not isinstance(checksums, dict) or MODEL_FILE not in checksums:
-        raise ModelError(f"{directory / CHECKSUMS_FILE}: no checksums of the model's files; refusing to load it")
+        raise DamagedModelError(f"{directory / CHECKSUMS_FILE}: no checksums of the model's files; refusing to load it")
     for name, expected in sorted(checksums.items()):
         path = directory / name
         if Path(name).name != name:
-            raise ModelError(f"{directory / CHECKSUMS_FILE}: checksum entry {name!r} is not a file of the model")
+            raise DamagedModelError(f"{directory / CHECKSUMS_FILE}: checksum entry {name!r} is not a file of the model")
         if not path.is_file():
-            raise ModelError(f"{path}: missing ({CHECKSUMS_FILE} lists it)")
+            raise DamagedModelError(f"{path}: missing ({CHECKSUMS_FILE} lists it)")
         if sha256_file(path) != expected:
-            raise ModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
+            raise DamagedModelError(f"{path}: checksum mismatch: the file was changed or truncated after it was saved")
 
 
 class Ranker(abc.ABC):
@@ -198,12 +237,13 @@ class Ranker(abc.ABC):
 
     kind: ClassVar[str]
 
+    @checked_params
     def __init__(
         self,
         objective: Objective | None = None,
         position: Position = "ignore",
         weights: Weights = "dataset",
-        seed: int = 0,
+        seed: Annotated[NonNegativeInt, Field(lt=2**31)] = 0,
     ):
         self.objective = objective or Objective()
         self.position = position

@@ -38,18 +38,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from homefeed.hashing import stable_hash
 from homefeed.train.model import (
     BASELINE,
     SERVING_POSITION,
-    VALIDATION_METRICS,
     ModelError,
+    PositiveFinite,
     Ranker,
     Slot,
     TrainingData,
+    VALIDATION_METRICS,
     check_slot,
+    checked_params,
     inputs,
     logged_slots,
     row_weights,
@@ -138,16 +141,17 @@ class NNRanker(Ranker):
 
     kind = "nn"
 
+    @checked_params
     def __init__(
         self,
-        hidden: tuple[int, ...] | list[int] = (128, 64),
-        embedding_dim: int = 8,
-        id_buckets: int = 50_000,
-        batch_size: int = 1024,
-        learning_rate: float = 1e-3,
-        max_epochs: int = 20,
-        patience: int = 2,
-        threads: int = 2,
+        hidden: tuple[PositiveInt, ...] | list[PositiveInt] = (128, 64),
+        embedding_dim: PositiveInt = 8,
+        id_buckets: PositiveInt = 50_000,
+        batch_size: PositiveInt = 1024,
+        learning_rate: PositiveFinite = 1e-3,
+        max_epochs: PositiveInt = 20,
+        patience: PositiveInt = 2,
+        threads: PositiveInt = 2,
         **base: object,
     ):
         super().__init__(**base)  # objective, position, weights, seed

@@ -6,6 +6,13 @@ the builder's and DuckDB's versions — and of nothing else: not the paths, not
 the time of the build.  So the same inputs give the same id on any machine, a
 late file in the lake gives a new one, and a build whose id exists is a no-op.
 ``<root>/<id>/`` holds one Parquet file per split and ``manifest.json``.
+
+Reads are verified: a manifest that does not parse, or names another dataset,
+and a split file that is missing or whose bytes differ from the SHA-256 its
+manifest records (a validation file copied over the test file is one) are
+damaged state (`DamagedStateError`, exit code 3), named, never used.  A split
+is read once into memory and hashed from those bytes, so checking costs one
+SHA-256 pass (about 1 GB/s), not a second read of the file.
 """
 
 from __future__ import annotations
@@ -16,10 +23,21 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from homefeed.errors import DamagedStateError
+from homefeed.files import sha256_file
 from homefeed.train.spec import DatasetError
 
 MANIFEST = "manifest.json"
 ID_LENGTH = 16
+#: What the readers of a manifest rely on, and the JSON type of each (``splits`` also needs a SHA-256 per split).
+MANIFEST_KEYS = {
+    "spec": dict, "feature_set": dict, "splits": dict, "stats": dict, "created_at": str, "warnings": list,
+    "violations": list,
+}  # fmt: skip
+REBUILD = "build it again with the same spec (`homefeed dataset build` replaces a damaged dataset)"
 
 
 def dataset_id(identity: dict) -> str:
@@ -47,7 +65,7 @@ class DatasetStore:
 
     def manifests(self) -> list[dict]:
         """Every dataset's manifest, oldest build first."""
-        found = [json.loads((self.path(i) / MANIFEST).read_text(encoding="utf-8")) for i in self.ids()]
+        found = [self._manifest(i) for i in self.ids()]
         return sorted(found, key=lambda m: (m["created_at"], m["id"]))
 
     def resolve(self, ref: str) -> str:
@@ -64,8 +82,67 @@ class DatasetStore:
         raise DatasetError(f"unknown dataset {ref!r} under {self.root}{known}")
 
     def load(self, ref: str) -> dict:
-        dataset_id = self.resolve(ref)
-        return json.loads((self.path(dataset_id) / MANIFEST).read_text(encoding="utf-8"))
+        """The manifest of the dataset ``ref`` names, checked to be readable and to be that dataset's."""
+        return self._manifest(self.resolve(ref))
+
+    def _manifest(self, dataset_id: str) -> dict:
+        path = self.path(dataset_id) / MANIFEST
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DamagedStateError(f"{path}: missing; {REBUILD}") from None
+        except (OSError, ValueError) as exc:
+            raise DamagedStateError(f"{path}: not a readable manifest ({exc}); {REBUILD}") from None
+        if not isinstance(manifest, dict) or manifest.get("id") != dataset_id:
+            found = manifest.get("id") if isinstance(manifest, dict) else None
+            raise DamagedStateError(f"{path}: the manifest of dataset {found!r}, not of {dataset_id}; {REBUILD}")
+        bad = [k for k, kind in MANIFEST_KEYS.items() if not isinstance(manifest.get(k), kind)]
+        splits = manifest.get("splits") or {}
+        bad += [f"splits.{n}" for n, v in splits.items() if not (isinstance(v, dict) and _plain_split(n, v))]
+        if bad:
+            raise DamagedStateError(f"{path}: no valid {', '.join(bad)} in the manifest; {REBUILD}")
+        return manifest
+
+    def verify(self, dataset_id: str) -> dict:
+        """The manifest, after checking every split file against its SHA-256 (without parsing the files)."""
+        manifest = self._manifest(dataset_id)
+        for split, info in manifest["splits"].items():
+            path = self.path(dataset_id) / info["file"]
+            if not path.is_file():
+                raise DamagedStateError(f"{path}: the {split} split is missing; {REBUILD}")
+            if sha256_file(path) != info["sha256"]:
+                raise DamagedStateError(f"{path}: {_CHANGED.format(id=dataset_id)}; {REBUILD}")
+        return manifest
+
+    def read_split(self, manifest: dict, split: str) -> pa.Table:
+        """One split of a dataset, refused unless its bytes are the ones the manifest's SHA-256 names."""
+        info = manifest["splits"].get(split)
+        if info is None:
+            raise DatasetError(
+                f"dataset {manifest['id']} has no {split!r} split (it has {', '.join(manifest['splits'])})"
+            )
+        path = self.path(manifest["id"]) / info["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DamagedStateError(f"{path}: the {split} split is missing; {REBUILD}") from None
+        except OSError as exc:
+            raise DamagedStateError(f"{path}: cannot read the {split} split ({exc.strerror}); {REBUILD}") from None
+        if hashlib.sha256(data).hexdigest() != info["sha256"]:
+            raise DamagedStateError(f"{path}: {_CHANGED.format(id=manifest['id'])}; {REBUILD}")
+        return pq.read_table(pa.BufferReader(data))
+
+
+_CHANGED = (
+    "its bytes do not match the SHA-256 in dataset {id}'s manifest (changed or replaced since the build: a copy of "
+    "another split is one)"
+)
+
+
+def _plain_split(name: str, info: dict) -> bool:
+    """A split entry names a file in the dataset's own folder and records its SHA-256."""
+    file = info.get("file")
+    return isinstance(info.get("sha256"), str) and isinstance(file, str) and file != "" and Path(file).name == file
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
@@ -150,4 +227,4 @@ def _shift(x: dict, y: dict) -> float | None:
     return delta / spread
 
 
-__all__ = ["ID_LENGTH", "MANIFEST", "DatasetDiff", "DatasetStore", "dataset_id", "diff"]
+__all__ = ["ID_LENGTH", "MANIFEST", "REBUILD", "DatasetDiff", "DatasetStore", "dataset_id", "diff"]

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from homefeed.cli import main
+from homefeed.errors import DamagedStateError
 from homefeed.evaluate.bootstrap import Bootstrap, EvaluationError, Scored
 from homefeed.evaluate.human_review import (
+    FORMULA_START,
     KEY_FILE,
     TASKS_CSV,
     TASKS_JSON,
@@ -119,6 +121,93 @@ def test_bad_rating_rows_are_set_aside_with_reasons(exported, tmp_path):
         import_ratings(directory, directory / "cols.csv")
     with pytest.raises(EvaluationError, match=r"no readable key\.json"):
         import_ratings(tmp_path / "elsewhere", path)
+
+
+def _losing_sheet(tasks, directory, key, repeats):
+    """One unnamed rating per task, the judged model (b) winning only the first, whose row is repeated."""
+    rows = []
+    for i, t in enumerate(tasks):
+        winner = key["b"] if i == 0 else key["a"]
+        rows.append((t.task_id, "left" if key["tasks"][t.task_id]["left"] == winner else "right"))
+    rows += [rows[0]] * repeats
+    return "task_id,preference\n" + "".join(f"{t},{p}\n" for t, p in rows)
+
+
+def test_a_task_counts_once_when_no_rater_is_named(exported):
+    """Without a rater column, 50 copies of one row are one rating: the judged model lost 5 of 6 tasks."""
+    tasks, directory = exported
+    key = json.loads((directory / KEY_FILE).read_text())
+    path = directory / "anonymous.csv"
+    path.write_text(_losing_sheet(tasks[:6], directory, key, repeats=49))
+    ratings = import_ratings(directory, path)
+    report = win_rate(ratings, ratings.a, ratings.b, Bootstrap(200, seed=0))
+    assert (report.ratings, report.tasks, report.wins_b, report.wins_a) == (6, 6, 1, 5)
+    assert report.win_rate_b.value == pytest.approx(1 / 6)
+    assert len(ratings.rejected) == 49
+    assert ratings.rejected[0]["reason"].startswith(f"task {tasks[0].task_id} rated again with no rater named")
+    # Named raters still count as several ratings of one task: the identity of a rating is (task, rater).
+    named = directory / "named.json"
+    named.write_text(json.dumps([{"task_id": tasks[0].task_id, "rater": r, "preference": "tie"} for r in "xyz"]))
+    assert len(import_ratings(directory, named).rows) == 3
+
+
+def test_ratings_with_a_byte_order_mark_are_read_and_other_encodings_refused(exported):
+    tasks, directory = exported
+    key = json.loads((directory / KEY_FILE).read_text())
+    sheet = _losing_sheet(tasks[:6], directory, key, repeats=0)
+    (directory / "plain.csv").write_text(sheet, encoding="utf-8")
+    (directory / "bom.csv").write_text(sheet, encoding="utf-8-sig")  # as spreadsheets save "CSV UTF-8"
+    assert (
+        import_ratings(directory, directory / "bom.csv").rows == import_ratings(directory, directory / "plain.csv").rows
+    )
+    latin = directory / "latin.csv"
+    latin.write_bytes(f"task_id,rater,preference\n{tasks[0].task_id},José,left\n".encode("latin-1"))
+    with pytest.raises(EvaluationError, match=r"latin\.csv: not UTF-8 \(byte 0xe9 at offset \d+\)"):
+        import_ratings(directory, latin)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ['{"a": "gbdt-0001", ', '{"a": 1}', "[]", '{"a": "x", "b": "y", "tasks": {"t1": {"left": "x", "right": "z"}}}'],
+)
+def test_a_malformed_key_is_damaged_state_named_in_one_line(exported, key, capsys, monkeypatch):
+    tasks, directory = exported
+    monkeypatch.delenv("HOMEFEED_CONFIG", raising=False)
+    monkeypatch.chdir(directory)
+    (directory / "ratings.csv").write_text(f"task_id,rater,preference\n{tasks[0].task_id},ann,left\n")
+    (directory / KEY_FILE).write_text(key)
+    with pytest.raises(DamagedStateError, match=r"key\.json: .*export the rating tasks again"):
+        import_ratings(directory, directory / "ratings.csv")
+    assert main(["evaluate", "human-review", "import", str(directory), str(directory / "ratings.csv")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "key.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tasks_csv_cells_that_a_spreadsheet_would_run_are_defused(pair, tmp_path):
+    """Request ids and user values come from the logs: one starting ``=`` must stay text in a spreadsheet."""
+    a, b = pair.baseline_scores["ranking"], pair.candidate_scores["ranking"]
+    starts = [*FORMULA_START, "x"]
+    _, request = np.unique(a.columns["request_id"], return_inverse=True)  # one prefix per request, not per row
+    hostile = np.array(
+        [
+            f'{starts[k % len(starts)]}HYPERLINK("http://x",{r})'
+            for k, r in zip(request, a.columns["request_id"], strict=True)
+        ],
+        object,
+    )
+    a, b = Scored({**a.columns, "request_id": hostile}), Scored({**b.columns, "request_id": hostile})
+    tasks = export_tasks(a, b, ("m1", "m2"), tmp_path, tasks=40, depth=3, seed=1)
+    with (tmp_path / TASKS_CSV).open(newline="") as f:
+        sheet = list(csv.DictReader(f))
+    cells = [value for row in sheet for value in row.values()]
+    assert not [c for c in cells if c.startswith(FORMULA_START)]
+    requests = {t.task_id: t.request_id for t in tasks}
+    assert {r["request_id"] for r in sheet} >= {"'=" + v[1:] for v in requests.values() if v.startswith("=")}
+    assert any(v.startswith("=") for v in requests.values())  # the data did hold formulas: the test can fail
+    for row in sheet:  # defused, not rewritten: the text after the quote is the request id
+        assert row["request_id"].removeprefix("'") == requests[row["task_id"]]
+    json_ids = {t["request_id"] for t in json.loads((tmp_path / TASKS_JSON).read_text())}
+    assert json_ids == set(requests.values())  # JSON is not a spreadsheet: values as they are
 
 
 def test_identical_models_leave_nothing_to_rate(pair, tmp_path):

@@ -188,9 +188,16 @@ def test_the_command_prints_both_slates_and_writes_the_page(registered, project_
         (["--user", "abc"], "abc"),
         (["nope-0001", "candidate"], "nope-0001"),
         (["--depth", "0"], "--depth"),
+        (["--depth", "100000000"], "--depth must be at most 1,000"),
     ],
 )
 def test_the_command_reports_a_bad_request_in_one_line(registered, project_file, tmp_path, capsys, extra, named):
     assert main(["evaluate", "side-by-side", *extra, "--replicates", "0", "-c", str(project_file)]) == 2
     assert_one_line_error(capsys.readouterr().err, named)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_negative_replicates_are_a_bad_request_not_a_crash(registered, project_file, tmp_path, capsys):
+    assert main(["evaluate", "side-by-side", "--replicates", "-5", "-c", str(project_file)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--replicates must be 0 or more, got -5")
     assert not (tmp_path / "reports").exists()

@@ -21,10 +21,12 @@ from homefeed.config import ConfigError, EtlSettings, Paths, Settings
 from homefeed.config import load as load_config
 from homefeed.data.etl import DuckDBEngine, Params, run_etl
 from homefeed.data.lake import Lake
+from homefeed.errors import DamagedStateError
 from homefeed.features.pit import join_frame
 from homefeed.schema import ENGAGEMENTS, IMPRESSIONS, NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset, load_spec, validation
 from homefeed.train import dataset as dataset_mod
+from homefeed.train.model import TrainingData
 from tests.conftest import load_lake, run_world
 from tests.test_cli import assert_one_line_error
 
@@ -345,6 +347,26 @@ def test_values_outside_the_definitions_are_reported(world, tmp_path):
     assert stats["below"] > 0 and stats["min"] < 0
 
 
+def test_a_build_over_a_damaged_dataset_of_its_id_rebuilds_it(world, base, tmp_path):
+    """Its inputs are all still there and verified, so the next build repairs a swapped split and says so."""
+    root, _ = world
+    settings = settings_for(root, datasets=str(tmp_path / "ds"))
+    shutil.copytree(base.path, tmp_path / "ds" / base.id)
+    shutil.copy(base.path / "validation.parquet", tmp_path / "ds" / base.id / "test.parquet")
+    with pytest.raises(DamagedStateError, match=r"test\.parquet: its bytes do not match"):
+        TrainingData.load(DatasetStore(tmp_path / "ds"), base.id)
+    rebuilt = build_dataset(spec(settings), settings)
+    assert rebuilt.id == base.id and not rebuilt.reused
+    assert any(w.startswith("rebuilt: the dataset of this id was damaged") for w in rebuilt.manifest["warnings"])
+    assert _bytes(rebuilt) == _bytes(base)
+    assert (
+        TrainingData.load(DatasetStore(tmp_path / "ds"), base.id)
+        .splits["test"]
+        .equals(pq.read_table(base.path / "test.parquet"))
+    )
+    assert build_dataset(spec(settings), settings).reused  # intact now: the next build is a no-op again
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 
 
@@ -423,6 +445,21 @@ def test_missing_tables_and_unknown_ids_are_one_line_errors(project, tmp_path, c
     assert_one_line_error(capsys.readouterr().err, "unknown dataset 'feedfacecafe'")
     assert main(["dataset", "build", "--spec", str(tmp_path / "nope.toml"), "-c", str(project)]) == 2
     assert_one_line_error(capsys.readouterr().err, "nope.toml", "no such dataset file")
+
+
+def test_damaged_datasets_are_one_line_errors_with_exit_code_3(project, tmp_path, capsys):
+    assert main(["dataset", "build", "--start", str(day(1)), "--end", str(day(5)), "-c", str(project)]) == 0
+    did = DatasetStore(tmp_path / "ds").ids()[0]
+    folder = tmp_path / "ds" / did
+    (folder / "train.parquet").rename(tmp_path / "train.parquet")
+    capsys.readouterr()
+    assert main(["train", "--model", "gbdt", "--dataset", did, "-c", str(project)]) == 3
+    assert_one_line_error(capsys.readouterr().err, f"{did}/train.parquet", "missing", "homefeed dataset build")
+    (tmp_path / "train.parquet").rename(folder / "train.parquet")
+    (folder / "manifest.json").write_text('{"id": "' + did + '", "spec": ')
+    for argv in (["dataset", "show", did], ["dataset", "list"], ["train", "--model", "nn", "--dataset", did]):
+        assert main([*argv, "-c", str(project)]) == 3
+        assert_one_line_error(capsys.readouterr().err, f"{did}/manifest.json", "not a readable manifest")
 
 
 def test_the_spec_file_overrides_the_project_defaults(world, tmp_path):
