@@ -19,8 +19,9 @@ import pytest
 from homefeed.cli import main
 from homefeed.config import ConfigError, EtlSettings, Paths, Settings
 from homefeed.config import load as load_config
-from homefeed.data.etl import DuckDBEngine, Params, run_etl
+from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
 from homefeed.data.lake import Lake
+from homefeed.errors import DamagedStateError
 from homefeed.features.pit import join_frame
 from homefeed.schema import ENGAGEMENTS, IMPRESSIONS, NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset, load_spec, validation
@@ -324,7 +325,58 @@ def test_an_interrupted_build_leaves_no_dataset(world, monkeypatch, tmp_path):
         build_dataset(spec(settings), settings)
     store = DatasetStore(tmp_path / "ds")
     assert store.ids() == []
-    assert [p.name for p in (tmp_path / "ds").iterdir()] == []  # no staging folder left behind either
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == [".locks"]  # no staging folder left behind either
+
+
+def test_what_a_killed_build_left_is_removed_or_restored_by_the_next_build(world, base, tmp_path):
+    """``kill -9`` skips every ``finally``: the staging and spill folders stay, and a dataset being replaced
+    (``--force``) may sit aside under ``.<id>.old``; the next build, holding the store's lock, cleans up."""
+    root, _ = world
+    settings = settings_for(root, datasets=str(tmp_path / "ds"))
+    store = tmp_path / "ds"
+    shutil.copytree(base.path, store / f".{base.id}.old")  # killed between moving the old one aside and renaming
+    (store / f".{base.id}.k1ll3d.tmp").mkdir()
+    (store / f".{base.id}.k1ll3d.tmp" / "train.parquet").write_bytes(b"half")
+    (store / ".spill-k1ll3d").mkdir()
+    other = build_dataset(spec(settings, seed=9), settings)
+    assert sorted(p.name for p in store.iterdir()) == sorted([".locks", base.id, other.id])
+    assert DatasetStore(store).load(base.id)["splits"] == base.manifest["splits"]  # the old one is back, whole
+    assert _bytes(build_dataset(spec(settings), settings)) == _bytes(base)
+
+
+def test_an_item_stored_twice_makes_the_build_refuse_a_join_that_multiplies_rows(world, tmp_path):
+    """An item re-sent with another time once landed in a second partition and doubled its impressions."""
+    root, _ = world
+    settings = settings_for(tmp_path)
+    for folder in ("lake", "etl"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    lake = Lake(tmp_path / "lake")
+    shown = lake.read("impressions", day(2), day(2))["item_id"][0].as_py()
+    items = lake.read("items")
+    item = items.filter(pc.equal(items["item_id"], shown))
+    resent = item.set_column(3, "created_at", pc.subtract(item["created_at"], pa.scalar(dt.timedelta(days=1))))
+    lake.append("items", resent, ["resent"])  # what ingestion now refuses; a lake written before may hold it
+    run_etl(lake, snapshot_lake(tmp_path / "etl"), Params.from_settings(ETL, day(0), day(5)), DuckDBEngine())
+    with pytest.raises(DamagedStateError, match=rf"feature_items holds more than one row for item_id={shown}"):
+        build_dataset(spec(settings), settings)
+    assert DatasetStore(tmp_path / "datasets").ids() == []
+
+
+def test_an_impression_stored_twice_makes_the_build_refuse(world, tmp_path):
+    root, _ = world
+    settings = settings_for(tmp_path)
+    for folder in ("lake", "etl"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    lake = Lake(tmp_path / "lake")
+    again = lake.read("impressions", day(2), day(2)).slice(0, 3)
+    moved = pc.add(again["ts"], pa.scalar(dt.timedelta(days=2), pa.duration("us"))).cast(again.schema.field("ts").type)
+    lake.append("impressions", again.set_column(1, "ts", moved), ["relogged days later"])
+    with pytest.raises(
+        DamagedStateError,
+        match=r"the lake holds 3 impression key\(s\) more than once .* 2 times, in "
+        r"date=2026-03-04/part-00000.parquet, date=2026-03-06/part-00001.parquet",
+    ):
+        build_dataset(spec(settings), settings)
 
 
 def test_values_outside_the_definitions_are_reported(world, tmp_path):
