@@ -150,24 +150,25 @@ def _unmatched(rows: pa.Table, lake: Lake) -> tuple[np.ndarray, list[str]]:
     batch = pl.from_arrow(rows.select(columns)).with_row_index("__row")
     stored = _scan(files, columns, batch["request_id"]).rename({"ts": "imp_ts", "user_id": "imp_user"})
     day = pl.col("ts").dt.epoch("d")
-    in_window = pl.col("imp_ts").dt.epoch("d").is_between(day - 1, day)
-    after = in_window & (pl.col("imp_ts") <= pl.col("ts"))
-    judged = (
+    matches = (
         batch.lazy()
         .join(stored, on=["request_id", "item_id"], how="inner")
-        .group_by("__row")
-        .agg(
-            found=in_window.any(),
-            after=after.any(),
-            same_user=(after & (pl.col("imp_user") == pl.col("user_id"))).any(),
+        .select(
+            "__row",
+            found=pl.col("imp_ts").dt.epoch("d").is_between(day - 1, day),
+            after=pl.col("imp_ts") <= pl.col("ts"),
+            same_user=pl.col("imp_user") == pl.col("user_id"),
         )
         .collect()
     )
+    # Per match, then per row the best match wins: each assignment below overwrites with a better verdict.
+    index = matches["__row"].to_numpy()
+    found = matches["found"].to_numpy()
+    after = found & matches["after"].to_numpy()
+    same = after & matches["same_user"].to_numpy()
     reason = np.full(n, ORPHAN, dtype=object)
-    index = judged["__row"].to_numpy()
-    found, later, same = (judged[c].to_numpy() for c in ("found", "after", "same_user"))
     reason[index[found]] = BEFORE_IMPRESSION
-    reason[index[later]] = OTHER_USER
+    reason[index[after]] = OTHER_USER
     reason[index[same]] = None
     bad = np.flatnonzero(reason != None)  # noqa: E711 - an element-wise comparison
     return bad, reason[bad].tolist()
