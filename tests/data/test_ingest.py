@@ -9,7 +9,6 @@ import shutil
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +19,7 @@ from homefeed.data.ingest import IngestError, ingest, ingest_table
 from homefeed.data.lake import EVENT_KEY, Lake
 from homefeed.schema import TABLES
 from homefeed.sim import RandomPolicy, Simulation
+from tests.conftest import shifted
 
 NOW = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
 
@@ -243,11 +243,6 @@ def test_malformed_input_never_crashes_and_never_loses_a_row(tmp_path_factory, b
 
 
 # --- one row per key, nothing lost, nothing quarantined twice (issue 12) --------------------------------------------
-
-
-def shifted(rows: pa.Table, column: str, by: dt.timedelta) -> pa.Table:
-    moved = pc.add(rows[column], pa.scalar(by, pa.duration("us")))
-    return rows.set_column(rows.schema.get_field_index(column), column, moved.cast(rows.schema.field(column).type))
 
 
 def test_a_re_sent_item_with_an_earlier_time_is_a_duplicate_not_a_second_row(tmp_path, sim_logs):

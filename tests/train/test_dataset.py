@@ -26,7 +26,7 @@ from homefeed.features.pit import join_frame
 from homefeed.schema import ENGAGEMENTS, IMPRESSIONS, NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset, load_spec, validation
 from homefeed.train import dataset as dataset_mod
-from tests.conftest import load_lake, run_world
+from tests.conftest import load_lake, run_world, shifted
 from tests.test_cli import assert_one_line_error
 
 START = dt.date(2026, 3, 2)
@@ -40,6 +40,13 @@ def day(i: int) -> dt.date:
 
 def settings_for(root: Path, datasets: str = "datasets") -> Settings:
     return Settings(paths=Paths(root=root, datasets=Path(datasets)), etl=ETL)
+
+
+def copy_world(root: Path, dest: Path) -> tuple[Settings, Lake]:
+    """A copy of a world's lake and ETL snapshots under ``dest`` (to change), its settings and its lake."""
+    for folder in ("lake", "etl"):
+        shutil.copytree(root / folder, dest / folder)
+    return settings_for(dest), Lake(dest / "lake")
 
 
 def spec(settings: Settings, **overrides) -> DatasetSpec:
@@ -287,8 +294,7 @@ def _bytes(built) -> dict[str, bytes]:
 def test_same_spec_and_inputs_give_the_same_id_and_bytes_anywhere(world, base, tmp_path, monkeypatch):
     root, _ = world
     elsewhere = tmp_path / "copy"
-    for folder in ("lake", "etl"):
-        shutil.copytree(root / folder, elsewhere / folder)
+    copy_world(root, elsewhere)
     again = build_dataset(spec(settings_for(elsewhere)), settings_for(elsewhere))
     assert not again.reused and again.id == base.id
     assert _bytes(again) == _bytes(base)
@@ -346,15 +352,10 @@ def test_what_a_killed_build_left_is_removed_or_restored_by_the_next_build(world
 
 def test_an_item_stored_twice_makes_the_build_refuse_a_join_that_multiplies_rows(world, tmp_path):
     """An item re-sent with another time once landed in a second partition and doubled its impressions."""
-    root, _ = world
-    settings = settings_for(tmp_path)
-    for folder in ("lake", "etl"):
-        shutil.copytree(root / folder, tmp_path / folder)
-    lake = Lake(tmp_path / "lake")
+    settings, lake = copy_world(world[0], tmp_path)
     shown = lake.read("impressions", day(2), day(2))["item_id"][0].as_py()
     items = lake.read("items")
-    item = items.filter(pc.equal(items["item_id"], shown))
-    resent = item.set_column(3, "created_at", pc.subtract(item["created_at"], pa.scalar(dt.timedelta(days=1))))
+    resent = shifted(items.filter(pc.equal(items["item_id"], shown)), "created_at", -DAY)
     lake.append("items", resent, ["resent"])  # what ingestion now refuses; a lake written before may hold it
     run_etl(lake, snapshot_lake(tmp_path / "etl"), Params.from_settings(ETL, day(0), day(5)), DuckDBEngine())
     with pytest.raises(DamagedStateError, match=rf"feature_items holds more than one row for item_id={shown}"):
@@ -363,14 +364,9 @@ def test_an_item_stored_twice_makes_the_build_refuse_a_join_that_multiplies_rows
 
 
 def test_an_impression_stored_twice_makes_the_build_refuse(world, tmp_path):
-    root, _ = world
-    settings = settings_for(tmp_path)
-    for folder in ("lake", "etl"):
-        shutil.copytree(root / folder, tmp_path / folder)
-    lake = Lake(tmp_path / "lake")
-    again = lake.read("impressions", day(2), day(2)).slice(0, 3)
-    moved = pc.add(again["ts"], pa.scalar(dt.timedelta(days=2), pa.duration("us"))).cast(again.schema.field("ts").type)
-    lake.append("impressions", again.set_column(1, "ts", moved), ["relogged days later"])
+    settings, lake = copy_world(world[0], tmp_path)
+    again = shifted(lake.read("impressions", day(2), day(2)).slice(0, 3), "ts", 2 * DAY)
+    lake.append("impressions", again, ["relogged days later"])
     with pytest.raises(
         DamagedStateError,
         match=r"the lake holds 3 impression key\(s\) more than once .* 2 times, in "
