@@ -246,8 +246,15 @@ QUARANTINE_KEY = ["source", "line", "reason", "raw"]
 
 
 def _store_quarantine(root: Path, table: str, source: str, rows: pa.Table, now: dt.datetime) -> None:
-    """Write the quarantined rows not already held for ``source`` (a file ingested again) to a new file."""
-    held = sorted((root / table).rglob("*.parquet")) if (root / table).is_dir() else []
+    """Write the quarantined rows not already held for ``source`` (a file ingested again) to a new file.
+
+    Called with the table's lock held, so a temporary file found here is a killed ingest's, and goes.
+    """
+    held = []
+    if (root / table).is_dir():
+        for leftover in (root / table).rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        held = sorted((root / table).rglob("*.parquet"))
     if held:
         stored = _scan(held, QUARANTINE_KEY, pl.Series([source]))
         fresh = pl.from_arrow(rows).join(stored.collect(), on=QUARANTINE_KEY, how="anti", nulls_equal=True)

@@ -372,9 +372,13 @@ def test_re_ingesting_a_file_does_not_quarantine_its_bad_rows_again(tmp_path, si
     path = tmp_path / "imps.jsonl"
     write_jsonl(path, [*rows, "not json"])
     lake = Lake(tmp_path / "lake")
+    killed = tmp_path / "q" / "impressions" / "date=2026-03-31" / ".imps-0123.parquet.k1ll3d.tmp"
     for now in (NOW, NOW + dt.timedelta(days=1), NOW + dt.timedelta(days=1)):  # another day, then the same one
         report = ingest(path, "impressions", "jsonl", lake, tmp_path / "q", now)
         assert report.quarantined == 2 and report.balanced
+        assert not killed.exists()  # what a killed ingest left in quarantine goes with the next one
+        killed.parent.mkdir(parents=True, exist_ok=True)
+        killed.write_bytes(b"half a file")
     assert [(line, reason) for line, reason, _ in quarantined(tmp_path / "q")] == [
         (2, "position:greater_than_or_equal_to(1)"),
         (5, "malformed:not_a_json_object"),
