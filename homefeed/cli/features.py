@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from homefeed.cli.common import ConfigOption, app, console, load_settings, parse_day, styled, wide_console
+from homefeed.data.etl import snapshot_lake
 from homefeed.data.lake import Lake
 from homefeed.features.definitions import feature_set
 from homefeed.features.materialize import materialize
@@ -58,14 +59,19 @@ def features_materialize(
     as_of: Annotated[
         str | None, typer.Option("--as-of", metavar="YYYY-MM-DD", help="Use the latest snapshot on or before this day.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Load a snapshot even if it is empty or much smaller than what the store holds."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Write the latest ETL snapshot of every entity the feature set reads into the online store."""
     day = parse_day("--as-of", as_of) if as_of else None
     settings = load_settings(config)
     fs = feature_set(settings.features.set, settings.etl, settings.features)
+    etl = snapshot_lake(settings.resolved_paths.etl)
     with make_store(settings) as store:
-        done = materialize(fs, Lake(settings.resolved_paths.etl), store, day)
+        done = materialize(fs, etl, store, day, force=force, min_share=settings.features.materialize_min_share)
         location = store.location
     table = Table(title=f"materialized {fs.version} into {location}")
     for header in ("entity", "snapshot", "keys", "features"):
@@ -91,7 +97,7 @@ def features_skew(
     report = skew(
         lake.read("impressions", first, last),
         fs,
-        Lake(paths.etl),
+        snapshot_lake(paths.etl),
         lake,
         SkewThresholds.from_settings(settings.features),
     )

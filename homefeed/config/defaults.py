@@ -47,6 +47,8 @@ missing_flags = true            # add an <entity>_missing column per source (col
 skew_tolerance = 0.0001         # train/serve skew: relative difference still counted as equal
 skew_mismatch_share = 0.01      # a feature differing on more rows than this is flagged
 skew_psi = 0.1                  # ... or whose served distribution is this far (PSI) from the offline one
+materialize_min_share = 0.5     # `features materialize` refuses a snapshot with fewer keys than this share
+                                # of those the online store holds, or none (an ETL run past the data); --force
 
 [features.sets]                 # your own sets: name = [feature names]
 # small = ["item_save_rate_7d", "user_topic_affinity", "context_item_age_hours"]

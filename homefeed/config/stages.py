@@ -67,6 +67,8 @@ class FeatureSettings(Section):
     skew_tolerance: float = Field(1e-4, ge=0.0)  # relative difference still counted as equal
     skew_mismatch_share: float = Field(0.01, ge=0.0, le=1.0)  # more differing rows flag a feature
     skew_psi: float = Field(0.1, gt=0.0)  # or a served distribution this far from the offline one
+    # `features materialize` refuses (without --force) a snapshot with fewer keys than this share of the store's
+    materialize_min_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
 #: Row columns a ``[dataset.sampling.segment_weights]`` key may name (``"country=BR" = 2.0``).

@@ -30,6 +30,17 @@ from homefeed.schema import ACTIONS, SAFETY_LABELS, TABLES
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 FUTURE_SLACK = dt.timedelta(days=1)
 
+
+def holdable_days(now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
+    """The first and last day an event the contracts accept can fall on: no partition of the lake lies outside."""
+    return EARLIEST.date(), ((now or dt.datetime.now(dt.UTC)) + FUTURE_SLACK).date()
+
+
+def _finite(data: pa_pl.PolarsData) -> pl.LazyFrame:
+    """Not NaN, not infinite (Polars orders NaN above every number, so ``ge`` alone lets it through)."""
+    return data.lazyframe.select(pl.col(data.key).is_finite())
+
+
 _NESTED = (pa.types.is_map, pa.types.is_list, pa.types.is_struct)
 
 
@@ -51,7 +62,7 @@ def _rules(table: str) -> dict[str, list[pa_pl.Check]]:
         "engagements": {
             "request_id": [pa_pl.Check.str_length(min_value=1)],
             "action": [pa_pl.Check.isin(ACTIONS)],
-            "dwell": [pa_pl.Check.ge(0.0)],
+            "dwell": [pa_pl.Check(_finite, name="finite"), pa_pl.Check.ge(0.0)],
         },
     }[table]
 

@@ -19,7 +19,8 @@ before training on day D: the findings are stored with their severity under
   read as a volume change).  Never an error: a thin baseline is not a broken day.
 - **No data for D** in any table checked is a :class:`CheckError` (exit code 2
   on the command line), naming what the lake does hold: an unloaded day is an
-  operator's mistake to fix, not a finding to store.
+  operator's mistake to fix, not a finding to store.  So is a day no event the
+  contracts accept can fall on (``0001-01-01``, next year).
 - **Storing** replaces the rows of the tables checked and keeps the others, in
   one atomic write: re-running a day (or one table of it) never duplicates.
 """
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 
 from homefeed.config import Checks
 from homefeed.data.checks import FINDINGS_SCHEMA, Finding, Severity, check_day, ordered, to_table, worst_severity
+from homefeed.data.contracts import holdable_days
 from homefeed.data.lake import MONTHLY, Lake
 from homefeed.errors import HomefeedError
 from homefeed.files import atomic_write_parquet
@@ -87,6 +89,9 @@ def check_date(
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise CheckError(f"unknown table {unknown[0]!r}; choose from: {', '.join(TABLES)}")
+    first, last = holdable_days()
+    if not first <= date <= last:
+        raise CheckError(f"no data can be on {date}: the lake holds events from {first} to {last} at most")
     window = settings.baseline_days
     days = {t: _read_days(lake, t, date, window) for t in tables}
     if not any(day.num_rows for day, _ in days.values()):

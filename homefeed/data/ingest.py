@@ -3,40 +3,42 @@
 The invariant, for every file: rows in = rows written + duplicates skipped +
 rows quarantined.  A file that cannot be parsed at all is refused by name (and
 line, where there is one) before anything is written; a malformed line of a
-JSON Lines file is a quarantined row, not a refused file.  Re-ingesting a file
-adds nothing: rows are deduplicated on each table's event key against the lake.
+JSON Lines file (not JSON, not an object, not valid UTF-8) is a quarantined
+row, not a refused file.  Re-ingesting a file adds nothing, to the lake or to
+the quarantine: rows are deduplicated on each table's event key against the
+lake (an entity's key in every partition, an impression's within
+:data:`~homefeed.data.lake.RELOG_DAYS` of its day), and a quarantined row
+already held for the same source, line and reason is not written again.
+
+An engagement is checked against its impression row by row, whatever else the
+file holds: one logged on the engagement's day or the day before, no later
+than the engagement, to the same user.
+
+Concurrent ingests are safe: the comparison with the lake, the quarantine
+write and the append happen under the table's lock (:meth:`Lake.lock`); the
+parsing and the contract, where the time goes, run before it.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
 from homefeed.data.contracts import coerce, reasons_at, validate
-from homefeed.data.lake import EVENT_KEY, Lake, partition_range
-from homefeed.errors import HomefeedError
+from homefeed.data.lake import ENTITIES, EVENT_KEY, RELOG_DAYS, Lake, partition_range
+from homefeed.data.readers import Format, IngestError, Malformed, read_file
 from homefeed.files import atomic_write_parquet
 from homefeed.schema import TABLES, TIMESTAMP
-
-Format = Literal["jsonl", "csv", "parquet"]
-FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
 QUARANTINE = pa.schema(
     [
@@ -48,10 +50,6 @@ QUARANTINE = pa.schema(
         pa.field("quarantined_at", TIMESTAMP, nullable=False),
     ]
 )
-
-
-class IngestError(HomefeedError, ValueError):
-    """A whole file could not be read; nothing from it was written."""
 
 
 @dataclass
@@ -70,104 +68,6 @@ class IngestReport:
         return self.rows_in == self.written + self.duplicates + self.quarantined
 
 
-#: A line whose first non-blank character does not open a JSON object.
-NOT_AN_OBJECT = re.compile(rb"^[ \t\r]*[^{\s]", re.MULTILINE)
-
-
-def _objects_only(data: bytes) -> bool:
-    """Whether every non-blank line opens a JSON object: two counts when each line starts with ``{`` (files a
-    machine wrote; a third of the time Arrow takes to parse), else the pattern (blank lines, indentation)."""
-    if data.startswith(b"{") and data.count(b"\n{") == data.count(b"\n") - data.endswith(b"\n"):
-        return True
-    return NOT_AN_OBJECT.search(data) is None
-
-
-def _read_jsonl(path: Path) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str]]]:
-    """Rows of a JSON Lines file, their line numbers, and the lines that are not JSON objects."""
-    data = path.read_bytes()
-    # Arrow's reader takes a ``null`` line for a row of nulls (and crashed on a file of only ``null``, pyarrow 26),
-    # so it gets only files whose every non-blank line opens an object; anything else takes the checked path.
-    if _objects_only(data):
-        try:
-            return pa_json.read_json(pa.BufferReader(data)), None, []
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-    # Slow path, only for files with broken lines: find them, keep the rest.
-    rows, lines, bad = [], [], []
-    # Text as reading the file in text mode would give it: bad bytes replaced, universal newlines.
-    fh = io.StringIO(data.decode("utf-8", errors="replace"), newline=None)
-    for number, text in enumerate(fh, start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except ValueError:
-            bad.append((number, text.rstrip("\n")))
-            continue
-        if not isinstance(row, dict):
-            bad.append((number, text.rstrip("\n")))
-            continue
-        rows.append({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
-        lines.append(number)
-    keys = sorted({k for row in rows for k in row})
-    if not keys:  # only `{}` lines: rows without columns, each still a row to account for
-        empty = pa.Table.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
-        return empty, np.array(lines, dtype=np.int64), bad
-    columns = {}
-    for key in keys:
-        values = [row.get(key) for row in rows]
-        try:
-            columns[key] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types or huge ints: keep as text
-            columns[key] = pa.array([_text(v) for v in values], pa.string())
-    return pa.table(columns), np.array(lines, dtype=np.int64), bad
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else value if isinstance(value, str) else json.dumps(value)
-
-
-def read_file(path: str | Path, fmt: Format) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str]]]:
-    """Parse a file: (rows, 1-based line of each row, malformed lines).  Raises IngestError if unreadable.
-
-    The line numbers are None when row i is line i + 1 (every format but a JSON
-    Lines file with broken lines).
-    """
-    path = Path(path)
-    if fmt not in FORMATS:
-        raise IngestError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise IngestError(f"{path}: no such file")
-    try:
-        if fmt == "parquet":
-            return pq.read_table(path), None, []
-        if fmt == "csv":
-            with path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
-            # Every column stays text: the contract decides types row by row.
-            options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=dict.fromkeys(header, pa.string()))
-            return pa_csv.read_csv(path, convert_options=options), None, []
-        return _read_jsonl(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, csv.Error) as exc:
-        where = _csv_bad_line(path) if fmt == "csv" else None
-        at = f" at line {where}" if where else ""
-        raise IngestError(f"{path}: cannot be read as {fmt}{at}: {' '.join(str(exc).split())}") from None
-
-
-def _csv_bad_line(path: Path) -> int | None:
-    """The line of the first CSV record that breaks the file's shape (failure path only)."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            width = len(next(reader, []))
-            for record in reader:
-                if len(record) != width:
-                    return reader.line_num
-    except (csv.Error, UnicodeDecodeError):
-        return None
-    return None
-
-
 def _matching(rows: pa.Table, columns: list[str], files: list[Path]) -> np.ndarray:
     """Indices of ``rows`` whose ``columns`` equal those of some row in the Parquet ``files``.
 
@@ -179,10 +79,17 @@ def _matching(rows: pa.Table, columns: list[str], files: list[Path]) -> np.ndarr
     if not files or rows.num_rows == 0:
         return np.empty(0, dtype=np.int64)
     batch = pl.from_arrow(rows.select(columns)).with_row_index("__row")
-    wanted = batch[columns[0]].unique().implode()
-    stored = pl.scan_parquet([str(f) for f in files], hive_partitioning=False).select(columns)
-    stored = stored.filter(pl.col(columns[0]).is_in(wanted))
+    stored = _scan(files, columns, batch[columns[0]])
     return batch.lazy().join(stored, on=columns, how="semi").collect()["__row"].to_numpy()
+
+
+def _scan(files: list[Path], columns: list[str], wanted: pl.Series) -> pl.LazyFrame:
+    """``columns`` of the Parquet ``files``, only rows whose first column is among ``wanted``.
+
+    Paths are taken as they are (``glob=False``): a project folder named ``logs[1]`` is not a pattern.
+    """
+    stored = pl.scan_parquet([str(f) for f in files], hive_partitioning=False, glob=False).select(columns)
+    return stored.filter(pl.col(columns[0]).is_in(wanted.unique().implode()))
 
 
 def _first_of_key(keys: pa.Table) -> np.ndarray:
@@ -203,20 +110,68 @@ def _first_of_key(keys: pa.Table) -> np.ndarray:
 
 
 def _dedupe(table: str, rows: pa.Table, lake: Lake) -> np.ndarray:
-    """Mask of rows that are new: first of their key in the batch and absent from the lake."""
+    """Mask of rows that are new: first of their key in the batch and absent from the lake.
+
+    Where a stored row with the same key can be: an entity (user, item) anywhere, since a re-sent row with
+    another time would land in another partition and the tables hold one row per key; an impression logged
+    again within :data:`RELOG_DAYS` of its day; an engagement (its time is part of its key) only in its own.
+    """
     keys = list(EVENT_KEY[table])
     new = _first_of_key(rows.select(keys))
-    new[_matching(rows, keys, lake.files(table, *partition_range(table, rows)))] = False
+    if table in ENTITIES:
+        files = lake.files(table)
+    else:
+        first, last = partition_range(table, rows)
+        reach = dt.timedelta(days=RELOG_DAYS if table == "impressions" else 0)
+        files = lake.files(table, first - reach, last + reach)
+    new[_matching(rows, keys, files)] = False
     return new
 
 
-def _orphans(rows: pa.Table, lake: Lake) -> np.ndarray:
-    """Engagements with no logged impression of the same request and item (looked up a day back too)."""
+#: Why an engagement does not follow an impression of its own.
+ORPHAN = "orphan:no_matching_impression"
+BEFORE_IMPRESSION = "ts:before_impression"
+OTHER_USER = "user_id:not_the_impressions_user"
+
+
+def _unmatched(rows: pa.Table, lake: Lake) -> tuple[np.ndarray, list[str]]:
+    """Engagements that do not follow an impression of theirs, and why, judged row by row.
+
+    An engagement needs an impression of the same request and item, logged on the engagement's day or the
+    day before (its partition, or the one before), no later than the engagement, to the same user.  Each
+    row is looked up in its own two days, so the answer does not depend on what else the file holds.
+    """
     start, end = partition_range("engagements", rows)
     files = lake.files("impressions", start - dt.timedelta(days=1), end)
-    orphan = np.ones(rows.num_rows, dtype=bool)
-    orphan[_matching(rows, ["request_id", "item_id"], files)] = False
-    return orphan
+    n = rows.num_rows
+    if not files:
+        return np.arange(n), [ORPHAN] * n
+    columns = ["request_id", "item_id", "ts", "user_id"]
+    batch = pl.from_arrow(rows.select(columns)).with_row_index("__row")
+    stored = _scan(files, columns, batch["request_id"]).rename({"ts": "imp_ts", "user_id": "imp_user"})
+    day = pl.col("ts").dt.epoch("d")
+    matches = (
+        batch.lazy()
+        .join(stored, on=["request_id", "item_id"], how="inner")
+        .select(
+            "__row",
+            found=pl.col("imp_ts").dt.epoch("d").is_between(day - 1, day),
+            after=pl.col("imp_ts") <= pl.col("ts"),
+            same_user=pl.col("imp_user") == pl.col("user_id"),
+        )
+        .collect()
+    )
+    # Per match, then per row the best match wins: each assignment below overwrites with a better verdict.
+    index = matches["__row"].to_numpy()
+    found = matches["found"].to_numpy()
+    after = found & matches["after"].to_numpy()
+    same = after & matches["same_user"].to_numpy()
+    reason = np.full(n, ORPHAN, dtype=object)
+    reason[index[found]] = BEFORE_IMPRESSION
+    reason[index[after]] = OTHER_USER
+    reason[index[same]] = None
+    bad = np.flatnonzero(reason != None)  # noqa: E711 - an element-wise comparison
+    return bad, reason[bad].tolist()
 
 
 def _keep(rows: pa.Table, mask: np.ndarray) -> pa.Table:
@@ -251,13 +206,13 @@ def ingest_table(
     source: str | Path,
     now: dt.datetime | None = None,
     lines: np.ndarray | None = None,
-    malformed: Sequence[tuple[int, str]] = (),
+    malformed: Sequence[Malformed] = (),
 ) -> IngestReport:
     """Ingest rows already in memory, as read from ``source``: the contract, dedupe, quarantine and lake steps.
 
     ``lines`` gives the 1-based line of each row in ``source`` (default: row i is
-    line i + 1); ``malformed`` lists (line, text) of lines that were not rows at
-    all, each quarantined as ``malformed:not_a_json_object``.
+    line i + 1); ``malformed`` lists (line, text, reason) of lines that were not rows
+    at all, each quarantined with its reason.
     """
     _check_table(table)
     now = now or dt.datetime.now(dt.UTC)
@@ -268,23 +223,46 @@ def ingest_table(
     ok = pc.is_null(reasons).to_numpy(zero_copy_only=False, writable=True)
     if table == "engagements" and ok.any():
         passed = np.flatnonzero(ok)
-        orphans = passed[_orphans(_keep(rows, ok), lake)]
-        reasons = pc.coalesce(reasons, reasons_at(len(ok), orphans, ["orphan:no_matching_impression"] * len(orphans)))
-        ok[orphans] = False
+        unmatched, why = _unmatched(_keep(rows, ok), lake)
+        reasons = pc.coalesce(reasons, reasons_at(len(ok), passed[unmatched], why))
+        ok[passed[unmatched]] = False
     clean = _keep(rows, ok)
-    new = _dedupe(table, clean, lake) if clean.num_rows else np.zeros(0, dtype=bool)
-    report.duplicates = int((~new).sum())
 
-    if not ok.all() or malformed:
-        quarantine = _quarantine_rows(str(source), table, raw, lines, np.flatnonzero(~ok), reasons, malformed, now)
-        report.quarantined = quarantine.num_rows
-        report.reasons = dict(Counter(quarantine["reason"].to_pylist()))
-        digest = hashlib.sha256(f"{Path(source).resolve()}:{now.isoformat()}".encode()).hexdigest()[:12]
-        target = Path(quarantine_root) / table / f"date={now:%Y-%m-%d}" / f"{Path(source).stem}-{digest}.parquet"
-        atomic_write_parquet(target, quarantine)
-    report.partitions = lake.append(table, _keep(clean, new), [str(source)])
+    with lake.lock(table):  # from the comparison with the lake to the append: no other writer in between
+        new = _dedupe(table, clean, lake) if clean.num_rows else np.zeros(0, dtype=bool)
+        report.duplicates = int((~new).sum())
+        if not ok.all() or malformed:
+            quarantine = _quarantine_rows(str(source), table, raw, lines, np.flatnonzero(~ok), reasons, malformed, now)
+            report.quarantined = quarantine.num_rows
+            report.reasons = dict(Counter(quarantine["reason"].to_pylist()))
+            _store_quarantine(Path(quarantine_root), table, str(source), quarantine, now)
+        report.partitions = lake.append(table, _keep(clean, new), [str(source)])
     report.written = sum(report.partitions.values())
     return report
+
+
+#: What makes a quarantined row the same one again: re-ingesting a file does not quarantine it twice.
+QUARANTINE_KEY = ["source", "line", "reason", "raw"]
+
+
+def _store_quarantine(root: Path, table: str, source: str, rows: pa.Table, now: dt.datetime) -> None:
+    """Write the quarantined rows not already held for ``source`` (a file ingested again) to a new file.
+
+    Called with the table's lock held, so a temporary file found here is a killed ingest's, and goes.
+    """
+    held = []
+    if (root / table).is_dir():
+        for leftover in (root / table).rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        held = sorted((root / table).rglob("*.parquet"))
+    if held:
+        stored = _scan(held, QUARANTINE_KEY, pl.Series([source]))
+        fresh = pl.from_arrow(rows).join(stored.collect(), on=QUARANTINE_KEY, how="anti", nulls_equal=True)
+        if fresh.is_empty():
+            return
+        rows = fresh.to_arrow().cast(QUARANTINE)
+    digest = hashlib.sha256(f"{Path(source).resolve()}:{now.isoformat()}".encode()).hexdigest()[:12]
+    atomic_write_parquet(root / table / f"date={now:%Y-%m-%d}" / f"{Path(source).stem}-{digest}.parquet", rows)
 
 
 def _quarantine_rows(
@@ -294,13 +272,13 @@ def _quarantine_rows(
     lines: np.ndarray | None,
     bad: np.ndarray,
     reasons: pa.Array,
-    malformed: Sequence[tuple[int, str]],
+    malformed: Sequence[Malformed],
     now: dt.datetime,
 ) -> pa.Table:
     # A table without columns (every line was `{}`) has rows but no records to list.
     records = raw.take(pa.array(bad, pa.int64())).to_pylist() if raw.num_columns else [{}] * len(bad)
     raw_rows = [json.dumps(r, default=str, sort_keys=True) for r in records]
-    line_numbers = (bad + 1 if lines is None else lines[bad]).tolist() + [n for n, _ in malformed]
+    line_numbers = (bad + 1 if lines is None else lines[bad]).tolist() + [n for n, _, _ in malformed]
     n = len(line_numbers)
     return pa.Table.from_arrays(
         [
@@ -308,10 +286,10 @@ def _quarantine_rows(
             pa.array(line_numbers, pa.int64()),
             pa.array([table] * n, pa.string()),
             pa.array(
-                reasons.take(pa.array(bad, pa.int64())).to_pylist() + ["malformed:not_a_json_object"] * len(malformed),
+                reasons.take(pa.array(bad, pa.int64())).to_pylist() + [reason for _, _, reason in malformed],
                 pa.string(),
             ),
-            pa.array(raw_rows + [text for _, text in malformed], pa.string()),
+            pa.array(raw_rows + [text for _, text, _ in malformed], pa.string()),
             pa.array([now] * n, TIMESTAMP),
         ],
         schema=QUARANTINE,

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.etl.engines import Engine
-from homefeed.data.lake import Lake
+from homefeed.data.lake import Lake, register_view
 from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
 from homefeed.schema import DAY_US, TABLES
 
@@ -102,9 +102,7 @@ def register_files(con: duckdb.DuckDBPyConnection, sources: dict[str, list[Path]
     """The views of :func:`register_sources` over files already chosen (a dataset build registers what it hashed)."""
     con.execute("SET TimeZone = 'UTC'")
     for name, files in sources.items():
-        listed = ", ".join(f"'{f}'" for f in files)
-        columns = "item_id, topic, creator_id, created_at" if name == "feature_items" else "*"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet([{listed}])")
+        register_view(con, name, files, "item_id, topic, creator_id, created_at" if name == "feature_items" else "*")
 
 
 def _context(f: Feature) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homefeed.config import Settings
-from homefeed.data.etl import Params, engine_for, run_etl
+from homefeed.data.etl import Params, engine_for, run_etl, snapshot_lake
 from homefeed.data.ingest import ingest
 from homefeed.data.lake import Lake
 from homefeed.schema import TABLES
@@ -62,7 +62,7 @@ def train_on_logs(
     days = lake.dates("impressions")
     engine = engine_for(settings)
     try:
-        run_etl(lake, Lake(paths.etl), Params.from_settings(settings.etl, days[0], days[-1]), engine)
+        run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(settings.etl, days[0], days[-1]), engine)
     finally:
         engine.close()
     done()

@@ -9,7 +9,15 @@ files are scanned once for statistics and rule violations (:mod:`.validation`).
 
 The snapshot is built in a hidden folder beside its target and renamed into place
 (:func:`homefeed.files.atomic_dir`): a build interrupted midway leaves nothing a
-reader could mistake for a dataset.
+reader could mistake for a dataset, and the next build removes what it left
+(builds take the store's lock, one at a time, so none sweeps another's work).
+
+A build trusts nothing it did not check: every input file's SHA-256 against its
+manifest, one row per impression key in the range, and as many rows out of the
+point-in-time join as went in (a user or an item stored twice would double
+every impression of it).  Each failure is a :class:`DamagedStateError` naming
+what to fix.  No path is ever spliced into SQL text (views and ``COPY`` targets
+take them as values).
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ import duckdb
 
 import homefeed
 from homefeed.config import Settings
-from homefeed.data.lake import Lake
+from homefeed.data.contracts import holdable_days
+from homefeed.data.etl import snapshot_lake
+from homefeed.data.lake import Lake, register_view
 from homefeed.errors import DamagedStateError
 from homefeed.features import pit
-from homefeed.features.definitions import FeatureError, FeatureSet, feature_set
-from homefeed.files import atomic_dir, atomic_write_text, sha256_file
+from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, FeatureError, FeatureSet, feature_set
+from homefeed.files import atomic_dir, atomic_write_text, lock, sha256_file, sweep_atomic_dirs
 from homefeed.schema import days
 from homefeed.train import sampling, validation
 from homefeed.train.snapshots import MANIFEST, REBUILD, DatasetStore, dataset_id
@@ -65,6 +75,9 @@ def _span(dates: list[dt.date]) -> str:
 def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> Inputs:
     """Check the lake and the ETL hold what the spec needs, and list the files to read; errors say what is missing."""
     warnings = []
+    first, last = holdable_days()
+    if spec.start < first or spec.end > last:
+        raise DatasetError(f"{spec.start} to {spec.end}: the lake holds no events before {first} or after {last}")
     held = lake.dates("impressions")
     if not held:
         raise DatasetError(f"no impressions in the lake at {lake.root}: ingest impressions first")
@@ -102,12 +115,9 @@ def gather_inputs(spec: DatasetSpec, fs: FeatureSet, lake: Lake, etl: Lake) -> I
             warnings.append(f"{name}: no snapshot for {missing}: the next day's rows use older values or none")
     lake_files = impressions + engagements + sources["feature_items"]
     etl_files = [f for name, files in sources.items() if name != "feature_items" for f in files]
-    checksums = {f"lake/{k}": v for k, v in lake.checksums(lake_files).items()}
-    checksums |= {f"etl/{k}": v for k, v in etl.checksums(etl_files).items()}
     # The id promises these bytes: a file changed after its manifest was written must not pass for the original.
-    for path, (key, expected) in zip(lake_files + etl_files, checksums.items(), strict=True):
-        if sha256_file(path) != expected:
-            raise DatasetError(f"{key}: its bytes no longer match the checksum in its partition manifest")
+    checksums = {f"lake/{k}": v for k, v in lake.checksums(lake_files, verify=True).items()}
+    checksums |= {f"etl/{k}": v for k, v in etl.checksums(etl_files, verify=True).items()}
     return Inputs(impressions, engagements, sources, checksums, warnings)
 
 
@@ -133,33 +143,56 @@ def resolve_feature_set(spec: DatasetSpec, settings: Settings) -> FeatureSet:
 def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) -> Built:
     """Build the dataset ``spec`` describes from the lake and ETL of ``settings`` (or find it already built)."""
     paths = settings.resolved_paths
-    lake, etl, store = Lake(paths.lake), Lake(paths.etl), DatasetStore(paths.datasets)
+    lake, etl, store = Lake(paths.lake), snapshot_lake(paths.etl), DatasetStore(paths.datasets)
     fs = resolve_feature_set(spec, settings)
     inputs = gather_inputs(spec, fs, lake, etl)
     ident = identity(spec, fs, inputs)
     did = dataset_id(ident)
     if store.exists(did) and not force:
-        try:
-            return Built(did, store.path(did), store.verify(did), reused=True)
-        except DamagedStateError as exc:  # its inputs are all here and verified: build it again, in place
-            inputs.warnings.append(
-                f"rebuilt: the dataset of this id was damaged ({str(exc).removesuffix(f'; {REBUILD}')})"
-            )
+        reused = _reuse(store, did, inputs)
+        if reused is not None:
+            return reused
+    store.root.mkdir(parents=True, exist_ok=True)
+    with lock(store.root / LOCK):  # one build at a time: it may then remove what a killed build left
+        sweep_atomic_dirs(store.root, prefixes=(SPILL_PREFIX,))
+        if store.exists(did) and not force:  # built while this one waited
+            reused = _reuse(store, did, inputs)
+            if reused is not None:
+                return reused
+        return _build(spec, fs, inputs, ident, store, did)
+
+
+#: The lock a build holds on the dataset store, and its spill folder's prefix there.
+LOCK = ".locks/build.lock"
+SPILL_PREFIX = ".spill-"
+
+
+def _reuse(store: DatasetStore, did: str, inputs: Inputs) -> Built | None:
+    """The dataset of this id, verified; None (and a warning) when it is damaged: its inputs are here, rebuild it."""
+    try:
+        return Built(did, store.path(did), store.verify(did), reused=True)
+    except DamagedStateError as exc:
+        inputs.warnings.append(f"rebuilt: the dataset of this id was damaged ({str(exc).removesuffix(f'; {REBUILD}')})")
+        return None
+
+
+def _build(spec: DatasetSpec, fs: FeatureSet, inputs: Inputs, ident: dict, store: DatasetStore, did: str) -> Built:
     began = time.perf_counter()
     ranges = split_days(spec)
     files = {name: f"{name}.parquet" for name in ranges}
-    store.root.mkdir(parents=True, exist_ok=True)
     with (
         atomic_dir(store.path(did), allowed={*(f"{s}.parquet" for s in SPLITS), MANIFEST}) as staging,
-        tempfile.TemporaryDirectory(prefix=".spill-", dir=store.root) as spill,
-        duckdb.connect() as con,
+        tempfile.TemporaryDirectory(prefix=SPILL_PREFIX, dir=store.root) as spill,
+        # The spill folder as a value, never SQL text: sorts of big ranges spill beside the datasets, not in cwd.
+        duckdb.connect(config={"temp_directory": spill}) as con,
     ):
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # the CLI prints its own summary; no bars in logs
-        con.execute(f"SET temp_directory = '{spill}'")  # sorts of big ranges spill beside the datasets, not in cwd
         funnel = _select(con, spec, fs, inputs)
         for split, name in files.items():
-            _write_split(con, spec, fs, split, staging / name)
+            written = _write_split(con, spec, fs, split, staging / name)
+            if written != funnel.get(split, {}).get("kept", 0):
+                raise _multiplied(con, fs, split, funnel.get(split, {}).get("kept", 0), written)
         stats = validation.statistics(con, {s: staging / n for s, n in files.items()}, fs, spec.targets)
         manifest = {
             "id": did,
@@ -194,17 +227,13 @@ def build_dataset(spec: DatasetSpec, settings: Settings, force: bool = False) ->
     return Built(did, store.path(did), manifest, reused=False)
 
 
-def _files(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], columns: str = "*") -> None:
-    listed = ", ".join(f"'{f}'" for f in files)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet([{listed}])")
-
-
 def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, inputs: Inputs) -> dict[str, dict]:
     """Label every impression of the range and decide what is kept; return the per-split funnel counts."""
-    _files(con, "ds_impressions", inputs.impressions)
-    _files(con, "ds_engagements", inputs.engagements, "request_id, item_id, ts, action")
+    register_view(con, "ds_impressions", inputs.impressions)
+    register_view(con, "ds_engagements", inputs.engagements, "request_id, item_id, ts, action")
     pit.register_files(con, inputs.sources)
     con.execute(f"CREATE TEMP TABLE ds_candidates AS {sampling.candidates_sql(spec)}")
+    _refuse_repeated_impressions(con, inputs)
     cursor = con.execute(sampling.funnel_sql())
     names = [d[0] for d in cursor.description]
     funnel = {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in cursor.fetchall()}
@@ -223,8 +252,58 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, i
     return funnel
 
 
-def _write_split(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, split: str, path: Path) -> None:
-    """Join one split's kept rows to their point-in-time features and write them, sorted, as one Parquet file."""
+def _refuse_repeated_impressions(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
+    """One row per impression key, or every label and weight of the repeated ones would count twice.
+
+    Ingestion stores a key once (a re-logged impression within a day of the first is a duplicate), so a
+    repeat means an impression logged again days later, or a lake written by an older homefeed.
+    """
+    repeated = con.execute(
+        "SELECT request_id, position, count(*) AS n, count(*) OVER () AS keys FROM ds_candidates "
+        "GROUP BY request_id, position HAVING count(*) > 1 ORDER BY n DESC, request_id, position LIMIT 1"
+    ).fetchone()
+    if repeated is None:
+        return
+    request_id, position, n, keys = repeated
+    held = con.execute(
+        "SELECT DISTINCT filename FROM read_parquet(?, filename = true) WHERE request_id = ? AND position = ? "
+        "ORDER BY filename",
+        [[str(f) for f in inputs.impressions], request_id, position],
+    ).fetchall()
+    raise DamagedStateError(
+        f"the lake holds {keys:,} impression key(s) more than once (request_id {request_id!r}, position {position}: "
+        f"{n} times, in {', '.join(Path(f).parent.name + '/' + Path(f).name for (f,) in held)}); training on them "
+        "would count each twice: remove the repeated rows from the lake (a partition's later part file holds the "
+        "re-logged ones) and build again"
+    )
+
+
+def _multiplied(con: duckdb.DuckDBPyConnection, fs: FeatureSet, split: str, kept: int, written: int) -> Exception:
+    """The error for a feature join that gave more rows than it was given: which source repeats a key."""
+    checks = {"feature_items": ("item_id",)} | {
+        ENTITY_SOURCE[src]: (*ENTITY_KEYS[src], "valid_from")
+        for src in sorted({f.entity for f in fs.features} & set(ENTITY_SOURCE))
+    }
+    for view, keys in checks.items():
+        key = ", ".join(keys)
+        found = con.execute(
+            f"SELECT {key}, count(*) FROM {view} GROUP BY {key} HAVING count(*) > 1 ORDER BY ALL LIMIT 1"
+        ).fetchone()
+        if found:
+            shown = ", ".join(f"{k}={v}" for k, v in zip(keys, found, strict=False))
+            return DamagedStateError(
+                f"split {split!r}: the point-in-time join gave {written:,} rows for {kept:,} impressions: {view} "
+                f"holds more than one row for {shown}; a lake table must hold one row per key (run the ETL again "
+                "after removing the repeated rows)"
+            )
+    return DamagedStateError(f"split {split!r}: the point-in-time join gave {written:,} rows for {kept:,} impressions")
+
+
+def _write_split(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, split: str, path: Path) -> int:
+    """Join one split's kept rows to their point-in-time features and write them, sorted, as one Parquet file.
+
+    Returns the rows written (``COPY`` counts them), which must be the rows kept: a join may not multiply them.
+    """
     labels = [label.name for label in spec.targets]
     keep = (*sampling.IMPRESSION_COLUMNS, *labels, "sample_weight")
     con.execute(
@@ -234,10 +313,11 @@ def _write_split(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureS
     columns = [*sampling.IMPRESSION_COLUMNS, "topic", "creator_id", *labels]
     select = f"{', '.join(columns)}, {sampling.weight_sql(spec)} AS weight, {', '.join(fs.columns)}"
     query = pit.query(fs, "ds_rows", keep=keep)
-    con.execute(
-        f"COPY (SELECT {select} FROM ({query}) ORDER BY {sampling.ORDER}) TO '{path}' "
-        "(FORMAT parquet, COMPRESSION zstd)"
-    )
+    (written,) = con.execute(
+        f"COPY (SELECT {select} FROM ({query}) ORDER BY {sampling.ORDER}) TO ? (FORMAT parquet, COMPRESSION zstd)",
+        [str(path)],
+    ).fetchone()
+    return int(written)
 
 
 __all__ = ["BUILDER_VERSION", "Built", "Inputs", "build_dataset", "gather_inputs", "identity", "resolve_feature_set"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from homefeed.data.lake import register_view
 from homefeed.features.definitions import Feature, FeatureSet
 from homefeed.schema import Label
 
@@ -50,9 +51,9 @@ def statistics(
 
     One scan of the written files: what is checked is exactly what a model will read.
     """
-    union = " UNION ALL ".join(
-        f"SELECT '{split}' AS split, * FROM read_parquet('{path}')" for split, path in files.items()
-    )
+    for split, path in files.items():  # a view per file: paths are values, never SQL text
+        register_view(con, f"stats_{split}", [path])
+    union = " UNION ALL ".join(f"SELECT '{split}' AS split, * FROM stats_{split}" for split in files)
     exprs = ["count(*) AS rows", "sum(weight) AS weight_sum"]
     for label in labels:
         exprs += [f"sum({label.name}) AS {label.name}__pos", f"sum({label.name} * weight) AS {label.name}__wpos"]

@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
-from homefeed.data.etl import DuckDBEngine, EtlError, Params, outputs, run_etl
-from homefeed.data.lake import Lake
+from homefeed.data.etl import DuckDBEngine, EtlError, Params, outputs, run_etl, snapshot_lake
+from homefeed.data.etl.engines import SPILL
+from homefeed.data.etl.run import STAGING_PREFIX
+from homefeed.data.lake import MANIFEST, NEW, Lake
+from homefeed.errors import DamagedStateError
 from homefeed.sim import Simulation
 from tests.conftest import assert_same_table, load_lake, run_world
 
@@ -192,12 +196,16 @@ def test_decayed_affinity_weights_each_engagement_by_its_age(world, backfill):
 
 
 def test_day_by_day_runs_equal_the_backfill(world, backfill, tmp_path, engine):
-    """A snapshot depends on the past only: computing days one at a time gives the backfill's rows."""
+    """A snapshot depends on the past only: computing days one at a time gives the backfill's rows.
+
+    Day 8's window starts after the lake's first day, and the slot curve of that first window day needs the
+    days before it: a run of day 8 alone must read them too.
+    """
     features = Lake(tmp_path / "daily")
-    for i in (5, 6):
+    for i in (5, 6, 8):
         run_etl(world[1], features, params(i, i), engine)
     for name in outputs(params(5, 6)):
-        for i in (5, 6):
+        for i in (5, 6, 8):
             assert_same_table(backfill.read(name, day(i), day(i)), features.read(name, day(i), day(i)), name, 1e-9)
 
 
@@ -257,3 +265,84 @@ def test_bad_ranges_and_missing_data_are_clear_errors(world, tmp_path, engine):
         run_etl(world[1], Lake(tmp_path / "f"), params(5, 3), engine)
     with pytest.raises(EtlError, match="no impressions or engagements"):
         run_etl(world[1], Lake(tmp_path / "f"), Params(start=dt.date(2025, 1, 1), end=dt.date(2025, 1, 2)), engine)
+
+
+# --- damaged inputs, damaged outputs, careless ranges, a killed run (issue 12) ------------------------------------
+
+
+@pytest.fixture
+def own_lake(world, tmp_path) -> Lake:
+    """A copy of the world's lake a test may damage."""
+    lake = Lake(tmp_path / "lake")
+    shutil.copytree(world[1].root, lake.root)
+    return lake
+
+
+def test_a_deleted_lake_manifest_is_an_error_not_a_day_of_zeros(own_lake, tmp_path, engine):
+    (own_lake.partition("impressions", day(4)) / MANIFEST).unlink()
+    features = snapshot_lake(tmp_path / "features")
+    with pytest.raises(DamagedStateError, match=r"impressions/date=2026-03-06: holds data files but no _manifest"):
+        run_etl(own_lake, features, params(4, 5), engine)
+    assert not features.dates("item_stats")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_the_etl_verifies_the_bytes_it_reads(own_lake, tmp_path, engine, force):
+    features = snapshot_lake(tmp_path / "features")
+    run_etl(own_lake, features, params(5, 5), engine)
+    before = features.read("item_stats", day(5), day(5))
+    victim = own_lake.files("engagements", day(5), day(5))[0]
+    pq.write_table(pq.read_table(victim).slice(0, 10), victim)  # the same file name, other bytes
+    with pytest.raises(DamagedStateError, match=rf"{victim.name}: its bytes no longer match"):
+        run_etl(own_lake, features, params(5, 6), engine, force=force)
+    assert features.read("item_stats", day(5), day(5)).equals(before)
+
+
+@pytest.mark.parametrize(("first", "last"), [(-400, 8), (2, 4_000), (-1, 2)])
+def test_a_range_beyond_the_lakes_events_is_refused_and_nothing_is_written(world, tmp_path, engine, first, last):
+    features = snapshot_lake(tmp_path / "features")
+    with pytest.raises(
+        EtlError, match=r"reaches beyond the lake's events .* choose days from 2026-03-02 to 2026-03-10"
+    ):
+        run_etl(world[1], features, params(first, last), engine)
+    assert not (features.root / "item_stats").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "lost"])
+def test_a_damaged_snapshot_is_an_error_for_readers_and_the_etl_recomputes_it(world, tmp_path, engine, damage):
+    features = snapshot_lake(tmp_path / "features")
+    run_etl(world[1], features, params(5, 6), engine)
+    expected = features.read("user_profile", day(5), day(5))
+    manifest = features.partition("user_profile", day(5)) / MANIFEST
+    if damage == "corrupt":
+        manifest.write_text('{"files": [', encoding="utf-8")
+    else:
+        manifest.unlink()
+    with pytest.raises(DamagedStateError, match=r"run `homefeed data etl --start 2026-03-07 --end 2026-03-07`"):
+        features.read("user_profile", day(5), day(5))
+    report = run_etl(world[1], features, params(5, 6), engine)
+    assert report.computed == [day(5)] and report.up_to_date == [day(6)]
+    assert_same_table(features.read("user_profile", day(5), day(5)), expected, "user_profile")
+    assert features.verify("user_profile", day(5)) == []
+    assert len(list(features.partition("user_profile", day(5)).glob("part-*.parquet"))) == 1
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next_run(world, tmp_path, engine):
+    features = snapshot_lake(tmp_path / "features")
+    run_etl(world[1], features, params(5, 5), engine)
+    # A run killed while computing: its staging folder and spill file, a staged file no manifest names yet,
+    # and a first snapshot of a day that never committed.
+    (features.root / f"{STAGING_PREFIX}killed" / "item_stats").mkdir(parents=True)
+    (features.root / SPILL).mkdir()
+    (features.root / SPILL / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled")
+    staged = features.partition("item_stats", day(5)) / "part-20260101T000000000000.parquet"
+    staged.write_bytes(b"half")
+    uncommitted = features.partition("item_stats", day(7))
+    uncommitted.mkdir()
+    (uncommitted / NEW).touch()
+    (uncommitted / "part-20260101T000000000001.parquet").write_bytes(b"half")
+    report = run_etl(world[1], features, params(5, 5), engine)
+    assert report.up_to_date == [day(5)]
+    assert not list(features.root.glob(f"{STAGING_PREFIX}*")) and not list((features.root / SPILL).iterdir())
+    assert not staged.exists() and not uncommitted.exists()
+    assert features.dates("item_stats") == [day(5)] and features.verify("item_stats", day(5)) == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +19,7 @@ from homefeed.data.ingest import IngestError, ingest, ingest_table
 from homefeed.data.lake import EVENT_KEY, Lake
 from homefeed.schema import TABLES
 from homefeed.sim import RandomPolicy, Simulation
+from tests.conftest import shifted
 
 NOW = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
 
@@ -237,3 +240,146 @@ def test_malformed_input_never_crashes_and_never_loses_a_row(tmp_path_factory, b
     stored = Lake(tmp / "lake").read("impressions").num_rows
     kept = len(quarantined(tmp / "q")) if report.quarantined else 0
     assert stored + kept + report.duplicates == report.rows_in
+
+
+# --- one row per key, nothing lost, nothing quarantined twice (issue 12) --------------------------------------------
+
+
+def test_a_re_sent_item_with_an_earlier_time_is_a_duplicate_not_a_second_row(tmp_path, sim_logs):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("items",))
+    stored = lake.read("items")
+    again = shifted(stored.slice(stored.num_rows - 3, 3), "created_at", -dt.timedelta(days=2))  # another partition
+    path = tmp_path / "resent.parquet"
+    pq.write_table(again, path)
+    report = ingest(path, "items", "parquet", lake, tmp_path / "q", NOW)
+    assert (report.written, report.duplicates) == (0, 3)
+    assert lake.read("items").num_rows == stored.num_rows == len(set(lake.read("items")["item_id"].to_pylist()))
+
+
+@pytest.mark.parametrize("days", [1, -1])
+def test_an_impression_logged_again_on_the_next_or_previous_day_is_a_duplicate(tmp_path, sim_logs, days):
+    lake = Lake(tmp_path / "lake")
+    load_all(lake, tmp_path / "q", sim_logs, tables=("impressions",))
+    before = lake.read("impressions").num_rows
+    middle = lake.dates("impressions")[1]
+    relogged = shifted(lake.read("impressions", middle, middle).slice(0, 5), "ts", dt.timedelta(days=days))
+    path = tmp_path / "relogged.parquet"
+    pq.write_table(relogged, path)
+    report = ingest(path, "impressions", "parquet", lake, tmp_path / "q", NOW)
+    assert (report.written, report.duplicates) == (0, 5)
+    assert lake.read("impressions").num_rows == before
+
+
+def test_invalid_utf8_in_json_lines_is_quarantined_and_the_day_stays_readable(tmp_path, sim_logs):
+    rows = impression_rows(sim_logs, 4)
+    lines = [json.dumps(r).encode() for r in rows]
+    lines[1] = lines[1].replace(b'"surface": "', b'"surface": "home\xff\xfe')  # bytes that are not UTF-8
+    lines[2] = lines[2].replace(b'"surface": "', b'"surface": "\\ud800')  # an escape that is no character
+    path = tmp_path / "imps.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    report = ingest(path, "impressions", "jsonl", lake, tmp_path / "q", NOW)
+    assert (report.written, report.quarantined, report.balanced) == (2, 2, True)
+    assert report.reasons == {"malformed:invalid_utf8": 2}
+    raw = {line: text for line, _, text in quarantined(tmp_path / "q")}
+    assert "home\\xff\\xfe" in raw[2] and "\\ud800" in raw[3]
+    # The day is still readable, and ingesting into it again works (its stored keys are read back).
+    assert lake.read("impressions").num_rows == 2
+    again = ingest(path, "impressions", "jsonl", lake, tmp_path / "q", NOW)
+    assert (again.written, again.duplicates) == (0, 2)
+
+
+def test_invalid_utf8_in_a_parquet_file_is_quarantined(tmp_path, sim_logs):
+    rows = pq.read_table(parts(sim_logs, "impressions")[0]).slice(0, 3)
+    values = [s.encode() for s in rows["surface"].to_pylist()]
+    values[1] = b"home\xff"
+    offsets = np.cumsum([0, *map(len, values)]).astype(np.int32)
+    surface = pa.Array.from_buffers(
+        pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))]
+    )
+    path = tmp_path / "imps.parquet"
+    pq.write_table(rows.set_column(rows.schema.get_field_index("surface"), "surface", surface), path)
+    lake = Lake(tmp_path / "lake")
+    report = ingest(path, "impressions", "parquet", lake, tmp_path / "q", NOW)
+    assert (report.written, report.quarantined, report.reasons) == (2, 1, {"malformed:invalid_utf8": 1})
+    assert [line for line, _, _ in quarantined(tmp_path / "q")] == [2]
+    assert lake.read("impressions")["surface"].to_pylist() == [rows["surface"][0].as_py(), rows["surface"][2].as_py()]
+
+
+@pytest.fixture(scope="module")
+def impressions_lake(tmp_path_factory, sim_logs):
+    root = tmp_path_factory.mktemp("impressions_lake")
+    lake = Lake(root / "lake")
+    load_all(lake, root / "q", sim_logs, tables=("impressions",))
+    return lake
+
+
+def engagement_of(impression: dict, after: dt.timedelta, **changes) -> dict:
+    row = {k: impression[k] for k in ("user_id", "item_id", "request_id")}
+    return {**row, "ts": impression["ts"] + after, "action": "click", "dwell": 3.0, **changes}
+
+
+def test_an_engagements_verdict_does_not_depend_on_the_other_rows_of_its_file(tmp_path, impressions_lake):
+    lake = Lake(tmp_path / "lake")
+    shutil.copytree(impressions_lake.root, lake.root)
+    first, second, _ = lake.dates("impressions")
+    old = lake.read("impressions", first, first).slice(0, 1).to_pylist()[0]
+    recent = lake.read("impressions", second, second).slice(0, 1).to_pylist()[0]
+    late = engagement_of(old, dt.timedelta(days=2))  # two days after its impression: past the day looked back
+    timely = engagement_of(recent, dt.timedelta(minutes=5))
+    verdicts = []
+    for batch in ([late], [late, timely]):
+        report = ingest_table(
+            pa.Table.from_pylist(batch, schema=TABLES["engagements"]), "engagements", lake, tmp_path / "q",
+            source=f"batch-{len(batch)}", now=NOW,
+        )  # fmt: skip
+        verdicts.append((report.reasons, report.written))
+    assert verdicts == [({"orphan:no_matching_impression": 1}, 0), ({"orphan:no_matching_impression": 1}, 1)]
+
+
+def test_engagements_that_do_not_follow_their_impression_are_quarantined_with_a_reason(tmp_path, impressions_lake):
+    lake = Lake(tmp_path / "lake")
+    shutil.copytree(impressions_lake.root, lake.root)
+    day = lake.dates("impressions")[1]
+    shown = lake.read("impressions", day, day).slice(0, 6).to_pylist()
+    minute = dt.timedelta(minutes=1)
+    batch = [
+        engagement_of(shown[0], minute, dwell=float("nan")),
+        engagement_of(shown[1], minute, dwell=float("inf")),
+        engagement_of(shown[2], -minute),  # before the impression it answers
+        engagement_of(shown[3], minute, user_id=shown[3]["user_id"] + 1),  # by someone who was not shown it
+        engagement_of(shown[4], minute),
+        engagement_of(shown[5], dt.timedelta(0), dwell=None),  # at the impression's instant, no dwell: fine
+    ]
+    report = ingest_table(
+        pa.Table.from_pylist(batch, schema=TABLES["engagements"]), "engagements", lake, tmp_path / "q",
+        source="mixed", now=NOW,
+    )  # fmt: skip
+    assert report.written == 2 and report.balanced
+    reasons = {line: reason for line, reason, _ in quarantined(tmp_path / "q")}
+    assert reasons == {
+        1: "dwell:finite",
+        2: "dwell:finite",
+        3: "ts:before_impression",
+        4: "user_id:not_the_impressions_user",
+    }
+
+
+def test_re_ingesting_a_file_does_not_quarantine_its_bad_rows_again(tmp_path, sim_logs):
+    rows = impression_rows(sim_logs, 4)
+    rows[1]["position"] = -1
+    path = tmp_path / "imps.jsonl"
+    write_jsonl(path, [*rows, "not json"])
+    lake = Lake(tmp_path / "lake")
+    killed = tmp_path / "q" / "impressions" / "date=2026-03-31" / ".imps-0123.parquet.k1ll3d.tmp"
+    for now in (NOW, NOW + dt.timedelta(days=1), NOW + dt.timedelta(days=1)):  # another day, then the same one
+        report = ingest(path, "impressions", "jsonl", lake, tmp_path / "q", now)
+        assert report.quarantined == 2 and report.balanced
+        assert not killed.exists()  # what a killed ingest left in quarantine goes with the next one
+        killed.parent.mkdir(parents=True, exist_ok=True)
+        killed.write_bytes(b"half a file")
+    assert [(line, reason) for line, reason, _ in quarantined(tmp_path / "q")] == [
+        (2, "position:greater_than_or_equal_to(1)"),
+        (5, "malformed:not_a_json_object"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import duckdb
 import numpy as np
@@ -10,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from homefeed.config import EtlSettings
+from homefeed.data.etl import snapshot_lake
 from homefeed.data.lake import Lake
-from homefeed.features.definitions import FeatureError, feature_set
-from homefeed.features.materialize import entity_keys, materialize
+from homefeed.features.definitions import ENTITY_SOURCE, FeatureError, feature_set
+from homefeed.features.materialize import ShrinkError, entity_keys, materialize
 from homefeed.features.pit import join_frame
 from homefeed.schema import TIMESTAMP
 from tests.conftest import etl_world
@@ -64,7 +66,7 @@ def test_materializing_an_older_day_replaces_the_entity(world, backend):
     fs = feature_set("default", ETL)
     materialize(fs, etl, backend.store)
     first_day = START
-    done = {m.entity: m for m in materialize(fs, etl, backend.store, as_of=first_day)}
+    done = {m.entity: m for m in materialize(fs, etl, backend.store, as_of=first_day, force=True)}  # much smaller
     assert done["item"].snapshot == first_day
     day0 = etl.read("item_stats", first_day, first_day)
     later_only = np.setdiff1d(
@@ -76,3 +78,31 @@ def test_materializing_an_older_day_replaces_the_entity(world, backend):
 def test_no_snapshot_is_a_clear_error(world, backend, tmp_path):
     with pytest.raises(FeatureError, match="no user_profile snapshot"):
         materialize(feature_set("default", ETL), Lake(tmp_path / "none"), backend.store)
+
+
+def test_an_empty_or_much_smaller_snapshot_does_not_replace_a_populated_store(world, backend, tmp_path):
+    """An ETL run past the lake's data once left empty last days, and materializing emptied the store (465 → 0)."""
+    _, etl = world
+    fs = feature_set("default", ETL)
+    materialize(fs, etl, backend.store)
+    last = START + dt.timedelta(days=4)
+    held = backend.store.read_all("user")[0].size
+    # A later day whose snapshots are empty, as a careless range once wrote them.
+    shrunk = snapshot_lake(tmp_path / "etl")
+    shutil.copytree(etl.root, shrunk.root, dirs_exist_ok=True)
+    empty = last + dt.timedelta(days=1)
+    for source in ENTITY_SOURCE.values():
+        rows = shrunk.read(source, last, last)
+        shrunk.commit(source, empty, shrunk.stage(source, empty, rows.slice(0, 0), ["empty"]))
+    with pytest.raises(
+        ShrinkError, match=rf"snapshot of {empty} holds 0 user keys where the online store holds {held:,}"
+    ):
+        materialize(fs, shrunk, backend.store)
+    assert backend.store.read_all("user")[0].size == held  # nothing was written, not even the entities before it
+    # A much smaller one (a fifth of the users) is refused too; --force loads it.
+    rows = shrunk.read("user_profile", last, last)
+    shrunk.commit("user_profile", empty, shrunk.stage("user_profile", empty, rows.slice(0, held // 5), ["small"]))
+    with pytest.raises(ShrinkError, match="pass --force"):
+        materialize(fs, shrunk, backend.store)
+    done = {m.entity: m.keys for m in materialize(fs, shrunk, backend.store, force=True)}
+    assert done["user"] == held // 5 and done["item"] == 0

@@ -19,7 +19,7 @@ import pytest
 from homefeed.cli import main
 from homefeed.config import ConfigError, EtlSettings, Paths, Settings
 from homefeed.config import load as load_config
-from homefeed.data.etl import DuckDBEngine, Params, run_etl
+from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
 from homefeed.data.lake import Lake
 from homefeed.errors import DamagedStateError
 from homefeed.features.pit import join_frame
@@ -27,7 +27,7 @@ from homefeed.schema import ENGAGEMENTS, IMPRESSIONS, NEGATIVE_ACTIONS, POSITIVE
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset, load_spec, validation
 from homefeed.train import dataset as dataset_mod
 from homefeed.train.model import TrainingData
-from tests.conftest import load_lake, run_world
+from tests.conftest import load_lake, run_world, shifted
 from tests.test_cli import assert_one_line_error
 
 START = dt.date(2026, 3, 2)
@@ -41,6 +41,13 @@ def day(i: int) -> dt.date:
 
 def settings_for(root: Path, datasets: str = "datasets") -> Settings:
     return Settings(paths=Paths(root=root, datasets=Path(datasets)), etl=ETL)
+
+
+def copy_world(root: Path, dest: Path) -> tuple[Settings, Lake]:
+    """A copy of a world's lake and ETL snapshots under ``dest`` (to change), its settings and its lake."""
+    for folder in ("lake", "etl"):
+        shutil.copytree(root / folder, dest / folder)
+    return settings_for(dest), Lake(dest / "lake")
 
 
 def spec(settings: Settings, **overrides) -> DatasetSpec:
@@ -288,8 +295,7 @@ def _bytes(built) -> dict[str, bytes]:
 def test_same_spec_and_inputs_give_the_same_id_and_bytes_anywhere(world, base, tmp_path, monkeypatch):
     root, _ = world
     elsewhere = tmp_path / "copy"
-    for folder in ("lake", "etl"):
-        shutil.copytree(root / folder, elsewhere / folder)
+    copy_world(root, elsewhere)
     again = build_dataset(spec(settings_for(elsewhere)), settings_for(elsewhere))
     assert not again.reused and again.id == base.id
     assert _bytes(again) == _bytes(base)
@@ -326,7 +332,48 @@ def test_an_interrupted_build_leaves_no_dataset(world, monkeypatch, tmp_path):
         build_dataset(spec(settings), settings)
     store = DatasetStore(tmp_path / "ds")
     assert store.ids() == []
-    assert [p.name for p in (tmp_path / "ds").iterdir()] == []  # no staging folder left behind either
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == [".locks"]  # no staging folder left behind either
+
+
+def test_what_a_killed_build_left_is_removed_or_restored_by_the_next_build(world, base, tmp_path):
+    """``kill -9`` skips every ``finally``: the staging and spill folders stay, and a dataset being replaced
+    (``--force``) may sit aside under ``.<id>.old``; the next build, holding the store's lock, cleans up."""
+    root, _ = world
+    settings = settings_for(root, datasets=str(tmp_path / "ds"))
+    store = tmp_path / "ds"
+    shutil.copytree(base.path, store / f".{base.id}.old")  # killed between moving the old one aside and renaming
+    (store / f".{base.id}.k1ll3d.tmp").mkdir()
+    (store / f".{base.id}.k1ll3d.tmp" / "train.parquet").write_bytes(b"half")
+    (store / ".spill-k1ll3d").mkdir()
+    other = build_dataset(spec(settings, seed=9), settings)
+    assert sorted(p.name for p in store.iterdir()) == sorted([".locks", base.id, other.id])
+    assert DatasetStore(store).load(base.id)["splits"] == base.manifest["splits"]  # the old one is back, whole
+    assert _bytes(build_dataset(spec(settings), settings)) == _bytes(base)
+
+
+def test_an_item_stored_twice_makes_the_build_refuse_a_join_that_multiplies_rows(world, tmp_path):
+    """An item re-sent with another time once landed in a second partition and doubled its impressions."""
+    settings, lake = copy_world(world[0], tmp_path)
+    shown = lake.read("impressions", day(2), day(2))["item_id"][0].as_py()
+    items = lake.read("items")
+    resent = shifted(items.filter(pc.equal(items["item_id"], shown)), "created_at", -DAY)
+    lake.append("items", resent, ["resent"])  # what ingestion now refuses; a lake written before may hold it
+    run_etl(lake, snapshot_lake(tmp_path / "etl"), Params.from_settings(ETL, day(0), day(5)), DuckDBEngine())
+    with pytest.raises(DamagedStateError, match=rf"feature_items holds more than one row for item_id={shown}"):
+        build_dataset(spec(settings), settings)
+    assert DatasetStore(tmp_path / "datasets").ids() == []
+
+
+def test_an_impression_stored_twice_makes_the_build_refuse(world, tmp_path):
+    settings, lake = copy_world(world[0], tmp_path)
+    again = shifted(lake.read("impressions", day(2), day(2)).slice(0, 3), "ts", 2 * DAY)
+    lake.append("impressions", again, ["relogged days later"])
+    with pytest.raises(
+        DamagedStateError,
+        match=r"the lake holds 3 impression key\(s\) more than once .* 2 times, in "
+        r"date=2026-03-04/part-00000.parquet, date=2026-03-06/part-00001.parquet",
+    ):
+        build_dataset(spec(settings), settings)
 
 
 def test_values_outside_the_definitions_are_reported(world, tmp_path):

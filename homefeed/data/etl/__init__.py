@@ -6,7 +6,7 @@ scheduled and recorded by :mod:`.run`.
 
 from homefeed.data.etl.engines import DuckDBEngine, Engine, SparkEngine, engine_for
 from homefeed.data.etl.jobs import Params, outputs
-from homefeed.data.etl.run import EtlError, EtlReport, run_etl
+from homefeed.data.etl.run import EtlError, EtlReport, run_etl, snapshot_lake
 
 __all__ = [
     "DuckDBEngine",
@@ -18,4 +18,5 @@ __all__ = [
     "engine_for",
     "outputs",
     "run_etl",
+    "snapshot_lake",
 ]

@@ -24,7 +24,11 @@ import pyarrow.dataset as ds
 
 from homefeed.config import Settings
 from homefeed.data.etl.java import ensure_java
+from homefeed.data.lake import register_view
 from homefeed.schema import TABLES
+
+#: The folder under the snapshot folder where DuckDB spills past its memory limit.
+SPILL = ".spill"
 
 #: DuckDB's microseconds-since-epoch function, which sqlglot passes through unchanged; Spark calls it UNIX_MICROS.
 _EPOCH_US = re.compile(r"\bEPOCH_US\(", re.IGNORECASE)
@@ -69,16 +73,16 @@ class DuckDBEngine:
     name = "duckdb"
 
     def __init__(self, threads: int | None = None, memory_limit: str | None = None, spill: Path | None = None):
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute("SET preserve_insertion_order = false")  # lets big exports stream and spill
-        self.con.execute("SET enable_progress_bar = false")
+        config: dict[str, str | int | bool] = {"preserve_insertion_order": False}  # lets big exports stream, spill
         if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
+            config["threads"] = int(threads)
         if memory_limit:
-            self.con.execute(f"SET memory_limit = '{memory_limit}'")
+            config["memory_limit"] = memory_limit
         if spill:  # where joins and aggregations past the memory limit spill to
-            self.con.execute(f"SET temp_directory = '{spill}'")
+            config["temp_directory"] = str(spill)
+        self.con = duckdb.connect(config=config)  # settings as values: a path never becomes SQL text
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")
 
     def register(self, name: str, source: list[Path] | pa.Table) -> None:
         source = _typed_if_empty(name, source)
@@ -86,19 +90,19 @@ class DuckDBEngine:
             self.con.register(f"{name}_arrow", source)
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
         else:
-            files = ", ".join(f"'{f}'" for f in source)
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+            register_view(self.con, name, source)
 
     def materialize(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
 
     def export(self, sql: str, directory: Path, partition_by: str | None = "dn") -> None:
+        # The target is a parameter: a path never becomes SQL text.
         if partition_by is None:
             Path(directory).mkdir(parents=True, exist_ok=True)
-            self.con.execute(f"COPY ({sql}) TO '{Path(directory) / 'part-0.parquet'}' (FORMAT parquet)")
+            self.con.execute(f"COPY ({sql}) TO ? (FORMAT parquet)", [str(Path(directory) / "part-0.parquet")])
             return
         self.con.execute(
-            f"COPY ({sql}) TO '{directory}' (FORMAT parquet, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)"
+            f"COPY ({sql}) TO ? (FORMAT parquet, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)", [str(directory)]
         )
 
     def days(self, sql: str, days: list[int], keys: tuple[str, ...], directory: Path) -> Iterator[tuple[int, pa.Table]]:
@@ -185,7 +189,7 @@ def engine_for(settings: Settings, backend: str | None = None) -> Engine:
     """The engine the project file asks for (or ``backend``), with its memory limit and spill folder."""
     backend = backend or settings.backends.etl
     if backend == "duckdb":
-        return DuckDBEngine(memory_limit=settings.etl.memory_limit, spill=settings.resolved_paths.etl / ".spill")
+        return DuckDBEngine(memory_limit=settings.etl.memory_limit, spill=settings.resolved_paths.etl / SPILL)
     if backend == "spark":
         return SparkEngine(settings.backends.spark_master)
     raise ValueError(f"unknown ETL backend {backend!r}; expected 'duckdb' or 'spark'")

@@ -60,7 +60,24 @@ class Params:
         return max(self.windows)
 
     @property
+    def reach(self) -> int:
+        """How many days before a snapshot day its inputs go back.
+
+        Its longest window, and before that the slot curve of the window's first day, which is computed
+        over its own trailing window: an exposure counted in a snapshot depends on impressions up to
+        ``2 × (lookback - 1)`` days old.  (With only the window, a run starting later than the lake's
+        first day gave other exposures than a backfill over the same days.)
+        """
+        return 2 * (self.lookback - 1)
+
+    @property
     def first_input_day(self) -> dt.date:
+        """The first day of events a run reads."""
+        return self.start - dt.timedelta(days=self.reach)
+
+    @property
+    def first_window_day(self) -> dt.date:
+        """The first day of the earliest snapshot's longest window: counts and sums start here."""
         return self.start - dt.timedelta(days=self.lookback - 1)
 
     def fingerprint(self) -> str:
@@ -71,7 +88,8 @@ class Params:
 
 
 #: Bumped whenever a job's SQL changes meaning, so stored snapshots are recomputed.
-JOBS_VERSION = 1
+#: 2: exposures use slot curves computed over their own full window (``Params.reach``).
+JOBS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,7 @@ def _count_fields(metrics: tuple[str, ...], windows: tuple[int, ...], kind: pa.D
 def steps(p: Params) -> list[Step]:
     """Every statement of a run, in order; outputs carry their schema and keys."""
     first, end, lw = day_number(p.first_input_day), day_number(p.end), p.lookback
+    wf = day_number(p.first_window_day)  # the slot curve reads from ``first``; counts and sums from here
     m = p.prior_strength
     action_counts = ", ".join(f"CAST(COUNT(*) FILTER (WHERE action = '{a}') AS BIGINT) AS {a}" for a in ACTIONS)
     sum_actions = ", ".join(f"CAST(SUM({a}) AS BIGINT) AS {a}" for a in ACTIONS)
@@ -150,9 +169,10 @@ FROM slot_window t LEFT JOIN first_slot ON t.surface = first_slot.surface AND t.
 WITH i AS (
   SELECT imp.item_id, imp.dn, CAST(COUNT(*) AS BIGINT) AS impressions, {exact_sum("c.examination")} AS exposure
   FROM imp JOIN position_curve c ON imp.surface = c.surface AND imp.position = c.position AND imp.dn = c.dn
+  WHERE imp.dn >= {wf}
   GROUP BY imp.item_id, imp.dn
 ), e AS (
-  SELECT item_id, dn, {action_counts} FROM eng GROUP BY item_id, dn
+  SELECT item_id, dn, {action_counts} FROM eng WHERE dn >= {wf} GROUP BY item_id, dn
 )
 SELECT COALESCE(i.item_id, e.item_id) AS item_id, COALESCE(i.dn, e.dn) AS dn,
   COALESCE(i.impressions, 0) AS impressions, COALESCE(i.exposure, {double(0.0)}) AS exposure,
@@ -191,7 +211,7 @@ FROM i FULL OUTER JOIN e ON i.item_id = e.item_id AND i.dn = e.dn""",
         counts,
         ("exposure",),
         p,
-        span=f"SELECT item_id, created_dn AS dn FROM item_creator WHERE created_dn BETWEEN {first} AND {end}",
+        span=f"SELECT item_id, created_dn AS dn FROM item_creator WHERE created_dn BETWEEN {wf} AND {end}",
     )
     out.append(
         Step(
@@ -235,9 +255,9 @@ FROM item_daily d JOIN item_creator ic ON d.item_id = ic.item_id GROUP BY ic.cre
             f"""
 WITH i AS (
   SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS impressions, CAST(COUNT(DISTINCT request_id) AS BIGINT) AS requests
-  FROM imp GROUP BY user_id, dn
+  FROM imp WHERE dn >= {wf} GROUP BY user_id, dn
 ), e AS (
-  SELECT user_id, dn, {action_counts} FROM eng GROUP BY user_id, dn
+  SELECT user_id, dn, {action_counts} FROM eng WHERE dn >= {wf} GROUP BY user_id, dn
 )
 SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.dn, e.dn) AS dn,
   COALESCE(i.impressions, 0) AS impressions, COALESCE(i.requests, 0) AS requests,
@@ -278,6 +298,7 @@ def _pair_steps(other: str, p: Params) -> list[Step]:
     name = "user_topic" if other == "topic" else "user_creator"
     daily = f"{name}_daily"
     mp = p.pair_prior_strength
+    wf = day_number(p.first_window_day)
     grid = windowed(
         ("user_id", other),
         daily,
@@ -296,13 +317,14 @@ WITH e AS (
   SELECT e.user_id, ic.{other}, e.dn,
     {", ".join(f"CAST(COUNT(*) FILTER (WHERE e.action = '{a}') AS DOUBLE) AS {a}" for a in ACTIONS)}
   FROM eng e JOIN item_creator ic ON e.item_id = ic.item_id
-  WHERE ic.{other} IS NOT NULL
+  WHERE ic.{other} IS NOT NULL AND e.dn >= {wf}
   GROUP BY e.user_id, ic.{other}, e.dn
 ), pairs AS (SELECT DISTINCT user_id, {other} FROM e),
 i AS (
   SELECT i.user_id, ic.{other}, i.dn, CAST(COUNT(*) AS DOUBLE) AS impressions
   FROM imp i JOIN item_creator ic ON i.item_id = ic.item_id
   JOIN pairs ON i.user_id = pairs.user_id AND ic.{other} = pairs.{other}
+  WHERE i.dn >= {wf}
   GROUP BY i.user_id, ic.{other}, i.dn
 )
 SELECT COALESCE(i.user_id, e.user_id) AS user_id, COALESCE(i.{other}, e.{other}) AS {other},
