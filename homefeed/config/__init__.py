@@ -16,6 +16,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from homefeed.config.base import ConfigError, Section
 from homefeed.config.defaults import CONFIG_FILE, DEFAULT_TOML, init
+from homefeed.config.serving import Caps, ServeSettings, Surface
 from homefeed.config.sim import (
     DEFAULT_COUNTRIES,
     Behaviour,
@@ -28,7 +29,6 @@ from homefeed.config.sim import (
     SimSettings,
     VolumeDrop,
 )
-from homefeed.config.serving import Caps, ServeSettings, Surface
 from homefeed.config.stages import (
     SEGMENT_COLUMNS,
     Backends,

@@ -32,7 +32,7 @@ from homefeed.hashing import stable_hash
 from homefeed.schema import NEGATIVE_ACTIONS
 from homefeed.serve import sources
 from homefeed.serve.catalog import ItemCatalogue
-from homefeed.serve.policy import Slates, arrange
+from homefeed.serve.policy import Slates, arrange, boosted
 from homefeed.serve.stages import Candidates, Removed, Stage, StageRun, Trace
 from homefeed.serve.state import CREATORS, HIDDEN, SEEN, OnlineFeatures, UserSignals
 from homefeed.train.model import Ranker
@@ -92,6 +92,8 @@ class Served:
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     score: np.ndarray | None = None
     matrix: np.ndarray | None = None  # the model's inputs, one row per candidate
+    item_id: np.ndarray | None = None  # per candidate
+    boost: np.ndarray | None = None  # per candidate: the policy's freshness boost
     policy: Slates | None = None
 
 
@@ -103,6 +105,8 @@ class RankingPipeline:
 
     ``model`` returns the model to serve now (None: rank by the popularity fallback); ``log`` receives each
     served batch (the service's asynchronous logger; None in the simulator, which writes its own logs).
+    Stage budgets hold for a request: a pipeline ranking large batches (the simulator) runs with ``budgets``
+    off.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class RankingPipeline:
         seed: int = 0,
         name: str = "ranker",
         observer: Callable[[StageRun], None] | None = None,
+        budgets: bool = True,
     ):
         self.settings = settings
         self.catalogue = catalogue
@@ -126,6 +131,7 @@ class RankingPipeline:
         self.seed = seed
         self.name = name
         self.observer = observer
+        self.budgets = budgets  # stage budgets are per request: off for batches (the simulator, batch ranking)
         self._batches = 0
         self._pools: dict = {}
 
@@ -208,6 +214,10 @@ class RankingPipeline:
             trace.fallback = FALLBACK
             score = self.catalogue.popularity[cands.row]
         served.score = score
+        served.item_id = self.catalogue.item_id[cands.row]
+        served.boost = boosted(
+            np.zeros(len(cands)), self.catalogue.created_us[cands.row], ts[cands.request_index], surface
+        )
         rng = np.random.default_rng([self.seed, self._batches, int(stable_hash(ts[:1])[0]) if len(ts) else 0])
         self._batches += 1
         slates = self._run(
@@ -246,7 +256,8 @@ class RankingPipeline:
             log.exception("stage %s failed", stage.name)
             out, error = None, f"internal error: {type(exc).__name__}: {exc}"
         ms = (time.perf_counter() - began) * 1000
-        budget = surface.budgets_ms.get(_BUDGET_KEY.get(stage.name, stage.name.split(":")[0]))
+        key = _BUDGET_KEY.get(stage.name, stage.name.split(":")[0])
+        budget = surface.budgets_ms.get(key) if self.budgets else None
         if error is None and budget is not None and ms > budget:
             out, error = None, f"over its budget ({ms:.1f} ms > {budget:g} ms)"
         run = StageRun(stage, ms, error)
@@ -329,7 +340,8 @@ class RankingPipeline:
                     return None
                 continue
             if explain and drop.any():
-                trace.removed.append(Removed(cands.take(drop), name))
+                gone = cands.take(drop)
+                trace.removed.append(Removed(gone, self.catalogue.item_id[gone.row], name))
             cands = cands.take(~drop)
         return cands
 

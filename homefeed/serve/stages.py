@@ -72,6 +72,7 @@ class Removed:
     """Candidates a filter took out, kept only for ``explain``."""
 
     candidates: Candidates
+    item_id: np.ndarray
     reason: str
 
 
