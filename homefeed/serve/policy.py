@@ -69,7 +69,12 @@ def _padded(ri: np.ndarray, order: np.ndarray, n_requests: int, width: int) -> n
 def capped_order(
     matrix: np.ndarray, creator: np.ndarray, topic: np.ndarray, sizes: np.ndarray, surface: Surface
 ) -> np.ndarray:
-    """Greedy capped order: per request, up to ``sizes`` candidate indices (-1 past the end), slot by slot."""
+    """Greedy capped order: per request, up to ``sizes`` candidate indices (-1 past the end), slot by slot.
+
+    Each slot takes the best unused candidate whose creator and topic are under their caps among the previous
+    ``window - 1`` slots.  Counts are kept per (request, creator) and (request, topic) code, so a slot costs one
+    gather over the candidates, not a comparison with the window.
+    """
     b, width = matrix.shape
     steps = int(sizes.max(initial=0))
     out = np.full((b, steps), -1, np.int64)
@@ -78,20 +83,26 @@ def capped_order(
     caps = surface.caps
     used = matrix < 0
     safe = np.maximum(matrix, 0)
-    cand_creator, cand_topic = creator[safe], topic[safe]
+    owner = np.arange(b, dtype=np.int64)[:, None]
+    # per-request codes: a creator (or topic) of one request never shares a counter with another request's
+    _, ccode = np.unique(owner * (int(creator.max(initial=0)) + 1) + creator[safe], return_inverse=True)
+    ccode = ccode.reshape(b, width)
+    n_topics = int(topic.max(initial=0)) + 1
+    cand_topic = topic[safe]
+    tcode = np.where(cand_topic >= 0, owner * n_topics + cand_topic, -1)
+    ccount = np.zeros(int(ccode.max(initial=0)) + 1, np.int64)
+    tcount = np.zeros(b * n_topics, np.int64)
     recent = max(caps.window - 1, 0)
-    win_creator = np.full((b, recent), -1, np.int64)
-    win_topic = np.full((b, recent), -1, np.int64)
+    ring_c = np.full((b, max(recent, 1)), -1, np.int64)
+    ring_t = np.full((b, max(recent, 1)), -1, np.int64)
     alive = sizes > 0
     rows_all = np.arange(b)
     for k in range(steps):
         ok = ~used
         if recent and caps.per_creator:
-            same = (cand_creator[:, :, None] == win_creator[:, None, :]).sum(axis=2)
-            ok &= same < caps.per_creator
+            ok &= ccount[ccode] < caps.per_creator
         if recent and caps.per_topic:
-            same = (cand_topic[:, :, None] == win_topic[:, None, :]).sum(axis=2)
-            ok &= (same < caps.per_topic) | (cand_topic < 0)
+            ok &= (tcode < 0) | (tcount[np.maximum(tcode, 0)] < caps.per_topic)
         alive &= ok.any(axis=1) & (k < sizes)
         rows = rows_all[alive]
         if not len(rows):
@@ -100,10 +111,14 @@ def capped_order(
         out[rows, k] = matrix[rows, pick]
         used[rows, pick] = True
         if recent:
-            win_creator[rows] = np.roll(win_creator[rows], -1, axis=1)
-            win_topic[rows] = np.roll(win_topic[rows], -1, axis=1)
-            win_creator[rows, -1] = cand_creator[rows, pick]
-            win_topic[rows, -1] = cand_topic[rows, pick]
+            slot = k % recent
+            leaving_c, leaving_t = ring_c[rows, slot], ring_t[rows, slot]
+            ccount[leaving_c[leaving_c >= 0]] -= 1
+            tcount[leaving_t[leaving_t >= 0]] -= 1
+            new_c, new_t = ccode[rows, pick], tcode[rows, pick]
+            ccount[new_c] += 1
+            tcount[new_t[new_t >= 0]] += 1
+            ring_c[rows, slot], ring_t[rows, slot] = new_c, new_t
     return out
 
 
@@ -126,7 +141,7 @@ def arrange(
     exploit = np.flatnonzero(~pool)
     # --- R: the capped exploitation order
     order = exploit[np.lexsort((-adjusted[exploit], request_index[exploit]))]
-    width = int(min(np.bincount(request_index[exploit], minlength=n_req).max(initial=0), 4 * sizes.max(initial=0) + 20))
+    width = int(np.bincount(request_index[exploit], minlength=n_req).max(initial=0))
     matrix = _padded(request_index, order, n_req, width)
     r = capped_order(matrix, creator, topic, sizes, surface)
     len_r = (r >= 0).sum(axis=1)
