@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from homefeed import config as config_mod
@@ -130,8 +130,8 @@ class ReloadResponse(BaseModel):
     error: str | None
 
 
-def _error(status: int, message: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _field(loc: tuple) -> str:
@@ -161,7 +161,6 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         title="homefeed ranking service",
         version="1",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         description=__doc__,
     )
     limits = settings.serve
@@ -175,20 +174,22 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             body = await request.body()
             if len(body) > limits.max_body_bytes:
                 return _error(413, f"request body of {len(body)} bytes is over the limit of {limits.max_body_bytes}")
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers["x-homefeed-worker"] = str(os.getpid())  # which process answered (scale-out checks)
+        return response
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
         _svc(state).metrics.errors.labels("422").inc()
-        return ORJSONResponse({"error": message, "detail": _plain(errors)}, status_code=422)
+        return JSONResponse({"error": message, "detail": _plain(errors)}, status_code=422)
 
     @app.exception_handler(HomefeedError)
-    async def refused(request: Request, exc: HomefeedError) -> ORJSONResponse:
+    async def refused(request: Request, exc: HomefeedError) -> JSONResponse:
         _svc(state).metrics.errors.labels(str(exc.http_status)).inc()
         return _error(exc.http_status, str(exc))
 
@@ -266,7 +267,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     @app.get("/readyz")
     async def readyz() -> Any:
         ready, detail = _svc(state).readiness()
-        return ORJSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

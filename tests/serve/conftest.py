@@ -8,6 +8,7 @@ finds on disk after the daily pipeline ran.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from homefeed.serve.service import signals_for
 from homefeed.serve.state import OnlineFeatures, StoreGuard
 from homefeed.sim import Simulation
 from homefeed.train.gbdt import GBDTRanker
+from homefeed.train.model import TrainingData
 from homefeed.train.registry import Registry
 from tests.train.conftest import build
 
@@ -47,6 +49,8 @@ class ServedWorld:
     settings: Settings
     sim: Simulation
     version: str
+    model: GBDTRanker
+    data: TrainingData
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +64,34 @@ def served_world(tmp_path_factory) -> ServedWorld:
     fs = feature_set("default", world.settings.etl, world.settings.features)
     with SqliteStore(world.settings.resolved_paths.online_store) as store:
         materialize(fs, Lake(world.settings.resolved_paths.etl), store)
-    return ServedWorld(root, world.settings, world.sim, version)
+    return ServedWorld(root, world.settings, world.sim, version, model, world.data)
 
 
-def settings_for(world: ServedWorld, root: Path | None = None, **serve: object) -> Settings:
-    """The world's settings with ``serve`` overrides; ``root`` gives a private copy of its online store."""
+def settings_for(world: ServedWorld, root: Path | None = None, private: bool = False, **serve: object) -> Settings:
+    """The world's settings with ``serve`` overrides.
+
+    ``root`` gives the settings a copy of the world's online store there; ``private`` also copies the lake (hard
+    links), the quarantine and the registry, for tests that write logs or move aliases.
+    """
     data = world.settings.model_dump()
     data["serve"].update(serve)
-    settings = Settings(**data)
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        data["paths"]["online_store"] = root / "online.sqlite"
-        shutil.copy(world.settings.resolved_paths.online_store, root / "online.sqlite")
-        settings = Settings(**data)
-    return settings
+    if root is None:
+        return Settings(**data)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = world.settings.resolved_paths
+    data["paths"]["online_store"] = root / "online.sqlite"
+    shutil.copy(paths.online_store, root / "online.sqlite")
+    if private:
+        shutil.copytree(paths.lake, root / "lake", copy_function=os.link)
+        shutil.copytree(paths.models, root / "models")
+        shutil.copy(paths.registry, root / "registry.sqlite")
+        data["paths"].update(
+            lake=root / "lake",
+            quarantine=root / "quarantine",
+            models=root / "models",
+            registry=root / "registry.sqlite",
+        )
+    return Settings(**data)
 
 
 def make_pipeline(settings: Settings, cached: tuple[str, ...] = ("item", "creator"), seed: int = 0) -> RankingPipeline:
