@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from homefeed.cli.common import ConfigOption, app, console, load_settings, require_positive
+from homefeed.config import Settings
 
 
 @app.command()
@@ -38,3 +40,24 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def served_demo(settings: Settings, warm_days: int, days: int) -> None:
+    """The demo's last step: the production model served to the world for ``days`` more days, beside each baseline."""
+    from homefeed.cli.sim import _outcome_table  # the demo's table, one row per policy
+    from homefeed.pipeline.served import serve_days
+
+    run = serve_days(settings, warm_days, days, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
+    last = run.first_day + dt.timedelta(days=days - 1)
+    title = f"Days {run.first_day} .. {last}: the same world, forked after the random weeks, under each policy"
+    console.print(_outcome_table(run.results, title))
+    flagged = [r.feature for r in run.skew if r.flagged]
+    rows = max((r.rows for r in run.skew), default=0)
+    verdict = f"[bold red]{len(flagged)} flagged[/]: {', '.join(flagged)}" if flagged else "[green]none flagged[/]"
+    console.print(
+        f"skew check of the served days' logged feature vectors ({rows:,} impressions, {len(run.skew)} features): "
+        f"{verdict}",
+        soft_wrap=True,
+    )
+    timings = ", ".join(f"{k} {s:.1f} s" for k, s in run.seconds.items())
+    console.print(f"steps: {timings}; the served days' lake and logs are under {run.root}", soft_wrap=True)

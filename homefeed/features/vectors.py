@@ -77,18 +77,20 @@ def assemble(
             if len(lookup.found) != n:
                 raise FeatureError(f"lookup of {entity!r} has {len(lookup.found)} rows for {n} requests")
             fresh = lookup.found & (ts < expires_us(fs, entity, lookup.version)) if lookup.found.any() else lookup.found
-        for f in features:
-            default = np.float32(f.default)
-            if lookup is None or not fresh.any():
-                out[index[f.name]] = default
-                continue
+        where = [index[f.name] for f in features]
+        defaults = np.array([f.default for f in features], np.float32)
+        if lookup is None or not fresh.any():
+            out[where] = defaults[:, None]
+        else:
             try:
-                values = lookup.values[:, lookup.columns.index(f.name)]
+                cols = [lookup.columns.index(f.name) for f in features]
             except ValueError:
                 raise FeatureError(
-                    f"the online store's {entity!r} lacks feature {f.name!r}; materialize feature set {fs.name!r}"
+                    f"the online store's {entity!r} lacks a feature of set {fs.name!r}; materialize that set"
                 ) from None
-            out[index[f.name]] = np.where(fresh & ~np.isnan(values), values, default)
+            block = lookup.values[:, cols].T  # (features x rows)
+            use = fresh[None, :] & ~np.isnan(block)
+            out[where] = np.where(use, block, defaults[:, None])
         if fs.missing_flags:
             out[index[f"{entity}_missing"]] = (~fresh).astype(np.float32)
     for f in fs.features:
