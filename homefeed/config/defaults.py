@@ -191,7 +191,9 @@ reload_seconds = 2.0            # how often a worker checks the model alias, the
 log_flush_seconds = 1.0         # impressions and engagements reach the lake this often (what a crash can lose)
 log_queue_rows = 200000         # rows waiting to be logged; past this, logging is shed (counted), never requests
 served_features_sample = 0.02   # share of requests whose feature vectors are logged (for `features skew`)
-cached_entities = ["item", "creator"]  # entities held in memory; the others are read from the store per request
+# entities held in memory, reloaded when a materialization changes them; the others are read per request
+# (at millions of users keep the user-side ones in Redis: cached_entities = ["item", "creator"])
+cached_entities = ["item", "creator", "user", "user_topic", "user_creator"]
 store_timeout_ms = 50.0         # a slower online-store call fails, and the request degrades (flagged)
 store_retry_seconds = 1.0       # after a store failure, requests skip the store this long, then try again
 popularity = "item_save_rate_7d"  # item feature the popular source and the fallback ranking sort by

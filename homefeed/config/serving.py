@@ -108,7 +108,10 @@ class ServeSettings(Section):
     log_flush_seconds: float = Field(1.0, gt=0.0)  # logs reach the lake this often: what a crash can lose
     log_queue_rows: int = Field(200_000, ge=1)  # rows waiting to be logged; past this logging is shed, counted
     served_features_sample: float = Field(0.02, ge=0.0, le=1.0)  # share of requests whose feature vectors are logged
-    cached_entities: list[str] = Field(default_factory=lambda: ["item", "creator"])  # held in memory (ItemCache)
+    #: Entities held in memory (refreshed when a materialization changes them); the others are read per request.
+    cached_entities: list[str] = Field(
+        default_factory=lambda: ["item", "creator", "user", "user_topic", "user_creator"]
+    )
     store_timeout_ms: float = Field(50.0, gt=0.0)  # a slower online-store call fails (and the pipeline degrades)
     store_retry_seconds: float = Field(1.0, ge=0.0)  # after a failure, the store is not asked again for this long
     popularity: str = "item_save_rate_7d"  # the item feature the popular source and the fallback rank by

@@ -46,7 +46,7 @@ def pair_keys(user_id: np.ndarray, other: pa.Array | np.ndarray) -> np.ndarray:
     """Store keys of a user x topic / creator pair, ``"<user_id>|<other>"``, as materialization writes them."""
     users = pc.cast(pa.array(np.asarray(user_id, np.int64)), pa.string())
     others = pc.cast(other if isinstance(other, pa.Array) else pa.array(other), pa.string())
-    return pc.binary_join_element_wise(users, others, "|").to_numpy(zero_copy_only=False)
+    return pc.binary_join_element_wise(users, others, "|").to_numpy(zero_copy_only=False).astype(str)
 
 
 def entities(fs: FeatureSet) -> list[str]:

@@ -59,7 +59,7 @@ class LogWriter:
         self.max_rows = max_rows
         self.after_flush = after_flush  # gets the impressions just written (the seen lists)
         self.counts = LogCounts()
-        self._queue: dict[str, list[pa.Table]] = {"impressions": [], "engagements": []}
+        self._queue: dict[str, list] = {"impressions": [], "engagements": []}
         self._held: list[pa.Table] = []  # engagements waiting one interval for their impressions
         self._rows = 0
         self._lock = threading.Lock()
@@ -67,15 +67,19 @@ class LogWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def put(self, table: str, rows: pa.Table) -> bool:
-        """Queue rows of ``table``; False (and counted as shed) when the queue is full."""
+    def put(self, table: str, rows: pa.Table | Callable[[], pa.Table], n: int | None = None) -> bool:
+        """Queue rows of ``table``; False (and counted as shed) when the queue is full.
+
+        ``rows`` may be a function that builds the table (``n`` rows) on the writer's thread, off the request.
+        """
+        n = rows.num_rows if isinstance(rows, pa.Table) else int(n or 0)
         with self._lock:
-            if self._rows + rows.num_rows > self.max_rows:
-                self.counts.shed[table] += rows.num_rows
+            if self._rows + n > self.max_rows:
+                self.counts.shed[table] += n
                 return False
             self._queue[table].append(rows)
-            self._rows += rows.num_rows
-            self.counts.queued[table] += rows.num_rows
+            self._rows += n
+            self.counts.queued[table] += n
         return True
 
     def start(self) -> None:
@@ -105,12 +109,13 @@ class LogWriter:
             try:
                 with self._lake_lock():
                     if batch["impressions"]:
-                        rows = pa.concat_tables(batch["impressions"])
+                        rows = pa.concat_tables([t if isinstance(t, pa.Table) else t() for t in batch["impressions"]])
                         self._ingest("impressions", rows)
                         if self.after_flush is not None:
                             self.after_flush(rows)
                     if engagements:
-                        self._ingest("engagements", pa.concat_tables(engagements))
+                        built = [t if isinstance(t, pa.Table) else t() for t in engagements]
+                        self._ingest("engagements", pa.concat_tables(built))
                 self.counts.flushes += 1
             except Exception:  # the lake unwritable (disk full, permissions): counted, logged, the service goes on
                 self.counts.failures += 1

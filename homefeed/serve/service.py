@@ -21,7 +21,7 @@ from homefeed.data.lake import Lake
 from homefeed.features.online import make_store
 from homefeed.features.redis_store import RedisStore
 from homefeed.features.store import OnlineStore
-from homefeed.feed import RequestBatch
+from homefeed.feed import RequestBatch, SlateBatch
 from homefeed.schema import IMPRESSIONS, TIMESTAMP
 from homefeed.serve.catalog import ItemCatalogue
 from homefeed.serve.logs import LogWriter
@@ -143,30 +143,9 @@ class Service:
     # --- side effects -------------------------------------------------------------------------------------------
 
     def _log(self, requests: RequestBatch, served: Served) -> None:
-        """The impression-logging side effect: queue the slates' rows (with their sampled feature vectors)."""
-        slates = served.slates
-        n = len(slates)
-        if n == 0:
-            return
-        ri = pa.array(slates.request_index)
-        table = pa.Table.from_arrays(
-            [
-                requests.request_id.take(ri),
-                pa.array(np.asarray(requests.ts)[slates.request_index]).cast(TIMESTAMP),
-                pa.array(np.asarray(requests.user_id)[slates.request_index]),
-                pa.array(slates.item_id, pa.int64()),
-                pa.repeat(pa.scalar(requests.surface, pa.string()), n),
-                pa.array(slates.position, pa.int32()),
-                requests.country.take(ri),
-                slates.model_versions(),
-                slates.experiment_column(),
-                pa.array(slates.score, pa.float64()),
-                pa.array(slates.propensity, pa.float64()),
-                slates.served_features_column(),
-            ],
-            schema=IMPRESSIONS,
-        )
-        self.writer.put("impressions", table)
+        """The impression-logging side effect: queue the slates (the table is built on the writer's thread)."""
+        if len(served.slates):
+            self.writer.put("impressions", lambda: impressions_table(requests, served.slates), len(served.slates))
 
     def _record_seen(self, impressions: pa.Table) -> None:
         try:
@@ -181,3 +160,26 @@ class Service:
 
     def now_us(self) -> int:
         return time.time_ns() // 1000
+
+
+def impressions_table(requests: RequestBatch, slates: SlateBatch) -> pa.Table:
+    """Served slates as rows of the canonical impressions table (each slot at the request's time)."""
+    ri = pa.array(slates.request_index)
+    n = len(slates)
+    return pa.Table.from_arrays(
+        [
+            requests.request_id.take(ri),
+            pa.array(np.asarray(requests.ts)[slates.request_index]).cast(TIMESTAMP),
+            pa.array(np.asarray(requests.user_id)[slates.request_index]),
+            pa.array(slates.item_id, pa.int64()),
+            pa.repeat(pa.scalar(requests.surface, pa.string()), n),
+            pa.array(slates.position, pa.int32()),
+            requests.country.take(ri),
+            slates.model_versions(),
+            slates.experiment_column(),
+            pa.array(slates.score, pa.float64()),
+            pa.array(slates.propensity, pa.float64()),
+            slates.served_features_column(),
+        ],
+        schema=IMPRESSIONS,
+    )

@@ -51,8 +51,12 @@ def _from_matrix(
 
 def popular(cat: ItemCatalogue, ts: np.ndarray, quota: int, max_age_us: int) -> tuple[np.ndarray, np.ndarray]:
     by_pop = cat.index.by_popularity
-    created = cat.created_us[by_pop]
-    loose = by_pop[(created <= ts.max()) & (created > ts.min() - max_age_us)][: quota * 2 + 64]
+    want = quota * 2 + 64
+    for head in (by_pop[: want * 4], by_pop):  # the head of the list usually holds enough; else the whole of it
+        created = cat.created_us[head]
+        loose = head[(created <= ts.max()) & (created > ts.min() - max_age_us)][:want]
+        if len(loose) == want:
+            break
     owner = np.arange(len(ts), dtype=np.int64)
     return _from_matrix(cat, owner, np.broadcast_to(loose, (len(ts), len(loose))), ts, max_age_us, quota)
 

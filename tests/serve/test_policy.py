@@ -150,3 +150,60 @@ def test_exploration_items_show_topics_and_creators_the_ranked_slate_does_not():
         assert not set(cat.topic[rows[explored]]) & set(cat.topic[rows[~explored]])
         assert len(set(cat.topic[rows[explored]])) == explored.sum()
         assert not set(cat.creator_id[rows[explored]]) & set(cat.creator_id[rows[~explored]])
+
+
+def test_one_request_takes_the_scalar_path_and_gets_what_the_batch_path_gives():
+    """A service call (one request) and a batch rank the same candidates into the same slate, same propensities."""
+    from homefeed.serve.policy import _buckets, _draw, _padded, capped_order
+
+    cat = catalogue(n=900, topics=40, creators=400, seed=11)
+    surface = Surface(explore_rate=0.4, explore_from=2, caps=Caps(window=5, per_creator=1, per_topic=2))
+    one, score = batch(cat, 1, exploit=200, pool=80, seed=12, exploit_topics=12)
+    two = Candidates(
+        np.concatenate([one.request_index, one.request_index + 1]), np.tile(one.row, 2), np.tile(one.source, 2)
+    )
+    for cands, scores in ((one, score), (two, np.tile(score, 2))):
+        n = int(cands.request_index.max()) + 1
+        exploit = np.flatnonzero(cands.source != SOURCE_CODES["explore"])
+        order = exploit[np.lexsort((-scores[exploit], cands.request_index[exploit]))]
+        width = int(np.bincount(cands.request_index[exploit]).max())
+        matrix = _padded(cands.request_index, order, n, width)
+        r = capped_order(
+            matrix, cat.creator_id[cands.row], cat.topic[cands.row].astype(np.int64), np.full(n, 20), surface
+        )
+        if n == 1:
+            single_r = r
+        else:
+            np.testing.assert_array_equal(r[0] % len(one), single_r[0])
+    sizes, len_r = np.array([20]), (single_r >= 0).sum(axis=1)
+    pool = np.flatnonzero(one.source == SOURCE_CODES["explore"])
+    buckets = _buckets(
+        pool,
+        one.request_index,
+        cat.creator_id[one.row],
+        cat.topic[one.row].astype(np.int64),
+        single_r,
+        1,
+        surface,
+        np.random.default_rng(3),
+    )
+    assert buckets.n[0] > 5
+    scalar = _draw(single_r, len_r, buckets, sizes, surface, np.random.default_rng(4), score)
+    doubled = type(buckets)(
+        np.repeat(buckets.n, 2), np.repeat(buckets.item, 2, axis=0), np.repeat(buckets.size, 2, axis=0)
+    )
+    vector = _draw(
+        np.repeat(single_r, 2, axis=0),
+        np.repeat(len_r, 2),
+        doubled,
+        np.repeat(sizes, 2),
+        surface,
+        np.random.default_rng(4),
+        score,
+    )
+    first = vector.request_index == 0
+    np.testing.assert_array_equal(scalar.candidate, vector.candidate[first])
+    np.testing.assert_array_equal(scalar.position, vector.position[first])
+    np.testing.assert_array_equal(scalar.explored, vector.explored[first])
+    np.testing.assert_allclose(scalar.propensity, vector.propensity[first], rtol=1e-12)
+    assert scalar.explored.any() and (~scalar.explored).any()
