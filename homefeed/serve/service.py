@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from homefeed.config import Settings
@@ -21,8 +20,7 @@ from homefeed.data.lake import Lake
 from homefeed.features.online import make_store
 from homefeed.features.redis_store import RedisStore
 from homefeed.features.store import OnlineStore
-from homefeed.feed import RequestBatch, SlateBatch
-from homefeed.schema import IMPRESSIONS, TIMESTAMP
+from homefeed.feed import RequestBatch, impressions_table
 from homefeed.serve.catalog import ItemCatalogue
 from homefeed.serve.logs import LogWriter
 from homefeed.serve.metrics import Metrics
@@ -160,26 +158,3 @@ class Service:
 
     def now_us(self) -> int:
         return time.time_ns() // 1000
-
-
-def impressions_table(requests: RequestBatch, slates: SlateBatch) -> pa.Table:
-    """Served slates as rows of the canonical impressions table (each slot at the request's time)."""
-    ri = pa.array(slates.request_index)
-    n = len(slates)
-    return pa.Table.from_arrays(
-        [
-            requests.request_id.take(ri),
-            pa.array(np.asarray(requests.ts)[slates.request_index]).cast(TIMESTAMP),
-            pa.array(np.asarray(requests.user_id)[slates.request_index]),
-            pa.array(slates.item_id, pa.int64()),
-            pa.repeat(pa.scalar(requests.surface, pa.string()), n),
-            pa.array(slates.position, pa.int32()),
-            requests.country.take(ri),
-            slates.model_versions(),
-            slates.experiment_column(),
-            pa.array(slates.score, pa.float64()),
-            pa.array(slates.propensity, pa.float64()),
-            slates.served_features_column(),
-        ],
-        schema=IMPRESSIONS,
-    )
