@@ -42,6 +42,8 @@ log = logging.getLogger("homefeed.serve")
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 FALLBACK = "popularity"
+#: Requests ranked at once by `rank`: a day's batch goes through in pieces of this many.
+BATCH = 2000
 #: Engagements that make a creator one of the user's creators.
 CREATOR_ACTIONS = ("click", "save")
 
@@ -163,7 +165,23 @@ class RankingPipeline:
         )
 
     def rank(self, requests: RequestBatch) -> SlateBatch:
-        return self.serve(requests).slates
+        """Slates for a batch of any size, served ``BATCH`` requests at a time (memory stays flat)."""
+        n = len(requests)
+        if n <= BATCH:
+            return self.serve(requests).slates
+        parts = []
+        for lo in range(0, n, BATCH):
+            hi = min(lo + BATCH, n)
+            chunk = RequestBatch(
+                requests.request_id[lo:hi],
+                requests.user_id[lo:hi],
+                requests.ts[lo:hi],
+                requests.slate_size[lo:hi],
+                requests.country[lo:hi],
+                requests.surface,
+            )
+            parts.append((lo, self.serve(chunk).slates))
+        return _concat(parts)
 
     def refresh(self) -> None:
         """Reload the in-process caches if the store changed, and re-rank the catalogue's popularity."""
@@ -425,3 +443,20 @@ def _topic_affinity(topics: Lookup | None, n_requests: int, n_topics: int) -> np
 def _empty_slates() -> SlateBatch:
     z = np.empty(0, np.int64)
     return SlateBatch(z, z.astype(np.int32), z, z.astype(np.float64), z.astype(np.float64), "none")
+
+
+def _concat(parts: list[tuple[int, SlateBatch]]) -> SlateBatch:
+    """Slates of consecutive request chunks as one batch (request indexes shifted by each chunk's start)."""
+    slates = [p for _, p in parts]
+    versions = {s.model_version for s in slates if isinstance(s.model_version, str)}
+    same = len(versions) == 1 and all(isinstance(s.model_version, str) for s in slates)
+    with_features = any(s.served_features is not None for s in slates)
+    return SlateBatch(
+        request_index=np.concatenate([s.request_index + lo for lo, s in parts]),
+        position=np.concatenate([s.position for s in slates]),
+        item_id=np.concatenate([s.item_id for s in slates]),
+        propensity=np.concatenate([s.propensity for s in slates]),
+        score=np.concatenate([s.score if s.score is not None else np.full(len(s), np.nan) for s in slates]),
+        model_version=versions.pop() if same else pa.concat_arrays([s.model_versions() for s in slates]),
+        served_features=pa.concat_arrays([s.served_features_column() for s in slates]) if with_features else None,
+    )

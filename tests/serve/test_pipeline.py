@@ -174,3 +174,16 @@ def test_an_unknown_surface_is_a_clear_error(served_world, tmp_path):
     pipeline = make_pipeline(settings_for(served_world, tmp_path))
     with pytest.raises(Exception, match="unknown surface 'nope'; expected one of home, explore"):
         pipeline.serve(requests_for(np.array([1]), surface="nope"))
+
+
+def test_a_large_batch_is_ranked_in_pieces_as_one(served_world, tmp_path, monkeypatch):
+    settings = settings_for(served_world, tmp_path, served_features_sample=0.5)
+    users = active_users(settings, 60)
+    whole = make_pipeline(settings, seed=3).rank(requests_for(users))
+    monkeypatch.setattr("homefeed.serve.pipeline.BATCH", 25)
+    pieces = make_pipeline(settings, seed=3).rank(requests_for(users))
+    np.testing.assert_array_equal(whole.request_index, pieces.request_index)
+    np.testing.assert_array_equal(whole.position, pieces.position)
+    assert pieces.model_version == served_world.version
+    assert pieces.served_features_column().null_count < len(pieces)
+    assert np.bincount(pieces.request_index, minlength=len(users)).min() > 0
