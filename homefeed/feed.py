@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from homefeed.errors import HomefeedError
-from homefeed.schema import IMPRESSIONS
+from homefeed.schema import IMPRESSIONS, TIMESTAMP
 
 #: The per-row types of what a slate logs beside its items (the impression table's own column types).
 EXPERIMENTS_TYPE = IMPRESSIONS.field("experiments").type
@@ -77,6 +77,31 @@ class SlateBatch:
         if self.served_features is None:
             return pa.nulls(len(self), SERVED_FEATURES_TYPE)
         return self.served_features.cast(SERVED_FEATURES_TYPE)
+
+
+def impressions_table(requests: RequestBatch, slates: SlateBatch, ts: np.ndarray | None = None) -> pa.Table:
+    """Slates as rows of the canonical impressions table; ``ts`` per row (default: each request's time)."""
+    ri = pa.array(slates.request_index)
+    n = len(slates)
+    times = np.asarray(requests.ts)[slates.request_index] if ts is None else ts
+    score = pa.nulls(n, pa.float64()) if slates.score is None else pa.array(slates.score, pa.float64())
+    return pa.Table.from_arrays(
+        [
+            requests.request_id.take(ri),
+            pa.array(times).cast(TIMESTAMP),
+            pa.array(np.asarray(requests.user_id)[slates.request_index]),
+            pa.array(slates.item_id, pa.int64()),
+            pa.repeat(pa.scalar(requests.surface, pa.string()), n),
+            pa.array(slates.position, pa.int32()),
+            requests.country.take(ri),
+            slates.model_versions(),
+            slates.experiment_column(),
+            score,
+            pa.array(slates.propensity, pa.float64()),
+            slates.served_features_column(),
+        ],
+        schema=IMPRESSIONS,
+    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import traceback
 import typer
 from typer.exceptions import TyperException
 
-from homefeed.cli import data, dataset, evaluate, features, launch, models, sim  # noqa: F401  (registers the commands, in help order)
+from homefeed.cli import data, dataset, evaluate, features, launch, models, serve, sim  # noqa: F401  (registers the commands, in help order)
 from homefeed.cli.common import app, err_console, fail
 from homefeed.errors import EXIT_INTERNAL, HomefeedError
 

@@ -21,6 +21,7 @@ from homefeed.cli.common import (
     styled,
 )
 from homefeed.cli.launch import review_and_report
+from homefeed.cli.serve import served_demo
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
 from homefeed.pipeline.demo import train_on_logs
@@ -120,6 +121,9 @@ def demo(
     days: Annotated[int, typer.Option(help="Days to simulate per policy.")] = 14,
     users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
     train: Annotated[bool, typer.Option("--train/--no-train", help="Then train and register both rankers.")] = True,
+    serve_days: Annotated[
+        int, typer.Option(help="Then serve the production model this many more days beside each baseline (0: skip).")
+    ] = 4,
     config: ConfigOption = None,
 ) -> None:
     """Run the loop on the simulated world: every baseline side by side, then a dataset and both rankers.
@@ -130,6 +134,8 @@ def demo(
     """
     require_positive("days", days)
     require_positive("users", users)
+    if serve_days < 0:
+        raise UserError(f"--serve-days must be 0 or more, got {serve_days}")
     settings = load_settings(config, users=users)
     s = settings.sim
     policies = [make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days) for name in BASELINES]
@@ -142,6 +148,8 @@ def demo(
     console.print(f"logs written under {root}")
     if train:
         _train_demo(settings, root / "random")
+        if serve_days > 0:
+            served_demo(settings, days, serve_days)
 
 
 def _train_demo(settings: Settings, logs: Path) -> None:

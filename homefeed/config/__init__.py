@@ -16,6 +16,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from homefeed.config.base import ConfigError, Section
 from homefeed.config.defaults import CONFIG_FILE, DEFAULT_TOML, init
+from homefeed.config.serving import Caps, ServeSettings, Surface
 from homefeed.config.sim import (
     DEFAULT_COUNTRIES,
     Behaviour,
@@ -48,6 +49,7 @@ __all__ = [
     "SEGMENT_COLUMNS",
     "Backends",
     "Behaviour",
+    "Caps",
     "Checks",
     "ConfigError",
     "CoverageDrop",
@@ -61,9 +63,11 @@ __all__ = [
     "MarketShift",
     "Paths",
     "PositionBias",
+    "ServeSettings",
     "Sessions",
     "Settings",
     "SimSettings",
+    "Surface",
     "Thresholds",
     "VolumeDrop",
     "describe_errors",
@@ -82,6 +86,7 @@ class Settings(Section):
     sim: SimSettings = SimSettings()
     checks: Checks = Checks()
     dataset: DatasetSettings = DatasetSettings()
+    serve: ServeSettings = ServeSettings()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property

@@ -179,6 +179,86 @@ ips_max_weight = 100.0          # ... clipped at this
 
 [dataset.sampling.segment_weights]  # "column=value" = weight, column in country, surface, model_version, topic
 # "country=BR" = 2.0
+
+[serve]                         # the ranking service (`homefeed serve`) and the pipeline the simulator runs
+model = "production"            # registry alias (or version) served; moving the alias hot-reloads the model
+host = "127.0.0.1"
+port = 8000
+workers = 1                     # uvicorn worker processes behind the one port (stateless: they share store and lake)
+max_slate_size = 100            # a request asking for more is refused (422, naming slate_size)
+max_body_bytes = 262144         # a larger request body is refused (413)
+max_events = 1000               # engagements per POST /v1/events
+admin_token_env = "HOMEFEED_ADMIN_TOKEN"  # variable holding the token of POST /v1/admin/reload; unset: disabled
+reload_seconds = 2.0            # how often a worker checks the model alias, the item catalogue and its caches
+log_flush_seconds = 1.0         # impressions and engagements reach the lake this often (what a crash can lose)
+log_queue_rows = 200000         # rows waiting to be logged; past this, logging is shed (counted), never requests
+served_features_sample = 0.02   # share of requests whose feature vectors are logged (for `features skew`)
+# entities held in memory, reloaded when a materialization changes them; the others are read per request
+# (at millions of users keep the user-side ones in Redis: cached_entities = ["item", "creator"])
+cached_entities = ["item", "creator", "user", "user_topic", "user_creator"]
+store_timeout_ms = 50.0         # a slower online-store call fails, and the request degrades (flagged)
+store_retry_seconds = 1.0       # after a store failure, requests skip the store this long, then try again
+popularity = "item_save_rate_7d"  # item feature the popular source and the fallback ranking sort by
+seen_keep = 1000                # per user: recent impressions remembered for the seen filter
+hidden_keep = 10000             # per user: hidden or reported items remembered (never shown again)
+creators_keep = 50              # per user: creators engaged with most recently (the creators source)
+
+[serve.surfaces.home]           # the exploitation surface
+enabled = true                  # false: every request gets an empty slate, flagged
+filters = ["seen", "hidden", "unsafe"]  # from: seen, hidden, unsafe (the safety label: filtered, never ranked)
+max_item_age_days = 30.0        # older items are never candidates
+top_topics = 4                  # the affinity source: items of the user's strongest topics
+seen_hours = 72.0               # the seen filter: items shown to the user within this long
+explore_pool_hours = 48.0       # the exploration pool: items younger than this
+explore_rate = 0.05             # chance that a slot from explore_from on is an exploration slot
+explore_from = 3                # first slot exploration may take
+freshness_boost = 0.02          # added to a new item's score, fading with its age ...
+freshness_half_life_hours = 12.0  # ... by half every this many hours
+
+[serve.surfaces.home.sources]   # candidates each source may add, in priority order; 0 = off
+affinity = 200
+creators = 60
+popular = 150
+fresh = 60
+explore = 30
+
+[serve.surfaces.home.caps]      # in any run of `window` consecutive slots, at most ... (0 = no cap)
+window = 6
+per_creator = 1
+per_topic = 2
+
+[serve.surfaces.home.budgets_ms]  # a stage slower than this fails open or closed, as it declares
+user = 25.0
+features = 25.0
+score = 80.0
+
+[serve.surfaces.explore]        # the exploration surface: fresh items and exploration slots
+enabled = true
+filters = ["seen", "hidden", "unsafe"]
+max_item_age_days = 30.0
+top_topics = 4
+seen_hours = 72.0
+explore_pool_hours = 48.0
+explore_rate = 0.3
+explore_from = 1
+freshness_boost = 0.05
+freshness_half_life_hours = 12.0
+
+[serve.surfaces.explore.sources]
+fresh = 150
+explore = 150
+affinity = 100
+popular = 50
+
+[serve.surfaces.explore.caps]
+window = 8
+per_creator = 1
+per_topic = 2
+
+[serve.surfaces.explore.budgets_ms]
+user = 25.0
+features = 25.0
+score = 80.0
 """
 
 

@@ -21,9 +21,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numpy as np
+
 from homefeed.config import EtlSettings, FeatureSettings
 from homefeed.data.etl.jobs import Params, steps
 from homefeed.errors import HomefeedError
+from homefeed.schema import DAY_US
 
 Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "context"]
 
@@ -162,6 +165,29 @@ CONTEXT = {
     "context_hour_of_day": "hour of the request, UTC",
     "context_day_of_week": "day of the week of the request (0 = Sunday), UTC",
 }
+#: The same features as SQL over the joined impression ``i`` (the point-in-time join, both engines; Spark numbers
+#: weekdays from 1, hence the arithmetic) ...
+CONTEXT_SQL = {
+    "context_item_age_hours": "(EPOCH_US(i.ts) - EPOCH_US(i._created_at)) / 3600000000.0",
+    "context_hour_of_day": "hour(i.ts)",
+    "context_day_of_week": f"(EPOCH_US(i.ts) // {DAY_US} + 4) % 7",  # 1970-01-01 was a Thursday; Sunday = 0
+}
+
+
+def context_values(name: str, ts_us: np.ndarray, created_us: np.ndarray) -> np.ndarray:
+    """... and in NumPy for the serving path, with the SQL's arithmetic (float64, then cast to float32 by callers).
+
+    Both forms live here, side by side, so online and offline cannot drift apart; a test serves requests and
+    compares the vectors with the offline join's.
+    """
+    ts = np.asarray(ts_us, np.int64)
+    if name == "context_item_age_hours":
+        return (ts - np.asarray(created_us, np.int64)).astype(np.float64) / 3600000000.0
+    if name == "context_hour_of_day":
+        return ((ts // 3_600_000_000) % 24).astype(np.float64)
+    if name == "context_day_of_week":
+        return ((ts // DAY_US + 4) % 7).astype(np.float64)
+    raise FeatureError(f"unknown context feature {name!r}; expected one of {', '.join(CONTEXT)}")
 
 
 def _default_set(cat: dict[str, Feature], windows: list[int]) -> list[str]:
@@ -269,6 +295,7 @@ def _known(columns: list[str]) -> str:
 
 __all__ = [
     "CONTEXT",
+    "CONTEXT_SQL",
     "ENTITIES",
     "ENTITY_KEYS",
     "ENTITY_SOURCE",
@@ -276,6 +303,7 @@ __all__ = [
     "FeatureError",
     "FeatureSet",
     "catalogue",
+    "context_values",
     "drop_groups",
     "entity_groups",
     "entity_of",

@@ -19,7 +19,7 @@ import duckdb
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake, register_view
-from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
+from homefeed.features.definitions import CONTEXT_SQL, ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
 from homefeed.schema import DAY_US, TABLES
 
 #: What an impression table must hold for the join (more columns pass through).
@@ -106,13 +106,8 @@ def register_files(con: duckdb.DuckDBPyConnection, sources: dict[str, list[Path]
 
 
 def _context(f: Feature) -> str:
-    """Request-context features, in arithmetic both engines share (Spark numbers weekdays from 1)."""
-    expr = {
-        "context_item_age_hours": "(EPOCH_US(i.ts) - EPOCH_US(i._created_at)) / 3600000000.0",
-        "context_hour_of_day": "hour(i.ts)",
-        "context_day_of_week": f"(EPOCH_US(i.ts) // {DAY_US} + 4) % 7",  # 1970-01-01 was a Thursday; Sunday = 0
-    }[f.name]
-    return f"CAST(COALESCE({expr}, {f.default!r}) AS FLOAT) AS {f.name}"
+    """Request-context features, in arithmetic both engines share (the serving path's twin is `context_values`)."""
+    return f"CAST(COALESCE({CONTEXT_SQL[f.name]}, {f.default!r}) AS FLOAT) AS {f.name}"
 
 
 def query(

@@ -39,12 +39,14 @@ from homefeed.features.store import (
     OnlineStore,
     StoreError,
     check_entity,
+    check_ids,
     check_layout,
     check_write,
     decode_rows,
     empty_lookup,
     encode_rows,
     key_array,
+    list_keys,
     parse_keys,
 )
 
@@ -171,6 +173,38 @@ class RedisStore(OnlineStore):
             values, found = decode_rows(blobs, len(meta.columns), entity)
             out.append(Lookup(values, found, meta.columns, meta.version))
         return out
+
+    def _list_prefix(self, entity: str) -> str:
+        return f"{self._ns}:l:{check_entity(entity)}:"
+
+    def add_ids(self, entity: str, keys: Keys, ids: np.ndarray, ts: np.ndarray, keep: int) -> None:
+        keys, ids, ts = check_ids(keys, ids, ts, keep)
+        prefix = self._list_prefix(entity)
+        lists: dict[int, dict[str, int]] = {}
+        for k, i, t in zip(keys.tolist(), ids.tolist(), ts.tolist(), strict=True):
+            members = lists.setdefault(k, {})
+            members[str(i)] = max(t, members.get(str(i), t))
+        with self._errors():
+            pipe = self._r.pipeline(transaction=False)
+            for k, members in lists.items():
+                pipe.zadd(prefix + str(k), members, gt=True)  # a known id moves only to a later time
+                pipe.zremrangebyrank(prefix + str(k), 0, -(keep + 1))  # keep the newest `keep`
+            pipe.execute()
+
+    def read_ids(self, entity: str, keys: Keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys = list_keys(keys)
+        prefix = self._list_prefix(entity)
+        pipe = self._r.pipeline(transaction=False)
+        for k in keys.tolist():
+            pipe.zrange(prefix + str(k), 0, -1, withscores=True)
+        with self._errors():
+            replies = pipe.execute()
+        index = [np.full(len(r), i, np.int64) for i, r in enumerate(replies)]
+        ids = [int(m) for r in replies for m, _ in r]
+        ts = [int(score) for r in replies for _, score in r]
+        if not ids:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(index), np.array(ids, np.int64), np.array(ts, np.int64)
 
     def _scan(self, prefix: str) -> Iterator[list[bytes]]:
         """Batches of the value keys under ``prefix`` (SCAN may repeat a key; callers dedupe)."""

@@ -27,6 +27,7 @@ from homefeed.features.store import (
     OnlineStore,
     StoreError,
     check_entity,
+    check_ids,
     check_layout,
     check_write,
     coerce_keys,
@@ -34,6 +35,7 @@ from homefeed.features.store import (
     empty_lookup,
     encode_rows,
     key_array,
+    list_keys,
 )
 
 _META = """create table if not exists _entities (
@@ -43,6 +45,10 @@ _META = """create table if not exists _entities (
 
 def _table(entity: str) -> str:
     return f'"f_{check_entity(entity)}"'
+
+
+def _list_table(entity: str) -> str:
+    return f'"l_{check_entity(entity)}"'
 
 
 def _create(table: str, key_type: str) -> str:
@@ -171,6 +177,52 @@ class SqliteStore(OnlineStore):
         keys = np.array([r[0] for r in rows], dtype=np.int64 if meta.key_type == "int" else str)
         values, found = decode_rows([r[1] for r in rows], len(meta.columns), entity)
         return keys, Lookup(values, found, meta.columns, meta.version)
+
+    def add_ids(self, entity: str, keys: Keys, ids: np.ndarray, ts: np.ndarray, keep: int) -> None:
+        keys, ids, ts = check_ids(keys, ids, ts, keep)
+        table = _list_table(entity)
+        if not len(keys):
+            return
+        with self._transaction("immediate") as con:
+            con.execute(
+                f"create table if not exists {table} (key integer, id integer, ts integer, primary key (key, id))"
+                " without rowid"
+            )
+            con.executemany(
+                f"insert into {table} (key, id, ts) values (?, ?, ?) "
+                "on conflict (key, id) do update set ts = max(ts, excluded.ts)",
+                zip(keys.tolist(), ids.tolist(), ts.tolist(), strict=True),
+            )
+            touched = json.dumps(np.unique(keys).tolist())
+            over = con.execute(
+                f"select key from {table} where key in (select value from json_each(?)) "
+                "group by key having count(*) > ?",
+                (touched, keep),
+            ).fetchall()
+            for (key,) in over:  # only lists past `keep` are trimmed: one statement each
+                con.execute(
+                    f"delete from {table} where key = ? and id not in "
+                    f"(select id from {table} where key = ? order by ts desc, id desc limit ?)",
+                    (key, key, keep),
+                )
+
+    def read_ids(self, entity: str, keys: Keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys = list_keys(keys)
+        table = _list_table(entity)
+        with self._transaction() as con:
+            exists = con.execute("select 1 from sqlite_master where name = ?", (table.strip('"'),)).fetchone()
+            rows = (
+                con.execute(
+                    f"select j.key, t.id, t.ts from json_each(?) j join {table} t on t.key = j.value",
+                    (json.dumps(keys.tolist()),),
+                ).fetchall()
+                if exists and len(keys)
+                else []
+            )
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        out = np.array(rows, dtype=np.int64)
+        return out[:, 0], out[:, 1], out[:, 2]
 
     def drop(self, entity: str) -> None:
         table = _table(entity)

@@ -184,6 +184,26 @@ def decode_rows(blobs: Sequence[bytes | None], d: int, entity: str) -> tuple[np.
     return values, found
 
 
+def check_ids(keys: Keys, ids: np.ndarray, ts: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What every backend checks before adding to id lists: integer keys, ids and times of one length."""
+    keys_arr, kind = key_array(keys)
+    ids, ts = np.asarray(ids), np.asarray(ts)
+    if kind == "str" or ids.dtype.kind not in "iu" or ts.dtype.kind not in "iu":
+        raise StoreError("id lists take integer keys, integer ids and integer times (microseconds)")
+    if not len(keys_arr) == len(ids) == len(ts):
+        raise StoreError(f"id lists: {len(keys_arr)} keys, {len(ids)} ids and {len(ts)} times differ in length")
+    if keep < 1:
+        raise StoreError(f"id lists: keep must be at least 1, got {keep}")
+    return keys_arr.astype(np.int64), ids.astype(np.int64), ts.astype(np.int64)
+
+
+def list_keys(keys: Keys) -> np.ndarray:
+    keys_arr, kind = key_array(keys)
+    if kind == "str":
+        raise StoreError("id lists take integer keys")
+    return keys_arr.astype(np.int64)
+
+
 def empty_lookup(meta: EntityMeta, n: int = 0) -> Lookup:
     return Lookup(np.full((n, len(meta.columns)), np.nan, np.float32), np.zeros(n, bool), meta.columns, meta.version)
 
@@ -222,6 +242,19 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def drop(self, entity: str) -> None:
         """Remove the entity: its vectors and its metadata."""
+
+    @abc.abstractmethod
+    def add_ids(self, entity: str, keys: Keys, ids: np.ndarray, ts: np.ndarray, keep: int) -> None:
+        """Remember id ``ids[i]`` at time ``ts[i]`` (int64 microseconds) in the list of integer key ``keys[i]``.
+
+        An id already in a list takes the later time; each list touched keeps only its ``keep`` newest ids.
+        Lists (what a user saw, hid, engaged with) live beside the feature vectors so that every replica of the
+        service shares them; they never expire by clock, only by ``keep``.
+        """
+
+    @abc.abstractmethod
+    def read_ids(self, entity: str, keys: Keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every id in the lists of integer ``keys`` in one round trip: (index into ``keys``, id, time) arrays."""
 
     def purge(self) -> int:
         """Delete expired vectors; returns how many.  Backends that expire by themselves have nothing to do."""

@@ -374,3 +374,24 @@ def test_a_namespace_with_wildcards_scans_only_its_own_keys(redis_url):
     assert sorted(plain.read_all("item")[0].tolist()) == [1, 2]
     plain.drop("item")
     starred.drop("item")
+
+
+def test_id_lists_keep_the_newest_ids_per_key_and_share_them_between_clients(backend):
+    store = backend.store
+    store.add_ids("seen", [7, 7, 7, 8], np.array([100, 101, 102, 100]), np.array([10, 30, 20, 5]), keep=2)
+    store.add_ids("seen", [7], np.array([100]), np.array([40]), keep=2)  # a known id moves to its later time
+    other = backend.reopen()
+    index, ids, ts = other.read_ids("seen", [8, 7, 9])
+    got = sorted(zip(index.tolist(), ids.tolist(), ts.tolist(), strict=True))
+    assert got == [(0, 100, 5), (1, 100, 40), (1, 101, 30)]  # 102 (time 20) fell out of 7's list of two
+    store.add_ids("seen", [7], np.array([101]), np.array([1]), keep=2)  # an earlier time never moves an id back
+    assert sorted(other.read_ids("seen", [7])[2].tolist()) == [30, 40]
+    empty = other.read_ids("never_written", [7])
+    assert all(len(a) == 0 for a in empty)
+
+
+def test_id_lists_refuse_string_keys_and_ragged_input(backend):
+    with pytest.raises(StoreError, match="integer keys"):
+        backend.store.add_ids("seen", ["a"], np.array([1]), np.array([1]), keep=5)
+    with pytest.raises(StoreError, match="differ in length"):
+        backend.store.add_ids("seen", [1, 2], np.array([1]), np.array([1]), keep=5)

@@ -1,0 +1,283 @@
+"""The ranking service under load: one uvicorn worker, 100 requests/s from a second process on loopback.
+
+Set-up (not timed): a simulated world's logs → lake → ETL → dataset → a GBDT of exactly 300 trees per head
+(early stopping off), registered as ``production``; the latest snapshot materialized into the online store;
+surfaces' quotas set so a request has about 500 candidates after deduplication and filters.
+
+Then ``homefeed serve`` starts (one worker, its own process) and this process sends an open-loop load: requests
+are scheduled every 10 ms whatever the answers do, over keep-alive connections, and each latency is measured
+from its scheduled time (so a stall is counted against every request it delays, not hidden).  After the run the
+same model's bare ``predict`` is timed on the same kind of rows — the hydrated candidates of real requests,
+taken from the pipeline in this process — so the service's overhead over the model is read in one run.
+
+Targets (issue 13): p99 ≤ 10 ms, p50 ≤ 1.5 x bare predict p50 + 1 ms, zero errors; stretch p99 ≤ 5 ms.
+
+    python benchmarks/serving.py                 # 60 s at 100 requests/s
+    python benchmarks/serving.py --quick         # a small world, 15 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from homefeed.config import Settings
+from homefeed.data.lake import Lake
+from homefeed.features.definitions import feature_set
+from homefeed.features.materialize import materialize
+from homefeed.features.online import make_store
+from homefeed.features.redis_store import free_port
+from homefeed.pipeline.demo import train_on_logs
+from homefeed.sim import Simulation, make_baseline
+from homefeed.train import DatasetStore
+from homefeed.train.gbdt import GBDTRanker
+from homefeed.train.model import TrainingData
+from homefeed.train.registry import Registry
+
+SOURCES = {"affinity": 260, "creators": 60, "popular": 200, "fresh": 80, "explore": 30}
+
+
+def project(root: Path, users: int, days: int) -> tuple[Path, Settings]:
+    config = root / "homefeed.toml"
+    config.write_text(
+        f"""
+[paths]
+root = "{root / ".homefeed"}"
+[sim]
+users = {users}
+[serve]
+log_flush_seconds = 1.0
+[serve.surfaces.home.sources]
+{chr(10).join(f"{k} = {v}" for k, v in SOURCES.items())}
+""",
+        encoding="utf-8",
+    )
+    from homefeed import config as config_mod
+
+    settings = config_mod.load(config)
+    logs = settings.resolved_paths.sim_logs / "random"
+    s = settings.sim
+    Simulation(s).run(make_baseline("random", seed=s.seed, max_age_days=s.item_lifetime_days), days, logs)
+    trained = train_on_logs(settings, logs, kinds=())
+    data = TrainingData.load(DatasetStore(settings.resolved_paths.datasets), trained.dataset_id)
+    model = GBDTRanker(position="feature", n_estimators=300, early_stopping_rounds=1_000_000, seed=1).fit(data)
+    registry = Registry.of(settings)
+    version = registry.register(model, data).version
+    registry.alias("production", version, "benchmark: 300 trees per head")
+    fs = feature_set(settings.features.set, settings.etl, settings.features)
+    with make_store(settings) as store:
+        materialize(fs, Lake(settings.resolved_paths.etl), store)
+    return config, settings
+
+
+def serve_time(settings: Settings) -> str:
+    """Requests happen the afternoon after the last logged day (the world's clock, not the wall's)."""
+    last = Lake(settings.resolved_paths.lake).dates("impressions")[-1]
+    return f"{last + dt.timedelta(days=1):%Y-%m-%d}T15:00:00Z"
+
+
+async def _one(reader, writer, body: bytes) -> tuple[int, bytes]:
+    writer.write(
+        b"POST /v1/feed HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, await reader.readexactly(length)
+
+
+async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: float, connections: int = 16) -> dict:
+    """Open-loop load: a request every 1/rate s, each on a free keep-alive connection; latency from its schedule."""
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    latencies, statuses, degraded, fallback = [], [], 0, 0
+    rng = np.random.default_rng(0)
+    start = time.perf_counter() + 0.1
+    n = int(rate * seconds)
+    tasks = []
+
+    async def fire(i: int, at: float) -> None:
+        nonlocal degraded, fallback
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        conn = await pool.get()
+        body = json.dumps(
+            {"user_id": int(users[rng.integers(len(users))]), "slate_size": 20, "context": {"ts": when}}
+        ).encode()
+        try:
+            status, payload = await _one(*conn, body)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            status, payload = 599, b"{}"
+            conn = await asyncio.open_connection("127.0.0.1", port)
+        latencies.append(time.perf_counter() - at)
+        statuses.append(status)
+        if status == 200:
+            answer = json.loads(payload)
+            degraded += bool(answer["degraded"])
+            fallback += answer["fallback"] is not None
+        pool.put_nowait(conn)
+
+    for i in range(n):
+        tasks.append(asyncio.create_task(fire(i, start + i / rate)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        _, w = pool.get_nowait()
+        w.close()
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": n,
+        "errors": int(sum(s != 200 for s in statuses)),
+        "degraded": degraded,
+        "fallback": fallback,
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "p99.9": float(np.percentile(ms, 99.9)),
+        "max": float(ms.max()),
+        "achieved_rate": n / (time.perf_counter() - start),
+    }
+
+
+def hydrated_rows(settings: Settings, users: np.ndarray, when: str, samples: int) -> tuple[list[pa.Table], dict]:
+    """The model's input rows of ``samples`` real requests, built by the service's own pipeline in this process."""
+    from homefeed.feed import RequestBatch
+    from homefeed.serve.service import Service
+
+    service = Service(settings)
+    service.refresh()
+    model = service.models.current
+    ts = int(dt.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1_000_000)
+    tables, counts = [], []
+    for i in range(samples):
+        requests = RequestBatch(
+            request_id=pa.array([f"bench-{i}"]),
+            user_id=np.array([users[i % len(users)]], np.int64),
+            ts=np.array([ts], np.int64),
+            slate_size=np.array([20], np.int32),
+            country=pa.array(["US"]),
+        )
+        served = service.pipeline.serve(requests)
+        if served.matrix is None:
+            continue
+        counts.append(len(served.matrix))
+        cols = model.features.columns
+        tables.append(pa.Table.from_arrays([pa.array(served.matrix[:, j]) for j in range(len(cols))], names=cols))
+    service.writer.close()
+    return tables, {"model": model, "candidates": counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small world and a 15 s run")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--keep", type=Path, default=None, help="build (or reuse) the project here")
+    args = parser.parse_args()
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
+    users, days = (4_000, 8) if args.quick else (20_000, 10)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="homefeed-serving-"))
+    root.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    config = root / "homefeed.toml"
+    if args.keep and config.exists():
+        from homefeed import config as config_mod
+
+        settings = config_mod.load(config)
+    else:
+        config, settings = project(root, users, days)
+    print(f"set-up: {users:,} users, {days} days, 300-tree GBDT in {time.perf_counter() - began:.0f} s ({root})")
+    when = serve_time(settings)
+    lake = Lake(settings.resolved_paths.lake)
+    active = np.unique(lake.read("impressions", lake.dates("impressions")[-2])["user_id"].to_numpy())
+
+    tables, info = hydrated_rows(settings, active, when, 300)
+    model = info["model"]
+    candidates = np.array(info["candidates"])
+    print(
+        f"candidates per request after filters: mean {candidates.mean():.0f}, "
+        f"min {candidates.min()}, max {candidates.max()}"
+    )
+
+    port = free_port()
+    env = {**os.environ, "HOMEFEED_CONFIG": str(config)}
+    cmd = [sys.executable, "-m", "homefeed.cli", "serve", "--port", str(port), "--workers", "1", "-c", str(config)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the service did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+        asyncio.run(load(port, active, when, args.rate, 3.0))  # warm-up, not counted
+        load_before = os.getloadavg()
+        result = asyncio.run(load(port, active, when, args.rate, seconds))
+        load_after = os.getloadavg()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # the bare model on the same kind of rows, in this process, after the load (the server is gone)
+    model.ranker.predict(tables[0])
+    times = []
+    for _ in range(3):
+        for t in tables:
+            t0 = time.perf_counter()
+            model.ranker.predict(t)
+            times.append((time.perf_counter() - t0) * 1000)
+    bare50, bare99 = float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+    print(
+        f"\nload: {result['requests']:,} requests at {args.rate:.0f}/s for {seconds:.0f} s "
+        f"(achieved {result['achieved_rate']:.1f}/s), one worker, loopback; load average {load_before[0]:.2f} "
+        f"before, {load_after[0]:.2f} after (1 min)"
+    )
+    print(
+        f"errors (non-200): {result['errors']}; degraded answers: {result['degraded']}; fallback: {result['fallback']}"
+    )
+    print(
+        f"end-to-end latency ms: p50 {result['p50']:.2f}, p90 {result['p90']:.2f}, p99 {result['p99']:.2f}, "
+        f"p99.9 {result['p99.9']:.2f}, max {result['max']:.2f}"
+    )
+    print(
+        f"bare predict of the same rows ({candidates.mean():.0f} per request, 2 heads x 300 trees): "
+        f"p50 {bare50:.2f} ms, p99 {bare99:.2f} ms"
+    )
+    target50 = 1.5 * bare50 + 1.0
+    checks = [
+        ("p99 <= 10 ms", result["p99"] <= 10.0),
+        (f"p50 <= 1.5 x bare p50 + 1 ms = {target50:.2f} ms", result["p50"] <= target50),
+        ("zero errors", result["errors"] == 0),
+        ("stretch: p99 <= 5 ms", result["p99"] <= 5.0),
+    ]
+    for name, ok in checks:
+        print(f"  {'met' if ok else 'NOT met'}: {name}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

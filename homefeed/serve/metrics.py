@@ -1,0 +1,59 @@
+"""Prometheus metrics of the service: requests, latency per stage, fallbacks, failures, logging, the model.
+
+Each service owns its own registry (tests start several in one process).  With several uvicorn workers, each
+worker counts its own requests; set ``PROMETHEUS_MULTIPROC_DIR`` to a shared empty folder before starting and
+``/metrics`` aggregates every worker (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from homefeed.serve.stages import StageRun
+
+#: Latency buckets in seconds: the service's budget is milliseconds.
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "homefeed_requests", "Feed requests answered, by surface and outcome", ["surface", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "homefeed_request_seconds", "End-to-end time of a feed request", ["surface"], buckets=BUCKETS, registry=r
+        )
+        self.stage_latency = Histogram(
+            "homefeed_stage_seconds", "Time of each pipeline stage", ["stage"], buckets=BUCKETS, registry=r
+        )
+        self.stage_failures = Counter(
+            "homefeed_stage_failures", "Stage runs that failed or ran over their budget", ["stage"], registry=r
+        )
+        self.fallbacks = Counter(
+            "homefeed_fallbacks", "Requests ranked by the popularity fallback", ["surface"], registry=r
+        )
+        self.errors = Counter("homefeed_request_errors", "Requests refused, by HTTP status", ["status"], registry=r)
+        self.events = Counter("homefeed_events", "Engagement events accepted", registry=r)
+        self.logged = Gauge("homefeed_log_rows", "Rows of each table written to the lake", ["table"], registry=r)
+        self.shed = Gauge(
+            "homefeed_log_shed_rows", "Rows not logged because the log queue was full", ["table"], registry=r
+        )
+        self.model = Gauge("homefeed_model_info", "The model serving (1) by version", ["version"], registry=r)
+        self.reload_failures = Gauge("homefeed_model_reload_failures", "Model loads refused since start", registry=r)
+        self.store_up = Gauge("homefeed_online_store_up", "1 while the online store answers", registry=r)
+
+    def stage(self, run: StageRun) -> None:
+        self.stage_latency.labels(run.stage.name).observe(run.ms / 1000)
+        if not run.ok:
+            self.stage_failures.labels(run.stage.name).inc()
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)
+            return generate_latest(combined)
+        return generate_latest(self.registry)

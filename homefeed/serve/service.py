@@ -1,0 +1,160 @@
+"""The service's state, assembled from the project's settings: the pipeline, its model, store, catalogue and logs.
+
+Stateless by design: everything a request needs that changes is shared — feature vectors and the users' lists in
+the online store (Redis when several machines serve), the model in the registry, logs in the lake — so any
+number of workers or replicas can serve the same users.  Each worker refreshes on its own every
+``reload_seconds`` (the model alias, new items in the lake, the store's materializations).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+import pyarrow as pa
+
+from homefeed.config import Settings
+from homefeed.data.lake import Lake
+from homefeed.features.online import make_store
+from homefeed.features.redis_store import RedisStore
+from homefeed.features.store import OnlineStore
+from homefeed.feed import RequestBatch, impressions_table
+from homefeed.serve.catalog import ItemCatalogue
+from homefeed.serve.logs import LogWriter
+from homefeed.serve.metrics import Metrics
+from homefeed.serve.model import ModelHolder
+from homefeed.serve.pipeline import RankingPipeline, Served
+from homefeed.serve.state import CREATORS, HIDDEN, SEEN, OnlineFeatures, StoreGuard, UserSignals
+from homefeed.train.registry import Registry
+
+log = logging.getLogger("homefeed.serve")
+
+
+def connect_store(settings: Settings) -> OnlineStore:
+    """The project's online store, with the serving timeout on Redis calls."""
+    if settings.backends.online_store == "redis":
+        return RedisStore(settings.backends.redis_url, timeout_s=settings.serve.store_timeout_ms / 1000)
+    return make_store(settings)
+
+
+def signals_for(guard: StoreGuard, settings: Settings) -> UserSignals:
+    s = settings.serve
+    return UserSignals(guard, {SEEN: s.seen_keep, HIDDEN: s.hidden_keep, CREATORS: s.creators_keep})
+
+
+class Service:
+    """One worker's serving state; `start` loads it and begins refreshing, `close` flushes the logs."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        s, paths = settings.serve, settings.resolved_paths
+        self.metrics = Metrics()
+        self.guard = StoreGuard(retry_s=s.store_retry_seconds, connect=lambda: connect_store(settings))
+        self.features = OnlineFeatures(self.guard, s.cached_entities)
+        self.signals = signals_for(self.guard, settings)
+        self.catalogue = ItemCatalogue()
+        self.lake = Lake(paths.lake)
+        self.models = ModelHolder(Registry.of(settings), s.model, settings)
+        self.writer = LogWriter(
+            self.lake, paths.quarantine, s.log_flush_seconds, s.log_queue_rows, after_flush=self._record_seen
+        )
+        self.pipeline = RankingPipeline(
+            s, self.catalogue, self.features, self.signals, self.models, log=self._log, observer=self.metrics.stage
+        )
+        self._items_signature: tuple = ()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh_error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.refresh()
+        self.writer.start()
+        self._thread = threading.Thread(target=self._loop, name="homefeed-refresh", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.writer.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.serve.reload_seconds):
+            self.refresh()
+
+    def refresh(self, force: bool = False) -> bool:
+        """Check the model alias, new items in the lake and the store's caches; True if the model changed."""
+        changed = self.models.check(force=force)
+        try:
+            self._load_items()
+            self.pipeline.refresh()
+            self.refresh_error = None
+        except Exception as exc:  # a refresh that fails keeps the previous state serving
+            self.refresh_error = f"{type(exc).__name__}: {exc}"
+            log.exception("refresh failed")
+        self._update_gauges()
+        return changed
+
+    def _load_items(self) -> None:
+        """The lake's items of the last ``max_item_age_days`` (of any surface) before its newest partition."""
+        dates = self.lake.dates("items")
+        if not dates:
+            return
+        age = max(surface.max_item_age_days for surface in self.settings.serve.surfaces.values())
+        start = dates[-1] - dt.timedelta(days=int(age) + 1)
+        signature = tuple((d, len(self.lake.manifest("items", d).files)) for d in dates if d >= start)
+        if signature == self._items_signature:
+            return
+        self.catalogue.add(self.lake.read("items", start, None))
+        newest = int(self.catalogue.created_us.max(initial=0))
+        self.catalogue.prune(newest - int((age + 1) * 86_400_000_000))
+        self._items_signature = signature
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        m.model.clear()
+        if self.models.current is not None:
+            m.model.labels(self.models.current.version).set(1)
+        m.reload_failures.set(self.models.failures)
+        m.store_up.set(1 if self.guard.up else 0)
+        for table in ("impressions", "engagements"):
+            m.logged.labels(table).set(self.writer.counts.written[table])
+            m.shed.labels(table).set(self.writer.counts.shed[table])
+
+    def readiness(self) -> tuple[bool, dict]:
+        """Ready when a model is loaded and the catalogue has items; the details say what is missing or degraded."""
+        model = self.models.current
+        detail = {
+            "model": model.version if model else None,
+            "model_error": self.models.error,
+            "items": len(self.catalogue),
+            "online_store": "up" if self.guard.up else f"down: {self.guard.last_error}",
+            "cached": {e: len(c) for e, c in self.features.caches.items()},
+            "refresh_error": self.refresh_error,
+        }
+        return model is not None and len(self.catalogue) > 0, detail
+
+    # --- side effects -------------------------------------------------------------------------------------------
+
+    def _log(self, requests: RequestBatch, served: Served) -> None:
+        """The impression-logging side effect: queue the slates (the table is built on the writer's thread)."""
+        if len(served.slates):
+            self.writer.put("impressions", lambda: impressions_table(requests, served.slates), len(served.slates))
+
+    def _record_seen(self, impressions: pa.Table) -> None:
+        try:
+            self.signals.record(
+                SEEN,
+                impressions["user_id"].to_numpy(),
+                impressions["item_id"].to_numpy(),
+                impressions["ts"].cast(pa.int64()).to_numpy(),
+            )
+        except Exception:  # the store down: the seen lists miss these; the impressions are in the lake
+            log.warning("could not record seen items: online store unavailable")
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
