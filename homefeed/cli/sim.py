@@ -13,7 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from homefeed import config as config_mod
-from homefeed.cli.common import ConfigOption, UserError, app, console, err_console, load_settings, require_positive
+from homefeed.cli.common import (
+    ConfigOption,
+    UserError,
+    app,
+    console,
+    err_console,
+    load_settings,
+    require_positive,
+    wide_console,
+)
 from homefeed.cli.launch import review_and_report
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
@@ -148,7 +157,7 @@ def sim_run(
     results = _run_with_progress(
         settings, [(policy, maker)], days, {policy: out_dir}, explore_maker(explore_policy, settings)
     )
-    console.print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
+    wide_console().print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
     console.print(f"logs written to {out_dir}")
 
 
@@ -175,7 +184,7 @@ def demo(
     console.print(f"[bold]homefeed demo[/bold]: {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
     explore = explore_maker("random", settings)
     results = _run_with_progress(settings, policies, days, {name: root / name for name in names}, explore)
-    console.print(_outcome_table(results, "Baseline policies on the same world"))
+    wide_console().print(_outcome_table(results, "Baseline policies on the same world"))
     console.print(f"logs written under {root}")
     if train:
         _train_demo(settings, root / "random")
@@ -244,7 +253,9 @@ def sim_card(
     if as_json:
         print(json.dumps({"facts": [f.as_dict() for f in card], "holds": all(f.holds for f in card)}, indent=2))
     else:
-        console.print(card_table(card, f"World card: {n_seeds} seeds, {users or c.users:,} users, {n_days} days"))
+        wide_console().print(
+            card_table(card, f"World card: {n_seeds} seeds, {users or c.users:,} users, {n_days} days")
+        )
     if not all(f.holds for f in card):
         raise typer.Exit(1)
 

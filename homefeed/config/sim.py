@@ -74,7 +74,7 @@ class Behaviour(Section):
     cost_unsafe_seen: float = Field(0.3, ge=0.0)
     value_scale: float = Field(2.0, gt=0.0)  # a visit's worth is tanh(value / value_scale)
     satisfaction_memory: float = Field(0.6, ge=0.0, lt=1.0)
-    return_sensitivity: float = Field(0.5, ge=0.0)  # visit logit per unit of satisfaction
+    return_sensitivity: float = Field(0.4, ge=0.0)  # visit logit per unit of satisfaction
 
 
 class Sessions(Section):
@@ -146,7 +146,7 @@ class Churn(Section):
     """Users leave for good: a daily hazard that grows with unsatisfying visits and is high for new users."""
 
     base: Share = 0.002  # daily hazard of an established, satisfied user
-    bad_visit: float = Field(0.5, ge=0.0)  # hazard logit per recent unsatisfying visit
+    bad_visit: float = Field(0.4, ge=0.0)  # hazard logit per recent unsatisfying visit
     bad_memory: Share = 0.8  # daily decay of the count of unsatisfying visits
     new_user: float = Field(2.0, ge=0.0)  # hazard logit added in a user's first new_user_days
     new_user_days: int = Field(14, ge=0)

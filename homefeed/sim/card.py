@@ -59,7 +59,7 @@ class Fact:
         return {
             "key": self.key,
             "statement": self.statement,
-            "band": list(self.band),
+            "band": [None if np.isinf(b) else b for b in self.band],  # null: unbounded
             "value": self.value,
             "values": list(self.values),
             "holds": self.holds,

@@ -57,12 +57,19 @@ class UserState:
         n, w = items.shape
         user = np.repeat(users, w)
         item = items.reshape(-1)
-        slot = self.items.find(pair_key(user, item))
-        value = np.where(slot >= 0, self.items.values[slot], 0)
+        if len(self.items):
+            slot = self.items.find(pair_key(user, item))
+            value = np.where(slot >= 0, self.items.values[slot], 0)
+        else:  # nothing shown yet
+            value = np.zeros(len(item), np.int64)
         flags = value >> 32
         topic = world.item_topic[item]
-        creator = world.item_creator[items]
-        recent = np.count_nonzero(self.recent_creators[users][:, None, :] == creator[:, :, None], axis=2)
+        ring = self.recent_creators[users]
+        if ring.max(initial=-1) >= 0:
+            creator = world.item_creator[items]
+            recent = np.count_nonzero(ring[:, None, :] == creator[:, :, None], axis=2)
+        else:
+            recent = np.zeros(items.shape, np.int64)
         topics, styles = self.satiation.shape[1], world.style_taste.shape[1]
         row = np.repeat(np.arange(n) * topics, w)  # each user's rows are gathered once, then indexed per item
         interest = world.interests[users].reshape(-1)[row + topic]
