@@ -199,7 +199,7 @@ def test_sim_card_prints_each_fact_as_json_with_a_verdict(tmp_path, capsys):
     keys = {f["key"] for f in card["facts"]}
     assert {"cuped_variance_reduction", "oracle_over_random_user_days", "hidden_never_saved"} <= keys
     for fact in card["facts"]:
-        low, high = (b if b is not None else sign * float("inf") for b, sign in zip(fact["band"], (-1, 1)))
+        low, high = (b if b is not None else sign * float("inf") for b, sign in zip(fact["band"], (-1, 1), strict=True))
         assert len(fact["values"]) == 1 and fact["holds"] == (low <= fact["values"][0] <= high)
     assert main(["sim", "card", "--days", "10"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--days must be at least 14")

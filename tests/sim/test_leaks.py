@@ -58,17 +58,10 @@ def test_policies_see_requests_and_canonical_logs_only(tmp_path):
     assert seen_tables > 10
     # No logged number is a copy of a hidden one: the interests, patience, styles or truth probabilities.
     truth = sim.truth_table()
-    hidden = np.concatenate(
-        [
-            sim.world.interests.ravel(),
-            sim.world.patience,
-            sim.world.attention,
-            sim.world.style_taste.ravel(),
-            sim.world.save_offset,
-            sim.world.closeup_offset,
-            *(truth[c].to_numpy() for c in truth.column_names[5:]),
-        ]  # fmt: skip
-    ).astype(np.float64)
+    w = sim.world
+    secrets = [w.interests.ravel(), w.patience, w.attention, w.style_taste.ravel(), w.save_offset, w.closeup_offset]
+    secrets += [truth[c].to_numpy() for c in truth.column_names[5:]]
+    hidden = np.concatenate(secrets).astype(np.float64)
     hidden = np.unique(hidden[hidden != 0])
     for feedback in spy.feedback:
         for name in ("impressions", "engagements"):

@@ -100,7 +100,7 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
 def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(ranked_world):
     """Truth: each test impression's true p(closeup) at slot 1 (the first step of every engagement; the slot's
     examination factor is the same for every item, so any one slot gives the position-free order), averaged per
-    item over the impressions it had, as the world recorded it when serving.  The models' mean ``engaged`` probability per item over
+    item over the impressions it had, as the world recorded it.  The models' mean ``engaged`` probability per item over
     the same impressions is compared with it by rank correlation."""
     test = ranked_world.data.splits["test"]
     item = test["item_id"].to_numpy()
