@@ -81,7 +81,7 @@ continue_after_open = 0.8       # ... and after one opened
 [sim.sessions]                  # a visit: the list the policy ranks and the time the user has
 activity_alpha = 0.5            # a user's daily visit probability ~ Beta(alpha, beta), lasting
 activity_beta = 0.8
-slate_size = 100                # slots a policy ranks per request; the user reads a prefix
+slate_size = 60                 # slots a policy ranks per request; the user reads a prefix
 batches_per_day = 2             # the day's requests are ranked in this many batches
 attention_mean = 80.0           # time a visit has, in slots scrolled
 attention_user_spread = 0.6     # lognormal std of a user's lasting attention ...

@@ -82,7 +82,7 @@ class Sessions(Section):
 
     activity_alpha: float = Field(0.5, gt=0.0)  # a user's daily visit probability ~ Beta(alpha, beta):
     activity_beta: float = Field(0.8, gt=0.0)  # lasting; U-shaped (both < 1) splits daily and occasional users
-    slate_size: int = Field(100, ge=1, le=500)  # slots a policy ranks per request; the user reads a prefix
+    slate_size: int = Field(60, ge=1, le=500)  # slots a policy ranks per request; the user reads a prefix
     batches_per_day: int = Field(2, ge=1, le=96)  # the day's requests are ranked in this many batches
     attention_mean: float = Field(80.0, gt=0.0)  # time a visit has, in slots scrolled (an open or click costs more)
     attention_user_spread: float = Field(0.6, ge=0.0)  # lognormal std of a user's lasting attention

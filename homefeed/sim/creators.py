@@ -2,7 +2,9 @@
 
 A creator remembers (with a half-life of ``creator_response.memory_days``) the items it posted, the impressions
 they got and the engagement they earned.  Its posting rate is its starting rate times its engagement per item
-relative to the platform's, to the power ``response``, shrunk toward the average while it has posted little.
+relative to the platform's, to the power ``response``, shrunk toward the average while it has posted little,
+and normalized so the creators still posting post as much in total as they did at the start: engagement moves
+supply between creators, and only creators who quit take supply away.
 A creator whose items get less than ``starve_share`` of the average exposure per item, once it has posted
 ``starve_min_items`` recent items, quits for good.  So a policy that concentrates exposure on a few items costs
 fresh supply over weeks: the ecosystem effect real feeds report (creators leave when their posts go unseen).
@@ -41,7 +43,11 @@ class CreatorResponse:
         mean_exposure = self.exposure.sum() / total_posted
         if mean_engagement > 0:
             per_item = (self.engagement + PRIOR_ITEMS * mean_engagement) / (self.posted + PRIOR_ITEMS)
-            world.creator_boost = np.clip((per_item / mean_engagement) ** s.response, 0.1, 10.0)
+            boost = np.clip((per_item / mean_engagement) ** s.response, 0.1, 10.0)
+            # Relative: engagement moves posting between creators; only quitting changes the total.
+            active = ~world.creator_quit
+            base = world.creator_rate[active]
+            world.creator_boost = boost * base.sum() / max(float((base * boost[active]).sum()), 1e-12)
         starved = (self.posted >= s.starve_min_items) & (self.exposure < s.starve_share * mean_exposure * self.posted)
         quits = starved & ~world.creator_quit
         world.creator_quit |= starved

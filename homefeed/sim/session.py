@@ -92,10 +92,6 @@ def walk(
     n = len(visits)
     rows, lengths = slate_matrix(slates, n)
     width = rows.shape[1]
-    valid_all = rows >= 0
-    item_all = np.where(valid_all, slates.item_id[np.maximum(rows, 0)], 0)
-    topic_all = np.where(valid_all, world.item_topic[item_all], -1).astype(np.int16)
-    creator_all = np.where(valid_all, world.item_creator[item_all], -1)
     cascade = s.position_bias.model == "cascade"
     pb = s.position_bias
     prev_examined = np.ones(n, bool)  # the cascade's state at the previous slot
@@ -109,16 +105,19 @@ def walk(
         chunk += 1
         w = stop - start
         r = alive
-        cells = rows[r, start:stop]
-        valid = cells >= 0
-        item = item_all[r, start:stop]
-        topic = topic_all[r, start:stop]
-        creator = creator_all[r, start:stop]
+        # The slots so far of the requests still scrolling (only these: most users stop early in a long list).
+        shown = rows[r, :stop]
+        known = shown >= 0
+        items_so_far = np.where(known, slates.item_id[np.maximum(shown, 0)], 0)
+        topic_so_far = np.where(known, world.item_topic[items_so_far], -1)
+        creator_so_far = np.where(known, world.item_creator[items_so_far], -1)
+        cells, valid = shown[:, start:], known[:, start:]
+        item, topic, creator = items_so_far[:, start:], topic_so_far[:, start:], creator_so_far[:, start:]
         position = np.broadcast_to(np.arange(start + 1, stop + 1, dtype=np.int32), (len(r), w))
         # Boredom within the visit: earlier slots of the same topic or creator, here and on other surfaces.
         above = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]  # (w, stop): slot c is above slot j
-        same_topic = np.count_nonzero((topic_all[r, None, :stop] == topic[:, :, None]) & above, axis=2)
-        same_creator = np.count_nonzero((creator_all[r, None, :stop] == creator[:, :, None]) & above, axis=2)
+        same_topic = np.count_nonzero((topic_so_far[:, None, :] == topic[:, :, None]) & above, axis=2)
+        same_creator = np.count_nonzero((creator_so_far[:, None, :] == creator[:, :, None]) & above, axis=2)
         carried = visits.seen_topics[r, 0] >= 0  # came from another surface this visit
         if carried.any():
             c = np.flatnonzero(carried)
