@@ -4,17 +4,27 @@ It lives on the ground floor, beside `schema`, because two callers share it and 
 the simulator runs any policy in its closed loop, and the ranking service serves one per HTTP request.  A
 policy tested in simulation is the policy served.  Slates come back flattened, one row per slot, because every
 consumer (the behaviour model, the impression log, OPE) wants columns, not nested lists.
+
+A request's ``slate_size`` is the length of the list the client asks for: the policy ranks up to that many
+items, and the user scrolls a prefix of it, as far as their patience and time allow.  How far is an outcome,
+never told to the policy; impressions are logged only for the slots the user reached.
+
+:class:`Experiment` runs several policies as the arms of one experiment inside one batch call: each user's arm
+is a stable hash of the user id and the experiment's name, and every row says which arm served it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from homefeed.errors import HomefeedError
+from homefeed.hashing import stable_hash
 from homefeed.schema import IMPRESSIONS, TIMESTAMP
 
 #: The per-row types of what a slate logs beside its items (the impression table's own column types).
@@ -40,6 +50,14 @@ class RequestBatch:
     def __len__(self) -> int:
         return len(self.user_id)
 
+    def take(self, index: np.ndarray) -> RequestBatch:
+        """The requests at ``index``, in that order (same surface)."""
+        at = pa.array(np.asarray(index, np.int64))
+        return RequestBatch(
+            self.request_id.take(at), self.user_id[index], self.ts[index], self.slate_size[index],
+            self.country.take(at), self.surface,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SlateBatch:
@@ -48,7 +66,9 @@ class SlateBatch:
     request_index: np.ndarray  # int64 index into the RequestBatch
     position: np.ndarray  # int32, 1-based
     item_id: np.ndarray  # int64
-    propensity: np.ndarray  # float64 in (0, 1]: P(this item in this slot | request) under the policy
+    #: float64 in (0, 1]: P(this item in this slot | request) under the policy; NaN where the policy cannot say
+    #: (logged as null, so inverse-propensity methods refuse those rows rather than trust a made-up number).
+    propensity: np.ndarray
     score: np.ndarray | None = None  # float64; None when the policy has no model score
     #: The model that served: one name for every row, or one per row (a batch served by several arms).
     model_version: str | pa.Array = "unknown"
@@ -119,6 +139,9 @@ class Feedback:
 
 @runtime_checkable
 class FeedPolicy(Protocol):
+    """Ranks batches of requests.  A policy that reads the simulated world's hidden truth (the oracle) says so
+    with a true ``sees_hidden_state`` attribute; see :func:`sees_hidden_state`."""
+
     name: str
 
     def observe(self, feedback: Feedback) -> None:
@@ -126,6 +149,28 @@ class FeedPolicy(Protocol):
 
     def rank(self, requests: RequestBatch) -> SlateBatch:
         """Return ranked slates with propensities for every request in the batch."""
+
+
+def has_repeats(
+    request_index: np.ndarray, position: np.ndarray, item_id: np.ndarray, lengths: np.ndarray
+) -> np.ndarray | bool:
+    """Whether any slate holds an item twice; ``lengths[r]`` is request r's slate length (positions 1..length).
+
+    Sorting each slate as a row of a matrix is several times faster than one sort of the whole batch.
+    """
+    width = int(lengths.max(initial=0))
+    if width < 2:
+        return False
+    grid = np.broadcast_to(-1 - np.arange(width, dtype=np.int64), (len(lengths), width)).copy()  # distinct pads
+    grid[request_index, position - 1] = item_id
+    grid.sort(axis=1)
+    return bool(np.any(grid[:, 1:] == grid[:, :-1]))
+
+
+def sees_hidden_state(policy: object) -> bool:
+    """True for a policy that reads the simulated world's hidden truth (the oracle): a calibration device that
+    no service may serve."""
+    return bool(getattr(policy, "sees_hidden_state", False))
 
 
 def slots(slate_size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,10 +208,9 @@ def validate_slates(slates: SlateBatch, requests: RequestBatch, item_created_us:
     if np.any(item_created_us[items] > requests.ts[ri]):
         raise PolicyError("slates: an item was served before it was created")
     p = slates.propensity
-    if not np.all((p > 0) & (p <= 1)):
-        raise PolicyError("slates: propensity must lie in (0, 1]")
-    key = np.sort((ri << 32) | items)
-    if np.any(key[1:] == key[:-1]):
+    if not np.all(((p > 0) & (p <= 1)) | np.isnan(p)):
+        raise PolicyError("slates: propensity must lie in (0, 1] (NaN where unknown)")
+    if has_repeats(ri, slates.position, items, lengths):
         raise PolicyError("slates: an item appears twice in one slate")
 
 
@@ -201,3 +245,95 @@ class Catalogue:
         lo = np.searchsorted(self.created_us, ts - self.max_age_us, side="left")
         hi = np.searchsorted(self.created_us, ts, side="right")
         return lo, hi
+
+
+class Experiment:
+    """Policies as the arms of one experiment: each user always gets the same arm, and every row says which.
+
+    A user's arm is a stable hash of (user id, experiment name) cut by the arms' shares, so assignment is the
+    same in every process and run, and independent between experiments of different names.  Each arm ranks its
+    own users' requests; the merged slates carry ``experiments`` = {name: arm} per row (added to any the arm's
+    own slates carry) and the arm's ``model_version``.
+    """
+
+    def __init__(self, name: str, arms: Mapping[str, FeedPolicy], shares: Mapping[str, float] | None = None):
+        if not name:
+            raise PolicyError("experiment: a name is required")
+        if len(arms) < 1:
+            raise PolicyError(f"experiment {name!r}: needs at least one arm")
+        shares = dict(shares) if shares is not None else dict.fromkeys(arms, 1.0 / len(arms))
+        if set(shares) != set(arms):
+            raise PolicyError(f"experiment {name!r}: shares name {sorted(shares)}, arms are {sorted(arms)}")
+        values = np.array([shares[a] for a in arms], np.float64)
+        if np.any(~np.isfinite(values)) or np.any(values <= 0) or abs(values.sum() - 1.0) > 1e-9:
+            raise PolicyError(f"experiment {name!r}: shares must be positive and sum to 1, got {dict(shares)}")
+        self.name = name
+        self.arms = dict(arms)
+        self.shares = dict(zip(arms, values.tolist(), strict=True))
+        self._bounds = np.cumsum(values)
+        self._bounds[-1] = 1.0
+        self._salt = stable_hash(np.array([f"experiment:{name}"]))[0]
+        self.sees_hidden_state = any(sees_hidden_state(p) for p in self.arms.values())
+
+    def arm_of(self, user_id: np.ndarray) -> np.ndarray:
+        """Each user's arm, as an index into ``arms`` (in their order)."""
+        with np.errstate(over="ignore"):
+            h = stable_hash(np.asarray(user_id).astype(np.uint64) ^ self._salt)
+        u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        return np.searchsorted(self._bounds, u, side="right")
+
+    def observe(self, feedback: Feedback) -> None:
+        seen: set[int] = set()
+        for policy in self.arms.values():
+            if id(policy) not in seen:  # one object serving two arms learns once
+                seen.add(id(policy))
+                policy.observe(feedback)
+
+    def rank(self, requests: RequestBatch) -> SlateBatch:
+        arm = self.arm_of(requests.user_id)
+        parts: list[tuple[np.ndarray, SlateBatch, str]] = []
+        for a, (arm_name, policy) in enumerate(self.arms.items()):
+            index = np.flatnonzero(arm == a)
+            if len(index):
+                parts.append((index, policy.rank(requests.take(index)), arm_name))
+        if not parts:
+            return SlateBatch(*(np.empty(0, t) for t in (np.int64, np.int32, np.int64, np.float64)))
+        request_index = np.concatenate([index[s.request_index] for index, s, _ in parts])
+        position = np.concatenate([s.position for _, s, _ in parts])
+        order = np.lexsort((position, request_index))
+        scores = [s.score if s.score is not None else np.full(len(s), np.nan) for _, s, _ in parts]
+        arm_names = np.concatenate([np.full(len(s), arm_name, dtype=object) for _, s, arm_name in parts])
+        inner = pa.concat_arrays([s.experiment_column() for _, s, _ in parts])
+        take = pa.array(order)
+        return SlateBatch(
+            request_index=request_index[order],
+            position=position[order],
+            item_id=np.concatenate([s.item_id for _, s, _ in parts])[order],
+            propensity=np.concatenate([s.propensity for _, s, _ in parts])[order],
+            score=None if all(s.score is None for _, s, _ in parts) else np.concatenate(scores)[order],
+            model_version=pa.concat_arrays([s.model_versions() for _, s, _ in parts]).take(take),
+            experiments=_add_assignment(inner, self.name, arm_names).take(take),
+            served_features=None
+            if all(s.served_features is None for _, s, _ in parts)
+            else pa.concat_arrays([s.served_features_column() for _, s, _ in parts]).take(take),
+        )
+
+
+def _add_assignment(experiments: pa.Array, name: str, arms: np.ndarray) -> pa.MapArray:
+    """Each row's experiment map with ``name`` -> its arm added (replacing an entry of the same name)."""
+    n = len(arms)
+    rows = experiments.cast(EXPERIMENTS_TYPE)
+    offsets = np.asarray(rows.offsets, np.int64) if n else np.zeros(1, np.int64)
+    valid = rows.is_valid().to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
+    lengths = np.where(valid, np.diff(offsets), 0)
+    inner_row = np.repeat(np.arange(n), lengths)
+    within = np.arange(len(inner_row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    at = pa.array(np.repeat(offsets[:-1], lengths) + within, pa.int64())
+    keys, values = rows.keys.take(at), rows.items.take(at)
+    keep = pc.not_equal(keys, name)
+    row = np.concatenate([inner_row[keep.to_numpy(zero_copy_only=False)], np.arange(n)])
+    key = pa.concat_arrays([keys.filter(keep), pa.array(np.full(n, name, dtype=object), pa.string())])
+    value = pa.concat_arrays([values.filter(keep), pa.array(arms.astype(object), pa.string())])
+    order = pa.array(np.argsort(row, kind="stable"))
+    new_offsets = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n))]).astype(np.int32)
+    return pa.MapArray.from_arrays(pa.array(new_offsets), key.take(order), value.take(order))

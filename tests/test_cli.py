@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ TINY = "[sim]\nusers = 400\nitems_per_day = 300\ncreators = 100\n"
 TABLES = ("users", "items", "impressions", "engagements")
 START = config.Settings().sim.start_date
 POLICIES = ("random", "popular", "chronological")
+DEMO_POLICIES = (*POLICIES, "oracle")  # the demo's table ends with the ceiling
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -121,7 +123,7 @@ def test_sim_run_writes_logs_partitioned_by_date(tmp_path, tiny, capsys):
     argv = ["sim", "run", "--days", "2", "--users", "500", "--policy", "random", "--out", str(out), "-c", str(tiny)]
     assert main(argv) == 0
 
-    assert sorted(p.name for p in out.iterdir()) == sorted(TABLES)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*TABLES, "truth"))  # the truth table beside the logs
     for table in TABLES:
         assert partitions(out, table) == dates(2), table
         for partition in (out / table).iterdir():
@@ -181,6 +183,35 @@ def test_sim_run_negative_seed_is_a_user_error(tmp_path, tiny, capsys):
     assert_one_line_error(capsys.readouterr().err, "seed")
 
 
+def test_sim_run_serves_the_oracle_and_names_every_policy_it_knows(tmp_path, tiny, capsys):
+    out = tmp_path / "oracle"
+    assert main(["sim", "run", "--days", "1", "--policy", "oracle", "--out", str(out), "-c", str(tiny)]) == 0
+    versions = pq.read_table(out / "impressions").column("model_version").unique().to_pylist()
+    assert sorted(versions) == ["baseline-random", "oracle"]  # the explore surface is served at random
+    capsys.readouterr()
+    assert main(["sim", "run", "--policy", "ml", "--out", str(tmp_path / "x"), "-c", str(tiny)]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err, "unknown policy 'ml'", "random, popular, chronological, popular+explore, oracle"
+    )
+
+
+# --- sim card --------------------------------------------------------------------------------------------------------
+
+
+def test_sim_card_prints_each_fact_as_json_with_a_verdict(tmp_path, capsys):
+    argv = ["sim", "card", "--json", "--seeds", "1", "--users", "300", "--days", "14"]
+    code = main(argv)
+    card = json.loads(capsys.readouterr().out)
+    assert code == (0 if card["holds"] else 1)  # a verdict, like a launch review's
+    keys = {f["key"] for f in card["facts"]}
+    assert {"cuped_variance_reduction", "oracle_over_random_user_days", "hidden_never_saved"} <= keys
+    for fact in card["facts"]:
+        low, high = (b if b is not None else sign * float("inf") for b, sign in zip(fact["band"], (-1, 1), strict=True))
+        assert len(fact["values"]) == 1 and fact["holds"] == (low <= fact["values"][0] <= high)
+    assert main(["sim", "card", "--days", "10"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--days must be at least 14")
+
+
 # --- demo ------------------------------------------------------------------------------------------------------------
 
 
@@ -188,12 +219,12 @@ def test_demo_compares_every_baseline(tmp_path, capsys):
     (tmp_path / "homefeed.toml").write_text(TINY, encoding="utf-8")  # picked up from the working directory
     assert main(["demo", "--days", "2", "--users", "400", "--no-train"]) == 0
     stdout = plain(capsys.readouterr().out)
-    for policy in POLICIES:
+    for policy in DEMO_POLICIES:
         assert len(table_rows(stdout, policy)) == 1, policy
         logs = tmp_path / ".homefeed" / "sim" / policy
         for table in TABLES:
             assert partitions(logs, table) == dates(2), (policy, table)
-    assert sorted(p.name for p in (tmp_path / ".homefeed" / "sim").iterdir()) == sorted(POLICIES)
+    assert sorted(p.name for p in (tmp_path / ".homefeed" / "sim").iterdir()) == sorted(DEMO_POLICIES)
 
 
 @pytest.mark.parametrize(

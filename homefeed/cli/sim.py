@@ -1,7 +1,10 @@
-"""`homefeed init`, `homefeed sim run` and `homefeed demo`: the project file and the simulated world."""
+"""`homefeed init`, `homefeed sim run`, `homefeed sim card` and `homefeed demo`: the project file and the world."""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,22 +22,54 @@ from homefeed.cli.common import (
     load_settings,
     require_positive,
     styled,
+    wide_console,
 )
 from homefeed.cli.launch import review_and_report
 from homefeed.cli.serve import served_demo
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
 from homefeed.pipeline.demo import train_on_logs
-from homefeed.sim import BASELINES, SimulationResult, make_baseline
-from homefeed.sim.simulation import LOG_TABLES, compare_policies
+from homefeed.sim import BASELINES, OraclePolicy, RandomPolicy, SimulationResult, make_baseline
+from homefeed.sim.baselines import EXPLORING
+from homefeed.sim.card import POLICIES as CARD_POLICIES
+from homefeed.sim.card import Fact, world_card
+from homefeed.sim.simulation import LOG_TABLES, PolicyOrMaker, compare_policies
 from homefeed.train.registry import Registry
 
 sim_app = typer.Typer(help="The simulated world.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 
 
+#: Policies `sim run` and the demo know by name: the baselines, popular with exploration, and the oracle.
+POLICY_NAMES = (*BASELINES, EXPLORING, "oracle")
+
+
+def policy_maker(name: str, settings: Settings) -> PolicyOrMaker:
+    """A policy by name (the oracle is made from the simulation it will read); unknown names list the choices."""
+    s = settings.sim
+    if name == "oracle":
+        return lambda sim: OraclePolicy(sim, s.card.oracle_candidates, s.seed, s.item_lifetime_days)
+    if name not in POLICY_NAMES:
+        raise UserError(f"unknown policy {name!r}; choose one of: {', '.join(POLICY_NAMES)}")
+    return make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days)
+
+
+def explore_maker(name: str, settings: Settings) -> Callable[[], object] | None:
+    """What serves the explore surface: ``random`` (uniform, exact propensities) or ``same`` (the home policy)."""
+    if name == "same":
+        return None
+    if name != "random":
+        raise UserError(f"unknown explore policy {name!r}; choose random or same")
+    s = settings.sim
+    return lambda: RandomPolicy(seed=s.seed + 1, max_age_days=s.item_lifetime_days)
+
+
 def _run_with_progress(
-    settings: Settings, policies: list, days: int, out_dirs: dict[str, Path]
+    settings: Settings,
+    policies: list[tuple[str, PolicyOrMaker]],
+    days: int,
+    out_dirs: dict[str, Path],
+    explore: Callable[[], object] | None,
 ) -> list[SimulationResult]:
     """Simulate each policy with a progress bar per policy."""
     try:
@@ -50,24 +85,31 @@ def _run_with_progress(
         TimeElapsedColumn(),
         console=err_console,
     ) as progress:
-        tasks = {p.name: progress.add_task(p.name, total=days) for p in policies}
+        tasks = {name: progress.add_task(name, total=days) for name, _ in policies}
         return compare_policies(
-            settings.sim, policies, days, out_dirs, on_day=lambda name, _: progress.advance(tasks[name])
-        )
+            settings.sim, [p for _, p in policies], days, out_dirs,
+            on_day=lambda name, _: progress.advance(tasks[name]), explore=explore,
+        )  # fmt: skip
 
 
 def _outcome_table(results: list[SimulationResult], title: str) -> Table:
-    table = Table(title=title, caption="per user-day: per active user per day; return: visits again the next day")
+    table = Table(
+        title=title,
+        caption="per user-day: per active user per day (both surfaces); return: visits again the next day; "
+        "churned: users who left for good",
+    )
     columns = [
         ("policy", None),
         ("user-days", "user_days"),
         ("impr.", "impressions_per_user_day"),
+        ("closeups", "closeups_per_user_day"),
         ("clicks", "clicks_per_user_day"),
         ("saves", "saves_per_user_day"),
         ("hides", "hides_per_user_day"),
         ("return", "return_rate"),
         ("fresh", "fresh_share"),
         ("unsafe", "unsafe_share"),
+        ("churned", "churned"),
     ]
     for header, _ in columns:
         table.add_column(header, justify="left" if header == "policy" else "right")
@@ -76,7 +118,7 @@ def _outcome_table(results: list[SimulationResult], title: str) -> Table:
         cells = [result.policy]
         for _, key in columns[1:]:
             value = summary[key]
-            if key == "user_days":
+            if key in ("user_days", "churned"):
                 cells.append(f"{int(value):,}")
             elif key.endswith("_rate") or key.endswith("_share"):
                 cells.append(f"{value:.1%}")
@@ -100,7 +142,10 @@ def init(
 def sim_run(
     days: Annotated[int, typer.Option(help="Days to simulate.")] = 14,
     users: Annotated[int | None, typer.Option(help="Users in the world (default: from config).")] = None,
-    policy: Annotated[str, typer.Option(help=f"Feed policy: {', '.join(BASELINES)}.")] = "random",
+    policy: Annotated[str, typer.Option(help=f"Feed policy: {', '.join(POLICY_NAMES)}.")] = "random",
+    explore_policy: Annotated[
+        str, typer.Option(help="What serves the explore surface: random (exact propensities) or same (POLICY).")
+    ] = "random",
     out: Annotated[Path | None, typer.Option(help="Directory for the logs (default: paths.sim_logs/POLICY).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: from config).")] = None,
     config: ConfigOption = None,
@@ -109,10 +154,12 @@ def sim_run(
     require_positive("days", days)
     require_positive("users", users)
     settings = load_settings(config, users=users, seed=seed)
-    feed_policy = make_baseline(policy, seed=settings.sim.seed, max_age_days=settings.sim.item_lifetime_days)
+    maker = policy_maker(policy, settings)
     out_dir = out or settings.resolved_paths.sim_logs / policy
-    results = _run_with_progress(settings, [feed_policy], days, {policy: out_dir})
-    console.print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
+    results = _run_with_progress(
+        settings, [(policy, maker)], days, {policy: out_dir}, explore_maker(explore_policy, settings)
+    )
+    wide_console().print(_outcome_table(results, f"{days} days, {settings.sim.users:,} users"))
     console.print(f"logs written to {out_dir}")
 
 
@@ -126,7 +173,7 @@ def demo(
     ] = 4,
     config: ConfigOption = None,
 ) -> None:
-    """Run the loop on the simulated world: every baseline side by side, then a dataset and both rankers.
+    """Run the loop on the simulated world: every baseline and the oracle side by side, then both rankers.
 
     The random policy's logs (exploration traffic: every slot placed at random) go through ingestion, the ETL
     and the dataset builder; a GBDT and a neural ranker are trained on them and registered as ``production``
@@ -138,13 +185,15 @@ def demo(
         raise UserError(f"--serve-days must be 0 or more, got {serve_days}")
     settings = load_settings(config, users=users)
     s = settings.sim
-    policies = [make_baseline(name, seed=s.seed, max_age_days=s.item_lifetime_days) for name in BASELINES]
+    names = (*BASELINES, "oracle")
+    policies = [(name, policy_maker(name, settings)) for name in names]
     root = settings.resolved_paths.sim_logs
     console.print(
         styled(("homefeed demo", "bold"), f": {days} days of a simulated feed, {s.users:,} users, seed {s.seed}")
     )
-    results = _run_with_progress(settings, policies, days, {p.name: root / p.name for p in policies})
-    console.print(_outcome_table(results, "Baseline policies on the same world"))
+    explore = explore_maker("random", settings)
+    results = _run_with_progress(settings, policies, days, {name: root / name for name in names}, explore)
+    wide_console().print(_outcome_table(results, "Baseline policies on the same world"))
     console.print(f"logs written under {root}")
     if train:
         _train_demo(settings, root / "random")
@@ -186,3 +235,59 @@ def _auc(training: dict, head: str) -> str:
     """The head's validation AUC as the model recorded it in its training metrics."""
     value = training.get("heads", {}).get(head, {}).get("validation_auc")
     return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+@sim_app.command("card")
+def sim_card(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Seeds to run (default: sim.card.seeds).")] = None,
+    users: Annotated[int | None, typer.Option(help="Users per world (default: sim.card.users).")] = None,
+    days: Annotated[int | None, typer.Option(help="Days per run (default: sim.card.days).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """The world card: each stylized fact the world must reproduce, its value over several seeds, its band.
+
+    Exit code 1 when a fact does not hold (a verdict, like a launch review's no ship).
+    """
+    require_positive("seeds", seeds)
+    require_positive("users", users)
+    require_positive("days", days)
+    settings = load_settings(config)
+    c = settings.sim.card
+    n_seeds, n_days = seeds or c.seeds, days or c.days
+    if n_days < 14:
+        raise UserError(f"--days must be at least 14 (CUPED's 7-day pre-period and period), got {n_days}")
+    runs = n_seeds * len(CARD_POLICIES)
+    with Progress(
+        TextColumn("[bold]world card"), BarColumn(), MofNCompleteColumn(), TextColumn("policy-days"),
+        TimeElapsedColumn(), console=err_console, disable=as_json,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("card", total=runs * n_days)
+        card = world_card(settings.sim, n_seeds, users, n_days, on_day=lambda *_: progress.advance(task))
+    if as_json:
+        print(json.dumps({"facts": [f.as_dict() for f in card], "holds": all(f.holds for f in card)}, indent=2))
+    else:
+        wide_console().print(
+            card_table(card, f"World card: {n_seeds} seeds, {users or c.users:,} users, {n_days} days")
+        )
+    if not all(f.holds for f in card):
+        raise typer.Exit(1)
+
+
+def card_table(card: list[Fact], title: str) -> Table:
+    table = Table(title=title, caption="value: mean over seeds; holds: every seed's value is in the band")
+    for header in ("fact", "value", "seeds", "band", "holds"):
+        table.add_column(header, justify="left" if header in ("fact", "holds") else "right")
+    for fact in card:
+        table.add_row(
+            fact.statement, _number(fact.value, fact.unit), f"{_number(min(fact.values), fact.unit)} .. "
+            f"{_number(max(fact.values), fact.unit)}", f"[{_number(fact.band[0], fact.unit)}, "
+            f"{_number(fact.band[1], fact.unit)}]", "yes" if fact.holds else "[red]NO[/red]",
+        )  # fmt: skip
+    return table
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:+.1%}" if unit == "%" else f"{value:.3g}"

@@ -53,16 +53,15 @@ materialize_min_share = 0.5     # `features materialize` refuses a snapshot with
 [features.sets]                 # your own sets: name = [feature names]
 # small = ["item_save_rate_7d", "user_topic_affinity", "context_item_age_hours"]
 
-[sim]                           # the simulated world, deterministic for a seed
+[sim]                           # the simulated world, deterministic for a seed; docs/world.md explains every knob
 seed = 7
 users = 20000
 creators = 2000
 topics = 24
-items_per_day = 3000
+items_per_day = 3000            # at the start; creators then post more or less
 item_lifetime_days = 30         # items older than this leave the catalogue
 start_date = 2026-03-02
 new_user_share = 0.15           # share of users who sign up during the run
-interest_concentration = 0.15   # Dirichlet alpha of user interests; small = sparse
 unsafe_share = 0.03             # share of items that are spam or racy
 content_noise = 0.15            # noise of content features around the hidden truth
 
@@ -74,24 +73,90 @@ DE = 0.1
 JP = 0.1
 MX = 0.1
 
-[sim.position_bias]             # examination probability by slot
-eta = 0.7                       # (1 / position) ** eta, unless a curve is given
+[sim.position_bias]             # how users look at the slots they scroll past
+model = "position_based"        # position_based | cascade
+eta = 0.7                       # position_based: (1 / position) ** eta, unless a curve is given
 # curve = [1.0, 0.8, 0.65, 0.55]  # explicit per-slot values; the last one holds for deeper slots
+continue_prob = 0.93            # cascade: P(examine the next slot) after one not opened ...
+continue_after_open = 0.8       # ... and after one opened
 
-[sim.sessions]
-depth_mean = 18.0               # rendered slots per session
-depth_max = 40
+[sim.sessions]                  # a visit: the list the policy ranks and the time the user has
+activity_alpha = 0.5            # a user's daily visit probability ~ Beta(alpha, beta), lasting
+activity_beta = 0.8
+slate_size = 60                 # slots a policy ranks per request; the user reads a prefix
+batches_per_day = 2             # the day's requests are ranked in this many batches
+attention_mean = 80.0           # time a visit has, in slots scrolled
+attention_user_spread = 0.6     # lognormal std of a user's lasting attention ...
+attention_visit_spread = 0.4    # ... and of one visit's around it
+time_closeup = 1.0              # extra time an opened item takes, in slots
+time_click = 2.0                # extra time a click-through takes
 weekly_seasonality = 0.25       # swing of the visit logit over the week (weekends high)
 surface = "home"
 
+[sim.patience]                  # unsatisfying slots spend it, satisfying ones replenish it; at 0 the user leaves
+mean = 25.0
+user_spread = 0.6               # lognormal std of a user's lasting patience
+visit_spread = 0.3
+new_user_factor = 0.6           # new users arrive with this share of it
+cost_slot = 1.0
+gain_closeup = 1.0
+gain_click = 0.5
+gain_save = 2.0
+cost_hide = 3.0
+cost_report = 5.0
+cost_unsafe_seen = 1.0
+
+[sim.surfaces]                  # a second surface some visits reach first, sharing the visit's time and patience
+explore = "explore"
+explore_share = 0.15            # of visits
+explore_leave_below = 0.5       # the user goes home when patience falls below this share of what they came with
+
+[sim.interests]                 # tastes
+concentration = 0.15            # Dirichlet alpha of the topic mix; small = sparse
+drift = 0.03                    # daily pull of the topic mix toward the topics engaged with
+latent_styles = 16              # hidden item styles, and each user's lasting taste for them
+latent_weight = 0.6
+market_taste_spread = 0.6       # how much markets differ in topic tastes
+
+[sim.boredom]                   # variety has value
+session_topic = 0.15            # logit per earlier slot of the same topic in the visit
+session_creator = 0.5           # ... of the same creator
+daily_topic = 2.5               # logit per unit of the topic's recent share (satiation)
+daily_creator = 0.3             # logit per impression of the creator among the user's recent ones
+recent_impressions = 16
+half_life_days = 5.0            # of satiation
+
+[sim.churn]                     # users who leave for good
+base = 0.002                    # daily hazard of an established, satisfied user
+bad_visit = 0.4                 # hazard logit per recent unsatisfying visit
+bad_memory = 0.8                # daily decay of that count
+new_user = 2.0                  # hazard logit added in a user's first new_user_days
+new_user_days = 14
+
+[sim.creator_response]          # creators post more when engaged, quit when starved of exposure
+response = 0.5
+memory_days = 7.0
+starve_share = 0.05             # quits below this share of the average exposure per item ...
+starve_min_items = 3.0          # ... once it has posted this many recent items
+
+[sim.delays]
+next_day_save_share = 0.1       # saves made the next day (within 24 h of the impression)
+item_visible_minutes = 60.0     # an item reaches the policies this long after creation
+
+[sim.markets]
+racy_spread = 1.0               # std of a market's racy tolerance, drawn per seed ...
+
+[sim.markets.racy_tolerance]    # ... unless given here per market (hide logit removed for racy items)
+# BR = 0.5
+
 [sim.behaviour]                 # engagement model weights, logit scale
-closeup_base = -1.6
+closeup_base = -0.6
 affinity = 1.0
-quality = 2.0
-clickbait_closeup = 1.2
-click_base = -0.8
-clickbait_click = 2.0
-save_base = -1.2
+quality = 2.5
+clickbait_closeup = 1.5
+click_base = 0.3
+clickbait_click = 2.5
+save_base = 0.0
 clickbait_save = -2.5
 hide_base = -4.8
 clickbait_hide = 2.0
@@ -100,15 +165,29 @@ report_given_hide = -2.0
 unsafe_report = 2.5
 freshness = 0.8
 freshness_days = 2.0
-fatigue = 0.6
-value_save = 1.0
+fatigue = 0.6                   # per earlier impression of the same item
+saved_again = 2.0               # an item the user already saved
+user_closeup_spread = 1.0       # std of a user's lasting closeup propensity
+user_save_spread = 1.4          # ... and save propensity
+value_save = 1.0                # what a visit is worth to its user ...
 value_click = 0.25
 regret_clickbait_click = 0.9
 cost_hide = 1.0
 cost_report = 2.0
 cost_unsafe_seen = 0.3
+value_scale = 2.0               # ... as tanh(value / value_scale)
 satisfaction_memory = 0.6
-return_sensitivity = 1.5
+return_sensitivity = 0.4        # visit logit per unit of satisfaction
+
+[sim.card]                      # the world card: homefeed sim card
+seeds = 5
+users = 3000                    # the world scaled to this many users
+days = 28
+oracle_candidates = 200
+cuped_variance_reduction = [0.3, 0.6]
+oracle_over_random_user_days = [0.05, 0.2]
+oracle_over_best_baseline_user_days = [0.0, 0.1]
+oracle_over_random_saves = [2.0, 100.0]
 
 # Fault injection, to prove checks and monitors catch what breaks in real logs.
 # [[sim.faults]]

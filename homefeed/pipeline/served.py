@@ -38,7 +38,7 @@ from homefeed.serve.model import ModelHolder
 from homefeed.serve.pipeline import RankingPipeline
 from homefeed.serve.service import signals_for
 from homefeed.serve.state import OnlineFeatures, StoreGuard
-from homefeed.sim import BASELINES, Simulation, SimulationResult, make_baseline
+from homefeed.sim import BASELINES, RandomPolicy, Simulation, SimulationResult, make_baseline
 from homefeed.train.registry import Registry
 
 #: The entities the demo's pipeline holds in memory: all of them, as a batch ranker of a whole day should.
@@ -104,13 +104,17 @@ def serve_days(
     done = step("warm-up")
     random = make_baseline("random", seed=s.seed, max_age_days=s.item_lifetime_days)
     others = [make_baseline(n, seed=s.seed, max_age_days=s.item_lifetime_days) for n in BASELINES if n != "random"]
+    # The demo's explore surface: uniform random, as in the weeks the logs came from (explore_maker("random")).
+    explore = RandomPolicy(seed=s.seed + 1, max_age_days=s.item_lifetime_days)
     world = Simulation(s)
-    world.run(_Tee(random, others), warm_days)  # the random run the logs came from, replayed (same seed)
+    # the random run the logs came from, replayed (same seed)
+    world.run(_Tee(random, others), warm_days, surfaces={s.surfaces.explore: explore})
     done()
 
     done = step("baselines")
     for policy in [random, *others]:
-        out.results.append(copy.deepcopy(world).run(policy, days))
+        fork, fork_explore = copy.deepcopy((world, explore))
+        out.results.append(fork.run(policy, days, surfaces={s.surfaces.explore: fork_explore}))
     done()
 
     served = served_settings(settings)
@@ -127,14 +131,15 @@ def serve_days(
     name = f"ranker ({holder().version})" if holder() else "ranker"
     pipeline.name = name
     result = SimulationResult(policy=name)
-    sim = copy.deepcopy(world)
+    sim, explore = copy.deepcopy((world, explore))
     lake, etl = Lake(paths.lake), Lake(paths.etl)
     engine = engine_for(served)
     try:
         for d in range(days):
             date = out.first_day + dt.timedelta(days=d)
             done = step("serve")
-            result.days += sim.run(pipeline, 1, paths.root / "logs").days
+            day = sim.run(pipeline, 1, paths.root / "logs", surfaces={s.surfaces.explore: explore})
+            result.days += day.days
             done()
             done = step("daily pipeline")  # ingest the day, its snapshot, into the store, caches reload
             for table in TABLES:

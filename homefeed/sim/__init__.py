@@ -1,7 +1,16 @@
 """The simulated world: users, creators, items and behaviour; runs any feed policy in a closed loop."""
 
-from homefeed.feed import Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch
-from homefeed.sim.baselines import BASELINES, ChronologicalPolicy, PopularPolicy, RandomPolicy, make_baseline
+from homefeed.feed import Experiment, Feedback, FeedPolicy, PolicyError, RequestBatch, SlateBatch
+from homefeed.sim.baselines import (
+    BASELINES,
+    ChronologicalPolicy,
+    ExploringPolicy,
+    PopularPolicy,
+    RandomPolicy,
+    TopicCap,
+    make_baseline,
+)
+from homefeed.sim.oracle import OraclePolicy
 from homefeed.sim.simulation import DayOutcome, Simulation, SimulationResult
 from homefeed.sim.world import World
 
@@ -9,8 +18,11 @@ __all__ = [
     "BASELINES",
     "ChronologicalPolicy",
     "DayOutcome",
+    "Experiment",
+    "ExploringPolicy",
     "FeedPolicy",
     "Feedback",
+    "OraclePolicy",
     "PolicyError",
     "PopularPolicy",
     "RandomPolicy",
@@ -18,6 +30,7 @@ __all__ = [
     "Simulation",
     "SimulationResult",
     "SlateBatch",
+    "TopicCap",
     "World",
     "make_baseline",
 ]

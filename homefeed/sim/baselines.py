@@ -9,8 +9,18 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pyarrow as pa
 
-from homefeed.feed import Catalogue, Feedback, PolicyError, RequestBatch, SlateBatch, slots
+from homefeed.feed import (
+    Catalogue,
+    Feedback,
+    FeedPolicy,
+    PolicyError,
+    RequestBatch,
+    SlateBatch,
+    sees_hidden_state,
+    slots,
+)
 
 
 class RandomPolicy:
@@ -35,15 +45,25 @@ class RandomPolicy:
         request_index, position = slots(sizes)
         lo_r, n_r = lo[request_index], available[request_index]
         offset = (rng.random(len(request_index)) * n_r).astype(np.int64)
-        # Sample without replacement: redraw the rare in-slate duplicates until none remain.
-        while True:
-            key = request_index * (int(n_r.max(initial=1)) + 1) + offset
-            order = np.argsort(key, kind="stable")
-            dup = np.zeros(len(key), dtype=bool)
-            dup[order[1:]] = key[order[1:]] == key[order[:-1]]
-            if not dup.any():
+        # Sample without replacement: redraw the rare in-slate duplicates until none remain.  Each slate is a
+        # row of a matrix (padded with distinct negatives), sorted row-wise: far cheaper than one global sort.
+        width = int(sizes.max(initial=0))
+        grid = np.broadcast_to(-1 - np.arange(width, dtype=np.int64), (len(sizes), width)).copy()
+        grid[request_index, position - 1] = offset
+        bad = np.arange(len(sizes))
+        while len(bad):
+            ranked = np.sort(grid[bad], axis=1)
+            bad = bad[(ranked[:, 1:] == ranked[:, :-1]).any(axis=1)]
+            if not len(bad):
                 break
-            offset[dup] = (rng.random(int(dup.sum())) * n_r[dup]).astype(np.int64)
+            order = np.argsort(grid[bad], axis=1, kind="stable")  # mark the later copies of a repeated item
+            ranked = np.take_along_axis(grid[bad], order, axis=1)
+            repeat = np.zeros((len(bad), width), bool)
+            np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], axis=1)
+            row, col = np.nonzero(repeat)
+            flat = np.searchsorted(request_index, bad[row]) + col  # rows of a request are contiguous
+            offset[flat] = (rng.random(len(flat)) * n_r[flat]).astype(np.int64)
+            grid[bad[row], col] = offset[flat]
         return SlateBatch(
             request_index=request_index,
             position=position,
@@ -147,17 +167,18 @@ class ExploringPolicy:
     """ε-greedy by request: with probability ε a request gets a uniformly random slate, else ``exploit``'s.
 
     The logged propensity is the mixture's exact marginal, P(item a in slot k) =
-    (1 − ε)·[exploit put a in k] + ε/N with N items eligible: what inverse-propensity
-    weighting needs to undo the exploiting policy's choices (its own rows are
-    logged with propensity 1 by a deterministic ranker, which leaves nothing to reweight).
+    (1 − ε)·P(exploit put a in k) + ε/N with N items eligible: what inverse-propensity weighting needs to
+    undo the exploiting policy's choices.  Where the exploiting policy's own propensity is unknown (NaN), so is
+    the mixture's.
     """
 
-    def __init__(self, exploit: PopularPolicy | ChronologicalPolicy, epsilon: float = 0.1, seed: int = 0):
+    def __init__(self, exploit: FeedPolicy, epsilon: float = 0.1, seed: int = 0, max_age_days: float = 30.0):
         if not 0.0 < epsilon <= 1.0:
             raise PolicyError(f"epsilon must be in (0, 1], got {epsilon}")
         self.exploit, self.epsilon, self.seed = exploit, epsilon, seed
-        self.explore = RandomPolicy(seed=seed + 1, max_age_days=exploit.catalogue.max_age_us / 86_400_000_000)
+        self.explore = RandomPolicy(seed=seed + 1, max_age_days=max_age_days)
         self.name = f"{exploit.name}+explore"
+        self.sees_hidden_state = sees_hidden_state(exploit)
         self._batches = 0
 
     def observe(self, feedback: Feedback) -> None:
@@ -176,9 +197,11 @@ class ExploringPolicy:
         order = np.argsort(g_key, kind="stable")
         u_key = uniform.request_index * 1024 + uniform.position
         same = np.zeros(len(u_key), bool)
+        p_same = np.zeros(len(u_key))
         if len(order):
             at = np.minimum(np.searchsorted(g_key[order], u_key), len(order) - 1)
             same = (g_key[order][at] == u_key) & (greedy.item_id[order][at] == uniform.item_id)
+            p_same = np.where(same, greedy.propensity[order][at], 0.0)
         keep_g, keep_u = ~explored[greedy.request_index], explored[uniform.request_index]
         eps = self.epsilon
         request_index = np.concatenate([greedy.request_index[keep_g], uniform.request_index[keep_u]])
@@ -186,8 +209,8 @@ class ExploringPolicy:
         item_id = np.concatenate([greedy.item_id[keep_g], uniform.item_id[keep_u]])
         propensity = np.concatenate(
             [
-                (1 - eps) + eps * one_over_n[greedy.request_index[keep_g]],
-                eps * uniform.propensity[keep_u] + (1 - eps) * same[keep_u],
+                (1 - eps) * greedy.propensity[keep_g] + eps * one_over_n[greedy.request_index[keep_g]],
+                eps * uniform.propensity[keep_u] + (1 - eps) * p_same[keep_u],
             ]
         )
         ordered = np.lexsort((position, request_index))
@@ -197,6 +220,67 @@ class ExploringPolicy:
             item_id=item_id[ordered],
             propensity=propensity[ordered],
             model_version=f"baseline-{self.name}",
+        )
+
+
+class TopicCap:
+    """At most ``max_per_topic`` items of one topic per slate: diversity as an explicit policy stage.
+
+    Asks ``inner`` for a list ``depth`` times longer and keeps, in its order, the items whose topic has not
+    reached the cap (topics from the logged items, as any policy knows them).  Propensities stay the inner
+    policy's where it is deterministic (every propensity 1), else they are unknown (NaN).
+    """
+
+    def __init__(self, inner: FeedPolicy, max_per_topic: int = 3, depth: int = 4):
+        if max_per_topic < 1 or depth < 1:
+            raise PolicyError(f"topic cap: max_per_topic and depth must be >= 1, got {max_per_topic}, {depth}")
+        self.inner, self.max_per_topic, self.depth = inner, max_per_topic, depth
+        self.name = f"{inner.name}+cap{max_per_topic}"
+        self.sees_hidden_state = sees_hidden_state(inner)
+        self.topic = np.zeros(0, np.int32)  # by item_id
+        self._codes: dict[str, int] = {}
+
+    def observe(self, feedback: Feedback) -> None:
+        self.inner.observe(feedback)
+        items = feedback.items
+        if items is None or items.num_rows == 0:
+            return
+        ids = items["item_id"].to_numpy()
+        names = items["topic"].to_numpy(zero_copy_only=False)
+        uniques, inverse = np.unique(names.astype(str), return_inverse=True)
+        codes = np.array([self._codes.setdefault(u, len(self._codes)) for u in uniques], np.int32)
+        if int(ids.max()) >= len(self.topic):
+            self.topic = np.concatenate([self.topic, np.full(int(ids.max()) + 1 - len(self.topic), -1, np.int32)])
+        self.topic[ids] = codes[inverse]
+
+    def rank(self, requests: RequestBatch) -> SlateBatch:
+        wide = RequestBatch(
+            requests.request_id, requests.user_id, requests.ts, requests.slate_size * self.depth,
+            requests.country, requests.surface,
+        )  # fmt: skip
+        pool = self.inner.rank(wide)
+        topic = self.topic[pool.item_id].astype(np.int64)
+        # The rank of each row among the earlier rows of its request with the same topic.
+        key = pool.request_index * (len(self._codes) + 2) + (topic + 1)
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        first = np.searchsorted(sorted_key, sorted_key, side="left")
+        seen = np.empty(len(key), np.int64)
+        seen[order] = np.arange(len(key)) - first
+        allowed = (seen < self.max_per_topic) | (topic < 0)
+        kept = np.flatnonzero(allowed)
+        ri = pool.request_index[kept]
+        rank = np.arange(len(kept)) - np.searchsorted(ri, ri, side="left")
+        keep = rank < requests.slate_size[ri]
+        rows = kept[keep]
+        deterministic = bool(np.all(pool.propensity == 1.0))
+        return SlateBatch(
+            request_index=pool.request_index[rows],
+            position=(rank[keep] + 1).astype(np.int32),
+            item_id=pool.item_id[rows],
+            propensity=np.ones(len(rows)) if deterministic else np.full(len(rows), np.nan),
+            score=None if pool.score is None else pool.score[rows],
+            model_version=pool.model_versions().take(pa.array(rows)),
         )
 
 
@@ -214,5 +298,7 @@ def make_baseline(name: str, seed: int = 0, max_age_days: float = 30.0):  # noqa
     if name == "chronological":
         return ChronologicalPolicy(max_age_days=max_age_days)
     if name == EXPLORING:
-        return ExploringPolicy(PopularPolicy(max_age_days=max_age_days), epsilon=0.2, seed=seed)
+        return ExploringPolicy(
+            PopularPolicy(max_age_days=max_age_days), epsilon=0.2, seed=seed, max_age_days=max_age_days
+        )
     raise PolicyError(f"unknown policy {name!r}; choose one of: {', '.join((*BASELINES, EXPLORING))}")

@@ -1,13 +1,13 @@
-"""How simulated users react to what they are shown, one vectorized pass per batch.
+"""How a simulated user reacts to one examined item: the engagement funnel, one vectorized pass per batch.
 
-An impression is examined with a probability set by its slot (position bias).
-An examined item is opened (closeup) depending on the user's interest in its
-topic, its quality, click-bait, freshness and how often the user has seen it
-(fatigue); a closeup may lead to a click, a click to a save.  Click-bait wins
-closeups and clicks but loses saves and earns hides.  Hides and reports follow
-bad or unsafe items.  What a session was worth to the user (saves, minus
-regretted clicks, hides, reports and unsafe content) moves the chance that the
-user comes back tomorrow: the long-term metric.
+An examined item is opened (closeup) depending on how much the user likes it (topic interest and the latent
+match), its quality, click-bait and freshness, the user's lasting propensity, and boredom: earlier slots of the
+same topic or creator in this visit, the topic's share of the user's recent days (satiation), recent
+impressions of the creator, and earlier impressions of the item itself (fatigue).  A closeup may lead to a
+click, a click to a save.  Click-bait wins closeups and clicks but loses saves and earns hides; unsafe items
+earn hides and reports (racy ones less where the market tolerates them).  The world remembers: an item the user
+saved is worth less when shown again, and one the user hid is never engaged again, only hidden again or
+reported.  Which slots are examined, and when the user stops scrolling, is :mod:`homefeed.sim.session`'s.
 """
 
 from __future__ import annotations
@@ -16,184 +16,173 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from homefeed.config import Behaviour, MarketShift, SimSettings
-from homefeed.sim.world import DAY_US, World
+from homefeed.config import MarketShift, SimSettings
+from homefeed.sim.world import DAY_US, RACY, SPAM, World
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class Exposures:
-    """How many times each user has been shown each item: sorted keys, binary-searched per batch.
-
-    A dict would be a Python loop per impression; sorted int64 keys keep both
-    the lookup and the merge of a day's exposures vectorized.
-    """
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, np.int64)
-        self.counts = np.empty(0, np.int32)
-
-    @staticmethod
-    def _key(user_id: np.ndarray, item_id: np.ndarray) -> np.ndarray:
-        return (user_id.astype(np.int64) << 32) | item_id.astype(np.int64)
-
-    def _find(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.searchsorted(self.keys, key)
-        if len(self.keys) == 0:
-            return pos, np.zeros(len(key), dtype=bool)
-        return pos, self.keys[np.minimum(pos, len(self.keys) - 1)] == key
-
-    def lookup(self, user_id: np.ndarray, item_id: np.ndarray) -> np.ndarray:
-        """Earlier exposures of each (user, item) pair."""
-        pos, found = self._find(self._key(user_id, item_id))
-        out = np.zeros(len(pos), dtype=np.int32)
-        out[found] = self.counts[pos[found]]
-        return out
-
-    def add(self, user_id: np.ndarray, item_id: np.ndarray) -> None:
-        key, n = np.unique(self._key(user_id, item_id), return_counts=True)
-        pos, found = self._find(key)
-        self.counts[pos[found]] += n[found].astype(np.int32)
-        self.keys = np.insert(self.keys, pos[~found], key[~found])
-        self.counts = np.insert(self.counts, pos[~found], n[~found].astype(np.int32))
-
-
 @dataclass(frozen=True)
 class MarketEffects:
-    """Per-market logit shifts in force on one day, indexed like ``World.countries``."""
+    """Per-market logit shifts in force on one day, indexed like ``World.countries``.
+
+    ``scoped`` holds the shifts that apply only to one surface or experiment arm:
+    (market, surface, experiment, arm, closeup shift, hide shift).
+    """
 
     closeup: np.ndarray
     hide: np.ndarray
     visit: np.ndarray
+    scoped: tuple[tuple[int, str | None, str | None, str | None, float, float], ...] = ()
 
     @classmethod
     def on_day(cls, settings: SimSettings, countries: list[str], day: int) -> MarketEffects:
         closeup, hide, visit = (np.zeros(len(countries)) for _ in range(3))
+        scoped = []
         for fault in settings.faults:
             if isinstance(fault, MarketShift) and day >= fault.from_day:
                 c = countries.index(fault.country)
+                if fault.surface or fault.experiment:
+                    scoped.append(
+                        (c, fault.surface, fault.experiment, fault.arm, fault.closeup_shift, fault.hide_shift)
+                    )
+                    continue
                 closeup[c] += fault.closeup_shift
                 hide[c] += fault.hide_shift
                 visit[c] += fault.visit_shift
-        return cls(closeup, hide, visit)
+        return cls(closeup, hide, visit, tuple(scoped))
+
+
+@dataclass
+class Impressions:
+    """Everything the world uses to decide the fate of a batch of impressions (one entry per impression).
+
+    Built by :meth:`homefeed.sim.state.UserState.impressions`, which gathers each user's hidden rows once.
+    """
+
+    user_id: np.ndarray
+    item_id: np.ndarray
+    ts: np.ndarray
+    affinity: np.ndarray  # how much the user likes the item (topic interest and latent taste)
+    country: np.ndarray  # the user's market
+    closeup_offset: np.ndarray  # the user's lasting propensities
+    save_offset: np.ndarray
+    same_topic: np.ndarray  # earlier slots of the item's topic in this visit
+    same_creator: np.ndarray  # earlier slots of the item's creator in this visit
+    exposures: np.ndarray  # earlier impressions of the item to the user
+    saved: np.ndarray  # bool: the user saved the item before
+    hidden: np.ndarray  # bool: the user hid or reported the item before
+    satiation: np.ndarray  # recent share of the item's topic in the user's impressions
+    creator_recent: np.ndarray  # impressions of the item's creator among the user's recent ones
+    closeup_shift: np.ndarray | float = 0.0  # faults scoped to a surface or arm
+    hide_shift: np.ndarray | float = 0.0
 
 
 @dataclass(frozen=True)
-class Propensities:
-    """Conditional probabilities of each step of the funnel, for a batch of impressions."""
+class Funnel:
+    """Conditional probabilities of each step, given the item was examined."""
 
-    examine: np.ndarray
     closeup: np.ndarray  # given examined
     click: np.ndarray  # given closeup
     save: np.ndarray  # given click
-    hide_clicked: np.ndarray  # given examined, clicked and not saved
+    hide_clicked: np.ndarray  # given clicked and not saved
     hide_other: np.ndarray  # given examined and not clicked
     report: np.ndarray  # given hide
 
-    def marginals(self) -> dict[str, np.ndarray]:
-        """Unconditional probability of each action: the ground truth evaluation code compares against."""
-        opened = self.examine * self.closeup
+    def given_examined(self) -> dict[str, np.ndarray]:
+        """Probability of each action once the item is examined: what a ranker's position-free label means."""
+        opened = self.closeup
         clicked = opened * self.click
         saved = clicked * self.save
-        hidden = clicked * (1 - self.save) * self.hide_clicked + (self.examine - clicked) * self.hide_other
+        hidden = clicked * (1 - self.save) * self.hide_clicked + (1 - clicked) * self.hide_other
         return {"closeup": opened, "click": clicked, "save": saved, "hide": hidden, "report": hidden * self.report}
 
 
-def propensities(
-    world: World,
-    user_id: np.ndarray,
-    item_id: np.ndarray,
-    position: np.ndarray,
-    ts: np.ndarray,
-    exposures: np.ndarray,
-    market: MarketEffects,
-) -> Propensities:
-    b: Behaviour = world.settings.behaviour
-    affinity = world.affinity(user_id, item_id)
-    quality = world.item_quality[item_id] - 0.5
-    clickbait = world.item_clickbait[item_id]
-    unsafe = (world.item_unsafe[item_id] > 0).astype(np.float32)
-    age_days = (ts - world.item_created_us[item_id]) / DAY_US
-    fresh = np.exp(-np.maximum(age_days, 0.0) / b.freshness_days)
-    country = world.user_country[user_id]
-    fatigue = b.fatigue * exposures
-
-    closeup = _sigmoid(
-        b.closeup_base
-        + b.affinity * affinity
-        + b.quality * quality
-        + b.clickbait_closeup * clickbait
-        + b.freshness * fresh
-        - fatigue
-        + market.closeup[country]
+def funnel(world: World, imp: Impressions, market: MarketEffects) -> Funnel:
+    s = world.settings
+    b, bored = s.behaviour, s.boredom
+    item = imp.item_id
+    terms = world.item_terms[item]  # the item's own parts, computed when it was posted
+    affinity = b.affinity * imp.affinity
+    country = imp.country
+    kind = world.item_unsafe[item]
+    offense, report = _safety_tables(world)
+    age_days = ((imp.ts - world.item_created_us[item]) / DAY_US).astype(np.float32)
+    fresh = np.exp(-np.maximum(age_days, np.float32(0)) / np.float32(b.freshness_days))
+    boredom = (
+        np.float32(bored.session_topic) * imp.same_topic
+        + np.float32(bored.session_creator) * imp.same_creator
+        + np.float32(bored.daily_topic) * imp.satiation
+        + np.float32(bored.daily_creator) * imp.creator_recent
+        + np.float32(b.fatigue) * imp.exposures
     )
-    click = _sigmoid(b.click_base + b.clickbait_click * clickbait + 0.5 * quality)
-    save = _sigmoid(b.save_base + b.affinity * affinity + b.quality * quality + b.clickbait_save * clickbait)
-    hide_logit = (
-        b.hide_base
-        - 0.5 * b.affinity * affinity
-        - b.quality * quality
-        + b.unsafe_hide * unsafe
-        + 0.5 * fatigue
-        + market.hide[country]
-    )
-    return Propensities(
-        examine=world.settings.position_bias.examination(position),
-        closeup=closeup,
-        click=click,
+    saved_before = np.float32(b.saved_again) * imp.saved
+    closeup_logit = (
+        np.float32(b.closeup_base) + imp.closeup_offset + affinity + terms[:, 0]
+        + np.float32(b.freshness) * fresh - boredom - saved_before
+    )  # fmt: skip
+    hide_logit = np.float32(b.hide_base) - 0.5 * affinity + terms[:, 2] + offense[kind, country] + 0.5 * boredom
+    if market.closeup.any() or market.hide.any():
+        closeup_logit = closeup_logit + market.closeup[country]
+        hide_logit = hide_logit + market.hide[country]
+    if not np.isscalar(imp.closeup_shift) or imp.closeup_shift or imp.hide_shift:
+        closeup_logit = closeup_logit + imp.closeup_shift
+        hide_logit = hide_logit + imp.hide_shift
+    save = _sigmoid(np.float32(b.save_base) + imp.save_offset + affinity + terms[:, 1] - 0.5 * boredom - saved_before)
+    # A hidden item shown again is never engaged: it is hidden again (or reported).
+    hidden = imp.hidden
+    return Funnel(
+        closeup=np.where(hidden, np.float32(0), _sigmoid(closeup_logit)),
+        click=terms[:, 4],
         save=save,
-        hide_clicked=_sigmoid(hide_logit + 2 * b.clickbait_hide * clickbait),
-        hide_other=_sigmoid(hide_logit + b.clickbait_hide * clickbait),
-        report=_sigmoid(b.report_given_hide + b.unsafe_report * unsafe),
+        hide_clicked=_sigmoid(hide_logit + terms[:, 3]),
+        hide_other=np.where(hidden, np.float32(1), _sigmoid(hide_logit)),
+        report=report[kind, country],
     )
 
 
-@dataclass(frozen=True)
-class Reactions:
-    """What each impression led to (booleans per impression) and the dwell of closeups and clicks."""
+def _safety_tables(world: World) -> tuple[np.ndarray, np.ndarray]:
+    """By (item kind, market): the hide logit an unsafe item adds, and P(report | hide).
 
-    examined: np.ndarray
-    closeup: np.ndarray
-    click: np.ndarray
-    save: np.ndarray
-    hide: np.ndarray
-    report: np.ndarray
-    closeup_dwell: np.ndarray
-    click_dwell: np.ndarray
-
-
-def react(world: World, p: Propensities, item_id: np.ndarray, rng: np.random.Generator) -> Reactions:
-    n = len(item_id)
-    u = rng.random((6, n), dtype=np.float32)
-    examined = u[0] < p.examine
-    closeup = examined & (u[1] < p.closeup)
-    click = closeup & (u[2] < p.click)
-    save = click & (u[3] < p.save)
-    hide_p = np.where(click, p.hide_clicked, p.hide_other)
-    hide = examined & ~save & (u[4] < hide_p)
-    report = hide & (u[5] < p.report)
-    quality = world.item_quality[item_id]
-    clickbait = world.item_clickbait[item_id]
-    noise = rng.standard_normal((2, n), dtype=np.float32)
-    closeup_dwell = np.exp(1.8 + 0.8 * quality + 0.5 * noise[0])
-    click_dwell = np.exp(3.0 + 1.5 * (quality - 0.5) - 2.0 * clickbait + 0.6 * noise[1])
-    return Reactions(examined, closeup, click, save, hide, report, closeup_dwell, click_dwell)
+    Spam offends everywhere; racy content offends less where the market tolerates it (``racy_tolerance``).
+    """
+    b = world.settings.behaviour
+    tolerance = world.racy_tolerance.astype(np.float64)
+    offensive = np.zeros((3, len(tolerance)))
+    offensive[SPAM] = 1.0
+    offensive[RACY] = np.clip(1.0 - tolerance / b.unsafe_hide, 0.0, 2.0) if b.unsafe_hide else 1.0
+    report = 1.0 / (1.0 + np.exp(-(b.report_given_hide + b.unsafe_report * (offensive > 0))))
+    return (b.unsafe_hide * offensive).astype(np.float32), report.astype(np.float32)
 
 
-def session_value(
-    world: World, reactions: Reactions, item_id: np.ndarray, request_index: np.ndarray, n_requests: int
-) -> np.ndarray:
-    """What each session was worth to its user; drives tomorrow's visit."""
+def expected_value(world: World, imp: Impressions, given: dict[str, np.ndarray]) -> np.ndarray:
+    """What an examined impression is worth to its user, in expectation: the currency of satisfaction."""
+    b = world.settings.behaviour
+    clickbait = world.item_clickbait[imp.item_id]
+    unsafe = world.item_unsafe[imp.item_id] > 0
+    return (
+        b.value_save * given["save"]
+        + given["click"] * (b.value_click - b.regret_clickbait_click * clickbait)
+        - b.cost_hide * given["hide"]
+        - b.cost_report * given["report"]
+        - b.cost_unsafe_seen * unsafe
+    )
+
+
+def realised_value(
+    world: World, item_id: np.ndarray, examined: np.ndarray, click: np.ndarray, save: np.ndarray,
+    hide: np.ndarray, report: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """What each impression was worth to its user, as it happened."""
     b = world.settings.behaviour
     clickbait = world.item_clickbait[item_id]
-    unsafe_seen = reactions.examined & (world.item_unsafe[item_id] > 0)
-    value = (
-        b.value_save * reactions.save
-        + reactions.click * (b.value_click - b.regret_clickbait_click * clickbait)
-        - b.cost_hide * reactions.hide
-        - b.cost_report * reactions.report
+    unsafe_seen = examined & (world.item_unsafe[item_id] > 0)
+    return (
+        b.value_save * save
+        + click * (b.value_click - b.regret_clickbait_click * clickbait)
+        - b.cost_hide * hide
+        - b.cost_report * report
         - b.cost_unsafe_seen * unsafe_seen
     )
-    return np.bincount(request_index, weights=value, minlength=n_requests)

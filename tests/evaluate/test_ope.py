@@ -13,7 +13,8 @@ from homefeed.data.open_bandit import bandit_feedback, ingest_open_bandit
 from homefeed.datasets import open_bandit_sample
 from homefeed.evaluate.bootstrap import EvaluationError
 from homefeed.evaluate.ope import LoggedFeedback, estimate, from_action_dist
-from homefeed.sim.behaviour import MarketEffects, propensities
+from homefeed.sim.behaviour import MarketEffects, funnel
+from homefeed.sim.state import UserState
 from homefeed.sim.world import DAY_US, World, day_start_us
 
 
@@ -75,6 +76,7 @@ def test_estimators_are_unbiased_on_simulated_logs_against_the_simulators_truth(
     settings = SimSettings(users=3_000, items_per_day=40, seed=3)
     world = World.generate(settings)
     world.add_items(0)
+    state = UserState(world)  # nothing shown yet: no boredom, no memory
     items = np.arange(world.n_items)
     market = MarketEffects.on_day(settings, world.countries, 0)
     ts0 = day_start_us(settings.start_date, 0) + DAY_US  # the end of the first day: every item exists
@@ -88,11 +90,9 @@ def test_estimators_are_unbiased_on_simulated_logs_against_the_simulators_truth(
         user = rng.integers(0, settings.users, n)
         slot = rng.integers(1, 11, n)
         shown = rng.integers(0, len(items), n)
-        every = np.repeat(np.arange(n), len(items))
-        truth = propensities(
-            world, user[every], np.tile(items, n), slot[every], np.full(n * len(items), ts0),
-            np.zeros(n * len(items), np.int32), market,
-        ).marginals()["save"].reshape(n, len(items))  # fmt: skip
+        seen = state.impressions(world, user, np.tile(items, (n, 1)), np.full((n, 1), ts0))
+        examined = settings.position_bias.examination(slot)[:, None]
+        truth = examined * funnel(world, seen, market).given_examined()["save"].reshape(n, len(items))
         reward = (rng.random(n) < truth[np.arange(n), shown]).astype(np.float64)
         value = float((truth * target).sum(1).mean())
         q = np.clip(truth * 0.6 + 0.01, 0, 1)  # a deliberately wrong reward model: DR must not care

@@ -17,6 +17,8 @@ from homefeed.sim import (
     PopularPolicy,
     RandomPolicy,
     RequestBatch,
+    SlateBatch,
+    TopicCap,
     make_baseline,
 )
 from homefeed.sim.baselines import EXPLORING, ExploringPolicy
@@ -148,3 +150,36 @@ def test_exploring_logs_the_mixtures_exact_propensities():
     assert policy.name == "chronological+explore" and make_baseline(EXPLORING).name == "popular+explore"
     with pytest.raises(PolicyError, match="epsilon"):
         ExploringPolicy(ChronologicalPolicy(), epsilon=0.0)
+
+
+def test_a_topic_cap_keeps_the_inner_order_with_at_most_k_of_a_topic():
+    two_topics = items(200)
+    topics = pa.array(["recipes" if i % 3 else "travel" for i in range(200)])
+    two_topics = two_topics.set_column(two_topics.schema.get_field_index("topic"), "topic", topics)
+    capped = TopicCap(ChronologicalPolicy(max_age_days=30), max_per_topic=2)
+    capped.observe(Feedback(items=two_topics))
+    batch = requests([T0 + 150 * HOUR_US], [6])
+    slates = capped.rank(batch)
+    validate_slates(slates, batch, T0 + np.arange(200) * HOUR_US)
+    # Chronological order: 150, 149, 148 (travel), ... keeping at most two of each topic, then running out.
+    assert slates.item_id.tolist() == [150, 149, 148, 147]
+    assert capped.name == "chronological+cap2" and np.all(slates.propensity == 1.0)
+    uncertain = TopicCap(RandomPolicy(seed=1), max_per_topic=2)
+    uncertain.observe(Feedback(items=two_topics))
+    assert np.all(np.isnan(uncertain.rank(batch).propensity))  # a random inner policy: the cap's are unknown
+
+
+def test_exploring_an_unknown_propensity_stays_unknown():
+    class Unknown(ChronologicalPolicy):
+        name = "unknown"
+
+        def rank(self, requests):
+            s = super().rank(requests)
+            return SlateBatch(s.request_index, s.position, s.item_id, np.full(len(s), np.nan))
+
+    policy = ExploringPolicy(Unknown(max_age_days=2), epsilon=0.5, seed=1)
+    policy.observe(Feedback(items=items(200)))
+    slates = policy.rank(requests([T0 + 100 * HOUR_US] * 200, [3] * 200))
+    greedy = slates.item_id == 100 - (slates.position - 1)
+    assert np.all(np.isnan(slates.propensity[greedy]))
+    assert np.all(slates.propensity[~greedy] > 0)  # a random pick the greedy slate did not make: ε / N, known

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from homefeed.config import SimSettings
+from homefeed.errors import HomefeedError
 from homefeed.feed import Feedback, RequestBatch, SlateBatch
 from homefeed.sim import RandomPolicy, Simulation
-from homefeed.sim.behaviour import Exposures
 from tests.conftest import logs, run_world
 
 # Per impression: did it get each action?  (One row per impression, 0/1 per action.)
@@ -24,19 +24,25 @@ FUNNEL = """
 """
 
 
-def test_position_bias_recovered_from_random_logs_matches_configured_curve(random_logs, con):
+def test_logged_examination_follows_the_configured_curve(random_logs, con):
+    """In uniformly random feeds, closeups per slot over the truth table's closeup probability once examined is
+    the examination curve.  The raw closeup rate falls faster with the slot than the curve: deeper slots also
+    meet more boredom (the visit has shown more of the same), which is why a position model fitted on raw rates
+    overstates position bias in this world, as in real feeds."""
     sim, root = random_logs
     logs(con, root)
-    rates = con.sql(
-        f"select position, avg(closeup) as rate, count(*) as n from ({FUNNEL}) "
-        "where position <= 12 group by 1 order by 1"
-    ).fetchnumpy()
-    measured = rates["rate"] / rates["rate"][0]
-    configured = sim.settings.position_bias.examination(rates["position"])
-    configured = configured / configured[0]
-    assert np.all(rates["n"] > 5_000)
-    np.testing.assert_allclose(measured, configured, rtol=0.08)
-    assert measured[0] > measured[4] > measured[11]  # and it is a real slope, not noise
+    rows = con.sql(f"select request_id, position, closeup from ({FUNNEL}) where position <= 12").fetchnumpy()
+    truth = sim.ground_truth(rows["request_id"], rows["position"])
+    once_examined = truth["closeup"] / truth["examine"]
+    slots = np.arange(1, 13)
+    raw = np.array([rows["closeup"][rows["position"] == k].mean() for k in slots])
+    examined = raw / np.array([once_examined[rows["position"] == k].mean() for k in slots])
+    configured = sim.settings.position_bias.examination(slots)
+    assert min(np.count_nonzero(rows["position"] == k) for k in slots) > 5_000
+    np.testing.assert_allclose(examined / examined[0], configured / configured[0], rtol=0.08)
+    assert examined[-1] / examined[0] > configured[-1] / configured[0] * 0.92
+    assert raw[-1] / raw[0] < examined[-1] / examined[0]  # boredom adds to the slot's own effect
+    assert raw[0] > raw[4] > raw[11]  # and it is a real slope, not noise
 
 
 def test_affinity_and_quality_raise_saves(random_logs, con):
@@ -111,11 +117,14 @@ class ClickbaitRanker:
 
 
 def test_clickbait_wins_clicks_and_loses_return_visits(tmp_path, con):
-    """Goodhart's law, measurable: the policy that maximizes clicks loses tomorrow's visits."""
+    """Goodhart's law, measurable: the policy that maximizes clicks loses tomorrow's visits.
+
+    Long-term effects build up slowly in this world (satisfaction and churn move a few percent a week, as in
+    real feeds), so the return rate is read in the third week."""
     results = {}
     for name, direction in (("bait", 1.0), ("no_bait", -1.0)):
-        sim = Simulation(SimSettings(users=12_000, items_per_day=1_500, seed=5))
-        sim.run(ClickbaitRanker(name, direction, seed=5), 10, tmp_path / name)
+        sim = Simulation(SimSettings(users=6_000, items_per_day=750, creators=600, seed=5))
+        sim.run(ClickbaitRanker(name, direction, seed=5), 21, tmp_path / name)
         logs(con, tmp_path / name)
         clicks = con.sql("select count(*) from engagements where action = 'click'").fetchall()[0][0]
         impressions = con.sql("select count(*) from impressions").fetchall()[0][0]
@@ -123,7 +132,7 @@ def test_clickbait_wins_clicks_and_loses_return_visits(tmp_path, con):
             """
             with visits as (select distinct user_id, ts::date as day from impressions)
             select avg((exists (select 1 from visits v2 where v2.user_id = v.user_id and v2.day = v.day + 1))::int)
-            from visits v where v.day < (select max(day) from visits)
+            from visits v where v.day >= (select min(day) + 14 from visits) and v.day < (select max(day) from visits)
             """
         ).fetchall()[0][0]
         results[name] = (clicks / impressions, returned)
@@ -157,23 +166,22 @@ def test_fatigue_lowers_engagement_on_repeat_exposures(tmp_path, con):
     assert repeat < 0.8 * first
 
 
-def test_ground_truth_matches_what_users_did(random_logs, con):
+def test_ground_truth_reads_what_the_world_used_and_matches_what_users_did(random_logs, con):
     sim, root = random_logs
     logs(con, root)
-    imps = con.sql(f"select user_id, item_id, position, epoch_us(ts) as ts, closeup, save from ({FUNNEL})").fetchnumpy()
-    # Repeats are rare in a large catalogue, so the fatigue-free truth applies to nearly every impression.
-    truth = sim.ground_truth(imps["user_id"], imps["item_id"], imps["position"], imps["ts"], include_fatigue=False)
-    assert truth["closeup"].sum() == pytest.approx(imps["closeup"].sum(), rel=0.03)
-    assert truth["save"].sum() == pytest.approx(imps["save"].sum(), rel=0.06)
-    for action in ("closeup", "click", "save", "hide", "report"):
-        assert np.all((truth[action] >= 0) & (truth[action] <= 1))
+    imps = con.sql(f"select request_id, position, closeup, save from ({FUNNEL})").fetchnumpy()
+    truth = sim.ground_truth(imps["request_id"], imps["position"])
+    n = len(imps["position"])
+    for action, realised in (("closeup", imps["closeup"]), ("save", imps["save"])):  # within 4 sd of the truth
+        sd = np.sqrt((truth[action] * (1 - truth[action])).sum())
+        assert abs(realised.sum() - truth[action].sum()) < 4 * sd, action
+    for action in ("examine", "closeup", "click", "save", "hide", "report"):
+        assert len(truth[action]) == n and np.all((truth[action] >= 0) & (truth[action] <= 1))
     assert np.all(truth["save"] <= truth["click"]) and np.all(truth["click"] <= truth["closeup"])
-
-
-def test_exposure_counts_follow_what_was_shown():
-    exposures = Exposures()
-    users, items = np.array([1, 1, 2, 7]), np.array([10, 11, 10, 3])
-    exposures.add(users, items)
-    exposures.add(np.array([1, 2, 9]), np.array([10, 10, 9]))
-    counts = exposures.lookup(np.array([1, 1, 2, 7, 9, 5, 1]), np.array([10, 11, 10, 3, 9, 5, 3]))
-    np.testing.assert_array_equal(counts, [2, 1, 2, 1, 1, 0, 0])
+    assert np.all(truth["closeup"] <= truth["examine"])
+    # The same impressions at slot 1: only the examination factor changes.
+    at_top = sim.ground_truth(imps["request_id"], imps["position"], at_position=1)
+    np.testing.assert_allclose(at_top["examine"], sim.settings.position_bias.examination(np.ones(n)))
+    np.testing.assert_allclose(at_top["save"] / at_top["examine"], truth["save"] / truth["examine"], rtol=1e-9)
+    with pytest.raises(HomefeedError, match="not in the truth table"):
+        sim.ground_truth(np.array(["no-such-request"]), np.array([1]))

@@ -134,3 +134,59 @@ def test_market_shift_changes_behaviour_in_that_market(tmp_path, con):
 def test_impossible_faults_are_refused_before_anything_runs(fault, message):
     with pytest.raises(ConfigError, match=message):
         Simulation(SimSettings(**BASE, faults=[fault]))
+
+
+def test_a_fault_scoped_to_an_arm_breaks_only_that_arms_rows(tmp_path, con):
+    """A logging bug shipped with one arm of an experiment: the other arm's logs stay whole."""
+    from homefeed.feed import Experiment
+
+    fault = {"kind": "volume_drop", "table": "engagements", "share": 1.0, "experiment": "ranker", "arm": "b"}
+    experiment = Experiment("ranker", {"a": RandomPolicy(seed=1), "b": RandomPolicy(seed=2)})
+    Simulation(SimSettings(**BASE, faults=[fault])).run(experiment, 2, tmp_path / "arm")
+    logs(con, tmp_path / "arm")
+    per_arm = dict(
+        con.sql(
+            """
+            select i.experiments['ranker'], count(e.action) from impressions i
+            left join engagements e using (request_id, item_id) group by 1
+            """
+        ).fetchall()
+    )
+    assert per_arm["a"] > 500 and per_arm["b"] == 0
+
+
+def test_a_fault_scoped_to_a_surface_spares_the_other(tmp_path, con):
+    fault = {"kind": "coverage_drop", "table": "impressions", "column": "country", "surface": "explore"}
+    simulate(tmp_path, "surface", [fault], days=2)
+    logs(con, tmp_path / "surface")
+    covered = dict(con.sql("select surface, avg((country is not null)::int) from impressions group by 1").fetchall())
+    assert covered == {"home": 1.0, "explore": 0.0}
+
+
+def test_a_market_shift_scoped_to_an_arm_changes_behaviour_in_that_arm_only():
+    from homefeed.feed import Experiment
+
+    shift = {"kind": "market_shift", "country": "US", "hide_shift": 3.0, "experiment": "ranker", "arm": "b"}
+    experiment = Experiment("ranker", {"a": RandomPolicy(seed=1), "b": RandomPolicy(seed=1)})
+    sim = Simulation(SimSettings(**BASE, faults=[shift]), keep_truth=True)
+    sim.run(experiment, 2)
+    truth = sim.truth_table()
+    us = sim.world.user_country[truth["user_id"].to_numpy()] == sim.world.countries.index("US")
+    arm = experiment.arm_of(truth["user_id"].to_numpy())
+    hide = truth["p_hide"].to_numpy() / truth["p_examine"].to_numpy()
+    assert hide[us & (arm == 1)].mean() > 3 * hide[us & (arm == 0)].mean()
+    assert hide[~us & (arm == 1)].mean() < 1.5 * hide[~us & (arm == 0)].mean()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"kind": "volume_drop", "table": "impressions", "arm": "b"}, "name the experiment"),
+        ({"kind": "coverage_drop", "table": "items", "column": "topic", "surface": "home"}, "not served"),
+        ({"kind": "volume_drop", "table": "impressions", "surface": "search"}, "not a surface"),
+        ({"kind": "market_shift", "country": "US", "visit_shift": 1.0, "surface": "home"}, "visit_shift"),
+    ],
+)
+def test_impossible_scopes_are_refused_when_the_settings_load(fault, message):
+    with pytest.raises(ValueError, match=message):
+        SimSettings(**BASE, faults=[fault])

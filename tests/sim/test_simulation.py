@@ -24,7 +24,7 @@ def test_same_seed_gives_byte_identical_logs(tmp_path):
         run_world(tmp_path / f"{policy}-a", policy, days=3, seed=21, **SMALL)
         run_world(tmp_path / f"{policy}-b", policy, days=3, seed=21, **SMALL)
         a, b = files(tmp_path / f"{policy}-a"), files(tmp_path / f"{policy}-b")
-        assert len(a) == 4 * 3
+        assert len(a) == 5 * 3  # users, items, impressions, engagements and the truth table, each day
         assert a == b, policy
     run_world(tmp_path / "other-seed", "random", days=3, seed=22, **SMALL)
     assert files(tmp_path / "other-seed") != files(tmp_path / "random-a")
@@ -113,9 +113,11 @@ def test_compare_policies_runs_each_on_the_same_world(tmp_path):
     policies = [make_baseline(name, seed=9) for name in ("random", "chronological")]
     results = compare_policies(settings, policies, 3, {p.name: tmp_path / p.name for p in policies})
     assert [r.policy for r in results] == ["random", "chronological"]
-    # Same world: the same users sign up and the same items are published under both policies.
-    for table in ("users", "items"):
-        assert files(tmp_path / "random" / table) == files(tmp_path / "chronological" / table)
+    # Same world: the same users sign up under both policies, and the same items are published on the first
+    # day; from then on creators respond to the engagement each policy brought them (so the catalogues part).
+    assert files(tmp_path / "random" / "users") == files(tmp_path / "chronological" / "users")
+    first = "date=2026-03-02"
+    assert files(tmp_path / "random" / "items" / first) == files(tmp_path / "chronological" / "items" / first)
     summary = results[1].summary()
     assert summary["fresh_share"] > 0.9  # chronological shows today's items
     assert results[0].summary()["fresh_share"] < 0.2
@@ -143,9 +145,9 @@ def test_a_failed_run_leaves_the_previous_logs_in_place(tmp_path):
 class Broken(RandomPolicy):
     """A random policy that breaks the slate contract in one chosen way."""
 
-    def __init__(self, breakage: str):
+    def __init__(self, breakage: str, world=None):
         super().__init__(seed=0)
-        self.breakage = breakage
+        self.breakage, self.world = breakage, world
 
     def rank(self, requests):
         s = super().rank(requests)
@@ -154,8 +156,8 @@ class Broken(RandomPolicy):
             item[1] = item[0]
         elif self.breakage == "unknown":
             item[0] = len(self.catalogue) + 10_000
-        elif self.breakage == "future":  # the first request is the day's earliest; the newest item is not out yet
-            item[0] = self.catalogue.item_id[-1]
+        elif self.breakage == "future":  # the first request is the day's earliest; the day's last item is not out
+            item[0] = self.world.n_items - 1
         elif self.breakage == "propensity":
             propensity[0] = 0.0
         elif self.breakage == "positions":
@@ -176,7 +178,7 @@ class Broken(RandomPolicy):
 def test_a_policy_that_breaks_the_slate_contract_is_refused(breakage, message):
     sim = Simulation(SimSettings(seed=2, **SMALL))
     with pytest.raises(PolicyError, match=message):
-        sim.run(Broken(breakage), 1)
+        sim.run(Broken(breakage, sim.world), 1)
 
 
 def test_an_object_that_is_not_a_policy_is_refused():

@@ -88,10 +88,7 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
         assert after < before
     # The simulator's true hide probability of each impression (at its logged slot) has no sampling noise: it
     # tells the top-1 and top-3 apart too.
-    ts = test["ts"].cast(pa.int64()).to_numpy()
-    truth = random_world.sim.ground_truth(
-        test["user_id"].to_numpy(), test["item_id"].to_numpy(), test["position"].to_numpy(), ts, include_fatigue=False
-    )
+    truth = random_world.sim.ground_truth(test["request_id"], test["position"].to_numpy())
     for k in (1, 3, 5, 10):
         before, after = top_rate(request, positive_only, truth["hide"], k), top_rate(request, multi, truth["hide"], k)
         print(f"top-{k} true hide probability {before:.5f} -> {after:.5f}")
@@ -103,13 +100,11 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
 def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(ranked_world):
     """Truth: each test impression's true p(closeup) at slot 1 (the first step of every engagement; the slot's
     examination factor is the same for every item, so any one slot gives the position-free order), averaged per
-    item over the impressions it had, fatigue left out.  The models' mean ``engaged`` probability per item over
+    item over the impressions it had, as the world recorded it.  The models' mean ``engaged`` probability per item over
     the same impressions is compared with it by rank correlation."""
     test = ranked_world.data.splits["test"]
     item = test["item_id"].to_numpy()
-    slot_1 = np.ones(len(item), np.int64)
-    ts = test["ts"].cast(pa.int64()).to_numpy()
-    truth = ranked_world.sim.ground_truth(test["user_id"].to_numpy(), item, slot_1, ts, include_fatigue=False)
+    truth = ranked_world.sim.ground_truth(test["request_id"], test["position"].to_numpy(), at_position=1)
     _, inverse, counts = np.unique(item, return_inverse=True, return_counts=True)
     true_item = np.bincount(inverse, truth["closeup"]) / counts
     found = {}

@@ -136,8 +136,8 @@ def test_the_position_tower_learns_the_examination_curve(random_world, positiona
     bias = positional.network.slot_bias.weight[1:11, 0].detach().numpy()  # the engaged head, slots 1..10
     assert spearmanr(bias, np.arange(10))[0] < -0.9
     test = random_world.data.splits["test"]
-    users, items, ts = test["user_id"].to_numpy(), test["item_id"].to_numpy(), test["ts"].cast(pa.int64()).to_numpy()
-    at = {k: random_world.sim.ground_truth(users, items, np.full(len(items), k), ts)["closeup"].mean() for k in (1, 10)}
+    logged = test["request_id"], test["position"].to_numpy()
+    at = {k: random_world.sim.ground_truth(*logged, at_position=k)["closeup"].mean() for k in (1, 10)}
     true_drop = np.log(at[1] / at[10])  # the log-odds drop from slot 1 to slot 10, for rare events
     learned = bias[0] - bias[9]
     print(f"slot 1 → 10: learned logit drop {learned:.2f}, simulator's {true_drop:.2f}")

@@ -1,0 +1,127 @@
+"""What the world remembers about (user, item) pairs, in a NumPy hash table.
+
+Why our own: every batch looks up and inserts hundreds of thousands of pairs, and a Python dict would be a
+loop per impression; a sorted array (binary search plus ``np.insert``) costs O(log n) cache misses per lookup
+and a full copy per insert; pandas' hash index would be rebuilt on every change.  Open addressing over int64
+keys with linear probing answers a whole batch in one or two vectorized probes and inserts in place.  Each
+key sits beside its int64 value in one row, so the probe that finds a key has already fetched its value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = np.int64(-1)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 key for each (a, b), both non-negative and below 2**31."""
+    return (np.asarray(a).astype(np.int64) << np.int64(32)) | np.asarray(b).astype(np.int64)
+
+
+class PairTable:
+    """int64 keys → one int64 value each, growing as keys are added.
+
+    :meth:`find` gives each key's slot (-1 if absent), :meth:`slots` adds the absent ones (value 0);
+    values are read and written through :attr:`values` (a view of the value column).
+    """
+
+    def __init__(self, capacity: int = 1 << 12):
+        self._allocate(max(int(capacity), 16))
+
+    def _allocate(self, capacity: int) -> None:
+        bits = int(np.ceil(np.log2(capacity)))
+        self._shift = np.uint64(64 - bits)
+        self._mask = (1 << bits) - 1
+        self._rows = np.zeros((1 << bits, 2), np.int64)
+        self._rows[:, 0] = EMPTY
+        self.size = 0
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._rows[:, 0]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._rows[:, 1]
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def capacity(self) -> int:
+        return len(self._rows)
+
+    def nbytes(self) -> int:
+        return self._rows.nbytes
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((keys.astype(np.uint64) * _GOLDEN) >> self._shift).astype(np.int64)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """The slot of each key, -1 where absent."""
+        keys = np.asarray(keys, np.int64)
+        out = np.full(len(keys), -1, np.int64)
+        pending = np.arange(len(keys))
+        slot = self._home(keys)
+        table = self.keys
+        while len(pending):
+            at = table[slot]
+            hit = at == keys[pending]
+            out[pending[hit]] = slot[hit]
+            more = ~hit & (at != EMPTY)
+            pending, slot = pending[more], (slot[more] + 1) & self._mask
+        return out
+
+    def slots(self, keys: np.ndarray, distinct: bool = False) -> np.ndarray:
+        """The slot of each key, inserting (with value 0) those not yet present.
+
+        ``distinct``: the caller promises no key repeats, which saves deduplicating the new ones.
+        """
+        keys = np.asarray(keys, np.int64)
+        found = self.find(keys)
+        absent = found < 0
+        if absent.any():
+            if distinct:
+                new, inverse = keys[absent], None
+            else:
+                new, inverse = np.unique(keys[absent], return_inverse=True)
+            if 2 * (self.size + len(new)) > self.capacity:
+                self._grow(self.size + len(new))
+                found = self.find(keys)  # the slots found before moved
+            placed = self._insert(new)
+            found[absent] = placed if inverse is None else placed[inverse]
+        return found
+
+    def _insert(self, keys: np.ndarray) -> np.ndarray:
+        """Place distinct keys known to be absent; returns their slots."""
+        out = np.empty(len(keys), np.int64)
+        pending = np.arange(len(keys))
+        slot = self._home(keys)
+        table = self.keys
+        while len(pending):
+            free = table[slot] == EMPTY
+            # Several keys may want the same free slot: write them all, and the one that stuck has it.
+            table[slot[free]] = keys[pending[free]]
+            won = free & (table[slot] == keys[pending])
+            out[pending[won]] = slot[won]
+            slot = np.where(free, slot, (slot + 1) & self._mask)  # losers look at their slot again, now taken
+            pending, slot = pending[~won], slot[~won]
+        self.size += len(keys)
+        return out
+
+    def _grow(self, needed: int) -> None:
+        live = self._rows[self.keys != EMPTY]
+        self._allocate(max(4 * needed, 2 * self.capacity))
+        self._restore(live)
+
+    def _restore(self, live: np.ndarray) -> None:
+        self.values[self._insert(live[:, 0])] = live[:, 1]
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the entries whose slot is set in ``mask`` (a boolean array over slots); rebuilds the table."""
+        live = self._rows[(self.keys != EMPTY) & mask]
+        self._allocate(max(4 * len(live), 1 << 12))
+        self._restore(live)

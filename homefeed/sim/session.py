@@ -1,0 +1,255 @@
+"""A visit, slot by slot: the user scrolls a ranked list until patience or time runs out.
+
+The policy ranks a long list (the request's ``slate_size``); the user reads a prefix of it.  Each slot scrolled
+past is an impression; it is examined (position-based: with the slot's probability; cascade: while attention
+holds) and, if examined, meets the engagement funnel of :mod:`homefeed.sim.behaviour`.  Every slot spends
+patience, openings, clicks and saves replenish it, hides and reports spend more; openings and clicks also take
+time from the visit's attention.  The user leaves when patience falls to the surface's floor or time is up, so
+session length is an outcome of the feed's quality, never a number the policy is told.
+
+Why slot chunks rather than one pass: whether a slot is reached depends on everything above it, so the walk goes
+down the lists a few slots at a time for every request still scrolling, vectorized across requests; a chunk
+computes its slots together (probabilities, draws, running budgets) and keeps the prefix each user reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from homefeed.feed import SlateBatch
+from homefeed.sim.behaviour import MarketEffects, expected_value, funnel, realised_value
+from homefeed.sim.world import World
+
+#: Slots each chunk of the walk computes at once: most sessions stop within the first two.
+CHUNKS = (24, 24, 32)
+#: Seconds between two slots' impressions.
+SLOT_SECONDS = 1.5
+ACTIONS = ("closeup", "click", "save", "hide", "report")
+
+
+@dataclass
+class Visits:
+    """One sub-batch of requests (one surface) and the state of each visit, updated by :func:`walk`."""
+
+    user_id: np.ndarray
+    ts: np.ndarray
+    patience: np.ndarray  # left
+    attention: np.ndarray  # time left, in slots
+    floor: np.ndarray  # the user leaves this surface when patience falls to this
+    seen_topics: np.ndarray  # (n, k) topics of the visit's earlier slots on other surfaces, -1 padded
+    seen_creators: np.ndarray  # (n, k) their creators, -1 padded
+    value: np.ndarray  # what the visit has been worth so far
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+@dataclass
+class Walk:
+    """The reached slots, request-major, and what happened at each; arrays of one entry per impression."""
+
+    request: np.ndarray  # index into the sub-batch
+    slate_row: np.ndarray  # index into the SlateBatch
+    position: np.ndarray
+    user_id: np.ndarray
+    item_id: np.ndarray
+    ts: np.ndarray
+    examined: np.ndarray
+    outcome: dict[str, np.ndarray]  # action -> bool
+    p_examine: np.ndarray
+    truth: dict[str, np.ndarray]  # action -> P(action | the slot was reached), as the world used it
+    value: np.ndarray  # realised worth to the user
+    expected: np.ndarray  # its expectation given examined (the oracle's currency)
+    hidden_before: np.ndarray  # the user had hidden the item before
+    reached: np.ndarray  # per request: slots reached
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+
+def slate_matrix(slates: SlateBatch, n_requests: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's slate as a row of SlateBatch row indices (-1 past its end), and the slate lengths."""
+    lengths = np.bincount(slates.request_index, minlength=n_requests)
+    width = int(lengths.max(initial=0))
+    rows = np.full((n_requests, max(width, 1)), -1, np.int64)
+    rows[slates.request_index, slates.position - 1] = np.arange(len(slates))
+    return rows, lengths
+
+
+def walk(
+    world: World,
+    memory: object,  # homefeed.sim.state.UserState: items and creators it remembers, satiation
+    visits: Visits,
+    slates: SlateBatch,
+    market: MarketEffects,
+    shifts: tuple[np.ndarray, np.ndarray] | None,
+    rng: np.random.Generator,
+) -> Walk:
+    """Let every user of ``visits`` scroll their slate; updates their patience, time and value in place."""
+    s = world.settings
+    n = len(visits)
+    rows, lengths = slate_matrix(slates, n)
+    width = rows.shape[1]
+    cascade = s.position_bias.model == "cascade"
+    pb = s.position_bias
+    prev_examined = np.ones(n, bool)  # the cascade's state at the previous slot
+    prev_opened = np.zeros(n, bool)
+    parts: list[dict[str, np.ndarray]] = []
+    reached = np.zeros(n, np.int64)
+    alive = np.flatnonzero(lengths > 0)
+    start, chunk = 0, 0
+    while len(alive) and start < width:
+        stop = min(start + CHUNKS[min(chunk, len(CHUNKS) - 1)], width)
+        chunk += 1
+        w = stop - start
+        r = alive
+        # The slots so far of the requests still scrolling (only these: most users stop early in a long list).
+        shown = rows[r, :stop]
+        known = shown >= 0
+        items_so_far = np.where(known, slates.item_id[np.maximum(shown, 0)], 0)
+        topic_so_far = np.where(known, world.item_topic[items_so_far], -1)
+        creator_so_far = np.where(known, world.item_creator[items_so_far], -1)
+        cells, valid = shown[:, start:], known[:, start:]
+        item, topic, creator = items_so_far[:, start:], topic_so_far[:, start:], creator_so_far[:, start:]
+        position = np.broadcast_to(np.arange(start + 1, stop + 1, dtype=np.int32), (len(r), w))
+        # Boredom within the visit: earlier slots of the same topic or creator, here and on other surfaces.
+        above = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]  # (w, stop): slot c is above slot j
+        same_topic = np.count_nonzero((topic_so_far[:, None, :] == topic[:, :, None]) & above, axis=2)
+        same_creator = np.count_nonzero((creator_so_far[:, None, :] == creator[:, :, None]) & above, axis=2)
+        carried = visits.seen_topics[r, 0] >= 0  # came from another surface this visit
+        if carried.any():
+            c = np.flatnonzero(carried)
+            same_topic[c] += np.count_nonzero(visits.seen_topics[r[c], None, :] == topic[c, :, None], axis=2)
+            same_creator[c] += np.count_nonzero(visits.seen_creators[r[c], None, :] == creator[c, :, None], axis=2)
+
+        row = np.repeat(np.arange(len(r)), w)
+        users = visits.user_id[r]
+        user = users[row]
+        flat_item = item.reshape(-1)
+        ts = visits.ts[r, None] + (position.astype(np.int64) - 1) * int(SLOT_SECONDS * 1e6)
+        imp = memory.impressions(world, users, item, ts, same_topic, same_creator)
+        ts = imp.ts
+        if shifts is not None:
+            imp.closeup_shift = np.repeat(shifts[0][r], w)
+            imp.hide_shift = np.repeat(shifts[1][r], w)
+        given = funnel(world, imp, market)
+        probs = given.given_examined()
+        expected = expected_value(world, imp, probs).reshape(len(r), w)
+
+        u = rng.random((6, len(r), w), dtype=np.float32)
+        opened = u[0] < given.closeup.reshape(len(r), w)
+        clicked = opened & (u[1] < given.click.reshape(len(r), w))
+        saved = clicked & (u[2] < given.save.reshape(len(r), w))
+        hide_p = np.where(clicked, given.hide_clicked.reshape(len(r), w), given.hide_other.reshape(len(r), w))
+        hidden = ~saved & (u[3] < hide_p)
+        reported = hidden & (u[4] < given.report.reshape(len(r), w))
+        if cascade:
+            cont = np.where(opened, pb.continue_after_open, pb.continue_prob)  # after each slot, if examined
+            cont_in = np.column_stack(
+                [np.where(prev_opened[r], pb.continue_after_open, pb.continue_prob), cont[:, :-1]]
+            )
+            if start == 0:
+                cont_in[:, 0] = 1.0  # the first slot is always examined
+            chain = np.logical_and.accumulate(u[5] < cont_in, axis=1) & prev_examined[r, None]
+            examined_before = np.column_stack([prev_examined[r], chain[:, :-1]])
+            p_examine = examined_before * cont_in
+            examined = chain
+        else:
+            p_examine = pb.examination(position)
+            examined = u[5] < p_examine
+        closeup, click, save = examined & opened, examined & clicked, examined & saved
+        hide, report = examined & hidden, examined & reported
+        unsafe_seen = examined & (world.item_unsafe[item] > 0)
+
+        p = s.patience
+        d_patience = (
+            -p.cost_slot
+            + p.gain_closeup * closeup
+            + p.gain_click * click
+            + p.gain_save * save
+            - p.cost_hide * hide
+            - p.cost_report * report
+            - p.cost_unsafe_seen * unsafe_seen
+        )
+        d_time = -(1.0 + s.sessions.time_closeup * closeup + s.sessions.time_click * click)
+        patience = visits.patience[r, None] + np.cumsum(d_patience, axis=1)
+        attention = visits.attention[r, None] + np.cumsum(d_time, axis=1)
+        leaves = (patience <= visits.floor[r, None]) | (attention <= 0) | ~valid
+        left_before = np.column_stack([np.zeros(len(r), bool), np.logical_or.accumulate(leaves, axis=1)[:, :-1]])
+        here = valid & ~left_before
+        count = here.sum(1)
+        last = np.maximum(count - 1, 0)
+        took = count > 0
+        visits.patience[r[took]] = patience[took, last[took]]
+        visits.attention[r[took]] = attention[took, last[took]]
+        reached[r] += count
+        if cascade:
+            prev_examined[r[took]] = examined[took, last[took]]
+            prev_opened[r[took]] = opened[took, last[took]]
+
+        value = realised_value(world, item, examined, click, save, hide, report)
+        visits.value[r] += np.where(here, value, 0.0).sum(1)
+        flat = here.reshape(-1)
+        p_exam = np.broadcast_to(p_examine, (len(r), w)).reshape(-1)[flat].astype(np.float64)
+        parts.append(
+            {
+                "request": np.repeat(r, w)[flat],
+                "slate_row": cells.reshape(-1)[flat],
+                "position": position.reshape(-1)[flat],
+                "user_id": user[flat],
+                "item_id": flat_item[flat],
+                "ts": ts[flat],
+                "examined": examined.reshape(-1)[flat],
+                **{a: o.reshape(-1)[flat] for a, o in zip(ACTIONS, (closeup, click, save, hide, report), strict=True)},
+                "p_examine": p_exam,
+                **{f"p_{a}": p_exam * probs[a][flat] for a in ACTIONS},
+                "value": value.reshape(-1)[flat],
+                "expected": expected.reshape(-1)[flat],
+                "hidden_before": imp.hidden[flat],
+            }
+        )
+        alive = r[(count == w) & ~leaves[:, -1]]
+        start = stop
+
+    merged = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]} if parts else _empty()
+    order = np.argsort(merged["request"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    return Walk(
+        request=merged["request"],
+        slate_row=merged["slate_row"],
+        position=merged["position"],
+        user_id=merged["user_id"],
+        item_id=merged["item_id"],
+        ts=merged["ts"],
+        examined=merged["examined"],
+        outcome={a: merged[a] for a in ACTIONS},
+        p_examine=merged["p_examine"],
+        truth={a: merged[f"p_{a}"] for a in ACTIONS},
+        value=merged["value"],
+        expected=merged["expected"],
+        hidden_before=merged["hidden_before"],
+        reached=reached,
+    )
+
+
+def _empty() -> dict[str, np.ndarray]:
+    ints = ("request", "slate_row", "user_id", "item_id", "ts")
+    bools = ("examined", "hidden_before", *ACTIONS)
+    out = {k: np.empty(0, np.int64) for k in ints}
+    out["position"] = np.empty(0, np.int32)
+    out.update({k: np.empty(0, bool) for k in bools})
+    out.update({k: np.empty(0, np.float64) for k in ("p_examine", "value", "expected", *(f"p_{a}" for a in ACTIONS))})
+    return out
+
+
+def seen_on_this_visit(walk: Walk, rows: np.ndarray, world: World, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Topics and creators of the slots each request reached, as -1 padded rows: carried to the next surface."""
+    width = int(walk.reached.max(initial=0))
+    topics = np.full((n, max(width, 1)), -1, np.int16)
+    creators = np.full((n, max(width, 1)), -1, np.int64)
+    if len(walk):
+        topics[rows[walk.request], walk.position - 1] = world.item_topic[walk.item_id]
+        creators[rows[walk.request], walk.position - 1] = world.item_creator[walk.item_id]
+    return topics, creators
