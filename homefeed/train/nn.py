@@ -45,12 +45,12 @@ from homefeed.hashing import stable_hash
 from homefeed.train.model import (
     BASELINE,
     SERVING_POSITION,
+    VALIDATION_METRICS,
     ModelError,
     PositiveFinite,
     Ranker,
     Slot,
     TrainingData,
-    VALIDATION_METRICS,
     check_slot,
     checked_params,
     inputs,
