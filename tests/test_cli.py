@@ -380,7 +380,7 @@ def test_data_check_rerun_replaces_its_findings(project, capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--date", "2026-04-30"], ["no data for 2026-04-30", "impressions 2026-03-02 .. 2026-03-10"]),
+        (["--date", "2026-04-30"], ["no data for 2026-04-30", "impressions 2026-03-02 .. 2026-03-11"]),
         (["--date", "2026-02-30"], ["--date", "'2026-02-30'", "YYYY-MM-DD"]),
         (["--date", "2026-03-09", "--tables", "impressions,clicks"], ["unknown table 'clicks'"]),
         ([], ["--date"]),
@@ -462,7 +462,7 @@ def test_an_etl_range_past_the_lakes_data_is_refused(project, capsys):
     argv = ["data", "etl", "-c", str(project), "--start", "2000-01-01", "--end", "2026-12-31"]
     assert main(argv) == 2
     assert_one_line_error(
-        capsys.readouterr().err, "reaches beyond the lake's events", "choose days from 2026-03-02 to 2026-03-10"
+        capsys.readouterr().err, "reaches beyond the lake's events", "choose days from 2026-03-02 to 2026-03-11"
     )
 
 

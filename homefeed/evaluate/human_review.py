@@ -145,7 +145,7 @@ def _tasks_csv(tasks: list[RatingTask]) -> str:
 
 def _cell(value: str) -> str:
     """A cell a spreadsheet shows as text: one that would start a formula gets a leading ``'``."""
-    return f"'{value}" if value.startswith(FORMULA_START) else value
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -92,7 +92,7 @@ def test_rerunning_replaces_and_checking_one_table_keeps_the_others(lake, tmp_pa
 def test_a_date_with_no_data_is_an_error_saying_what_the_lake_holds(lake, tmp_path):
     with pytest.raises(CheckError, match=r"no data for 2026-04-01 in the lake") as info:
         check_date(lake, dt.date(2026, 4, 1), tmp_path / "checks", Checks())
-    assert "impressions 2026-03-02 .. 2026-03-10" in str(info.value)
+    assert "impressions 2026-03-02 .. 2026-03-11" in str(info.value)
     assert read_findings(tmp_path / "checks", dt.date(2026, 4, 1)) is None
     with pytest.raises(CheckError, match="the lake is empty"):
         check_date(type(lake)(tmp_path / "empty"), day(3), tmp_path / "checks", Checks())

@@ -58,7 +58,7 @@ def test_data_holding_markup_is_printed_as_text(project, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "NO SHIP" in plain(out)
     assert "market=US[/bold]" in out or "market=[red]BR" in out
-    assert sorted(p.suffix for p in (tmp_path / "reports").iterdir()) == [".html", ".json"]
+    assert sorted(p.suffix for p in (tmp_path / "reports").iterdir()) == [".html", ".js", ".json"]  # + plotly.js
     assert main(["models", "alias", "staging", "production", "--reason", "[/bold] after [red]review"]) == 0
     assert "[/bold] after [red]review" in capsys.readouterr().out
 

@@ -14,6 +14,7 @@ the runner.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -150,6 +151,8 @@ class SparkEngine:
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            # The ETL keeps no tables: without this Spark leaves an empty spark-warehouse/ in the user's folder.
+            .config("spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "homefeed-spark-warehouse"))
             .getOrCreate()
         )
         self.spark.sparkContext.setLogLevel("ERROR")

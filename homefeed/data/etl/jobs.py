@@ -89,7 +89,8 @@ class Params:
 
 #: Bumped whenever a job's SQL changes meaning, so stored snapshots are recomputed.
 #: 2: exposures use slot curves computed over their own full window (``Params.reach``).
-JOBS_VERSION = 2
+#: 3: a request is counted once, on the day of its first impression (a visit across midnight counted twice).
+JOBS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,13 @@ FROM item_daily d JOIN item_creator ic ON d.item_id = ic.item_id GROUP BY ic.cre
         Step(
             "user_daily",
             f"""
-WITH i AS (
-  SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS impressions, CAST(COUNT(DISTINCT request_id) AS BIGINT) AS requests
-  FROM imp WHERE dn >= {wf} GROUP BY user_id, dn
+WITH r AS (
+  SELECT user_id, MIN(dn) AS dn FROM imp WHERE dn >= {wf} GROUP BY user_id, request_id
+), i AS (
+  SELECT i.user_id, i.dn, i.impressions, COALESCE(r.requests, 0) AS requests
+  FROM (SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS impressions FROM imp WHERE dn >= {wf} GROUP BY user_id, dn) i
+  LEFT JOIN (SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS requests FROM r GROUP BY user_id, dn) r
+    ON i.user_id = r.user_id AND i.dn = r.dn
 ), e AS (
   SELECT user_id, dn, {action_counts} FROM eng WHERE dn >= {wf} GROUP BY user_id, dn
 )
