@@ -45,6 +45,9 @@ class Fact:
     band: tuple[float, float]
     values: tuple[float, ...]
     unit: str = ""  # "%" shows values as percentages
+    #: One statistic over every seed's runs together (the truth checks: pooling gives the power), repeated once
+    #: per seed so that "every seed's value is in the band" still reads right; the card says "pooled".
+    pooled: bool = False
 
     @property
     def value(self) -> float:
@@ -63,6 +66,7 @@ class Fact:
             "value": self.value,
             "values": list(self.values),
             "holds": self.holds,
+            "pooled": self.pooled,
         }
 
 
@@ -285,6 +289,7 @@ def facts(runs: list[SeedRun], settings: SimSettings) -> list[Fact]:
                 f"{name}: realised saves lie within the truth table's 95% interval (z; Bonferroni over policies)",
                 (-Z95, Z95),
                 (_truth_z([r.results[name] for r in runs]),) * len(runs),
+                pooled=True,
             )
         )
     return out
