@@ -275,13 +275,18 @@ def sim_card(
 
 
 def card_table(card: list[Fact], title: str) -> Table:
-    table = Table(title=title, caption="value: mean over seeds; holds: every seed's value is in the band")
+    table = Table(
+        title=title,
+        caption="value: mean over seeds (pooled: one statistic over every seed's runs); "
+        "holds: every seed's value is in the band",
+    )
     for header in ("fact", "value", "seeds", "band", "holds"):
         table.add_column(header, justify="left" if header in ("fact", "holds") else "right")
     for fact in card:
         table.add_row(
-            fact.statement, _number(fact.value, fact.unit), f"{_number(min(fact.values), fact.unit)} .. "
-            f"{_number(max(fact.values), fact.unit)}", f"[{_number(fact.band[0], fact.unit)}, "
+            fact.statement, _number(fact.value, fact.unit), "pooled" if fact.pooled else
+            f"{_number(min(fact.values), fact.unit)} .. {_number(max(fact.values), fact.unit)}",
+            f"[{_number(fact.band[0], fact.unit)}, "
             f"{_number(fact.band[1], fact.unit)}]", "yes" if fact.holds else "[red]NO[/red]",
         )  # fmt: skip
     return table
