@@ -66,9 +66,10 @@ class Params:
         Its longest window, and before that the slot curve of the window's first day, which is computed
         over its own trailing window: an exposure counted in a snapshot depends on impressions up to
         ``2 × (lookback - 1)`` days old.  (With only the window, a run starting later than the lake's
-        first day gave other exposures than a backfill over the same days.)
+        first day gave other exposures than a backfill over the same days.)  At least one day, too: a request
+        is counted on the day of its first impression, and a visit that crossed midnight began the day before.
         """
-        return 2 * (self.lookback - 1)
+        return max(2 * (self.lookback - 1), 1)
 
     @property
     def first_input_day(self) -> dt.date:
@@ -254,12 +255,12 @@ FROM item_daily d JOIN item_creator ic ON d.item_id = ic.item_id GROUP BY ic.cre
         Step(
             "user_daily",
             f"""
-WITH r AS (
-  SELECT user_id, MIN(dn) AS dn FROM imp WHERE dn >= {wf} GROUP BY user_id, request_id
+WITH r AS (  -- a request's day is its first impression's: read from the day before the window (``reach``)
+  SELECT user_id, MIN(dn) AS dn FROM imp WHERE dn >= {wf - 1} GROUP BY user_id, request_id
 ), i AS (
   SELECT i.user_id, i.dn, i.impressions, COALESCE(r.requests, 0) AS requests
   FROM (SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS impressions FROM imp WHERE dn >= {wf} GROUP BY user_id, dn) i
-  LEFT JOIN (SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS requests FROM r GROUP BY user_id, dn) r
+  LEFT JOIN (SELECT user_id, dn, CAST(COUNT(*) AS BIGINT) AS requests FROM r WHERE dn >= {wf} GROUP BY user_id, dn) r
     ON i.user_id = r.user_id AND i.dn = r.dn
 ), e AS (
   SELECT user_id, dn, {action_counts} FROM eng WHERE dn >= {wf} GROUP BY user_id, dn
