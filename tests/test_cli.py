@@ -513,6 +513,9 @@ def test_demo_trains_and_registers_both_rankers(tmp_path, capsys):
     assert "production" in table_rows(out, "gbdt-0001")[0] and "candidate" in table_rows(out, "nn-0001")[0]
     assert "launch review: nn-0001 vs gbdt-0001" in out and re.search(r"(NO SHIP|SHIP): \d+ rule", out)
     assert "next: `homefeed evaluate side-by-side`" in out
+    # The served days: the ranker's row beside the baselines', the skew verdict; styled, never printed as markup.
+    assert table_rows(out, r"ranker \(gbdt-0001\)") and "skew check of the served days" in out
+    assert "… warm-up" in out and "[dim]" not in out and "[/]" not in out
     reports = tmp_path / ".homefeed" / "reports"
     assert {p.name for p in reports.iterdir()} == {
         "launch-nn-0001-vs-gbdt-0001.json",

@@ -48,7 +48,7 @@ def require_positive(name: str, value: int | None, at_most: int | None = None, z
         raise UserError(f"--{name} must be at most {at_most:,}, got {value:,}")
 
 
-def styled(*parts: str | tuple[str, str]) -> Text:
+def styled(*parts: str | Text | tuple[str, str]) -> Text:
     """Text with some parts styled, e.g. ``styled(("NO SHIP", "bold red"), ": 2 rules broken")``; never markup."""
     return Text.assemble(*parts)
 

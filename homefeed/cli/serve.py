@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from homefeed.cli.common import ConfigOption, app, console, load_settings, require_positive
+from homefeed.cli.common import ConfigOption, app, console, load_settings, require_positive, styled, wide_console
 from homefeed.config import Settings
 
 
@@ -47,16 +47,22 @@ def served_demo(settings: Settings, warm_days: int, days: int) -> None:
     from homefeed.cli.sim import _outcome_table  # the demo's table, one row per policy
     from homefeed.pipeline.served import serve_days
 
-    run = serve_days(settings, warm_days, days, on_step=lambda name: console.print(f"[dim]… {name}[/]"))
+    run = serve_days(settings, warm_days, days, on_step=lambda name: console.print(f"… {name}", style="dim"))
     last = run.first_day + dt.timedelta(days=days - 1)
     title = f"Days {run.first_day} .. {last}: the same world, forked after the random weeks, under each policy"
-    console.print(_outcome_table(run.results, title))
+    wide_console().print(_outcome_table(run.results, title))
     flagged = [r.feature for r in run.skew if r.flagged]
     rows = max((r.rows for r in run.skew), default=0)
-    verdict = f"[bold red]{len(flagged)} flagged[/]: {', '.join(flagged)}" if flagged else "[green]none flagged[/]"
+    verdict = (
+        styled((f"{len(flagged)} flagged", "bold red"), f": {', '.join(flagged)}")
+        if flagged
+        else styled(("none flagged", "green"))
+    )
     console.print(
-        f"skew check of the served days' logged feature vectors ({rows:,} impressions, {len(run.skew)} features): "
-        f"{verdict}",
+        styled(
+            f"skew check of the served days' logged feature vectors ({rows:,} impressions, {len(run.skew)} features): ",
+            verdict,
+        ),
         soft_wrap=True,
     )
     timings = ", ".join(f"{k} {s:.1f} s" for k, s in run.seconds.items())
