@@ -194,6 +194,8 @@ def _build(spec: DatasetSpec, fs: FeatureSet, inputs: Inputs, ident: dict, store
             if written != funnel.get(split, {}).get("kept", 0):
                 raise _multiplied(con, fs, split, funnel.get(split, {}).get("kept", 0), written)
         stats = validation.statistics(con, {s: staging / n for s, n in files.items()}, fs, spec.targets)
+        if empty := validation.missing_everywhere(stats, fs):
+            raise DatasetError(validation.describe_valueless(empty))
         manifest = {
             "id": did,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -232,6 +234,8 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, i
     register_view(con, "ds_impressions", inputs.impressions)
     register_view(con, "ds_engagements", inputs.engagements, "request_id, item_id, ts, action")
     pit.register_files(con, inputs.sources)
+    if empty := validation.valueless(con, fs):
+        raise DatasetError(validation.describe_valueless(empty))
     con.execute(f"CREATE TEMP TABLE ds_candidates AS {sampling.candidates_sql(spec)}")
     _refuse_repeated_impressions(con, inputs)
     cursor = con.execute(sampling.funnel_sql())
