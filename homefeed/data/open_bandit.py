@@ -99,14 +99,35 @@ def user_ids(features: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     return pa.array((np.array(digests, dtype=np.int64) | USER_NAMESPACE)[codes]), codes
 
 
-def _map(entries: list[tuple[pa.Array, pa.Array]], n: int) -> pa.MapArray:
-    """A map column with one entry per (key column, value column) pair in every row, built column-wise."""
+def _map(entries: list[tuple[str | pa.Array, pa.Array]], n: int) -> pa.MapArray:
+    """A map column with one entry per (key, value column) pair in every row, built column-wise.
+
+    A key given as a string is the same in every row: such keys are tiled straight into the key array's buffers
+    (taking them from repeated string columns was most of the time of reading a campaign log).
+    """
     k = len(entries)
     order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()  # row-major over the stacked columns
-    keys = pa.concat_arrays([key for key, _ in entries])
-    values = pa.concat_arrays([value for _, value in entries])
+    values = pa.concat_arrays([value for _, value in entries]).take(order)
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    return pa.MapArray.from_arrays(offsets, keys.take(order), values.take(order))
+    names = [key for key, _ in entries]
+    if all(isinstance(key, str) for key in names):
+        return pa.MapArray.from_arrays(offsets, _tiled([str(key) for key in names], n), values)
+    keys = pa.concat_arrays([pa.repeat(key, n) if isinstance(key, str) else key for key in names])
+    return pa.MapArray.from_arrays(offsets, keys.take(order), values)
+
+
+def _tiled(names: list[str], n: int) -> pa.Array:
+    """``names`` repeated ``n`` times as one string array, built from its buffers."""
+    encoded = [name.encode() for name in names]
+    lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+    total = int(lengths.sum())
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    ends = (np.arange(n, dtype=np.int64)[:, None] * total + (starts + lengths)[None, :]).ravel()
+    if n * total >= 2**31:
+        raise ValueError(f"{n:,} rows of {total} key bytes overflow a string array; read the log in smaller blocks")
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    data = np.tile(np.frombuffer(b"".join(encoded), dtype=np.uint8), n)
+    return pa.StringArray.from_buffers(n * len(names), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _table(name: str, n: int, columns: dict[str, pa.Array | object]) -> pa.Table:
@@ -161,7 +182,7 @@ def _impressions(campaign: Campaign, log: pa.Table, first_row: int) -> tuple[pa.
         "country": COUNTRY,
         "model_version": campaign.policy,
         "propensity": _column(log, "propensity_score"),
-        "served_features": _map([(pa.repeat(c, n), pc.cast(_column(log, c), pa.float64())) for c in affinities], n),
+        "served_features": _map([(c, pc.cast(_column(log, c), pa.float64())) for c in affinities], n),
     }
     return _table("impressions", n, columns), codes
 
@@ -174,7 +195,7 @@ def _users(log: pa.Table, impressions: pa.Table, codes: np.ndarray) -> tuple[pa.
     """
     first = np.sort(np.unique(codes, return_index=True)[1])
     m = len(first)
-    attributes = [(pa.repeat(f, m), _column(log, f).take(first)) for f in USER_FEATURES]
+    attributes = [(f, _column(log, f).take(first)) for f in USER_FEATURES]
     columns = {"user_id": _column(impressions, "user_id").take(first), "country": COUNTRY}
     columns["attributes"] = _map(attributes, m)
     return _table("users", m, columns), first
@@ -199,7 +220,7 @@ def _items(campaign: Campaign, context: pa.Table, created: pa.Scalar | None) -> 
             key = pc.binary_join_element_wise(f"{name}=", pc.fill_null(column, ""), "")
             entries.append((key, pa.repeat(pa.scalar(1.0), m)))
         else:
-            entries.append((pa.repeat(name, m), pc.cast(column, pa.float64())))
+            entries.append((name, pc.cast(column, pa.float64())))
     return _table(
         "items",
         m,
@@ -257,8 +278,7 @@ def ingest_open_bandit(
         lines = np.arange(1, items.num_rows + 1)
         items_report = ingest_table(items, "items", lake, quarantine_root, campaign.item_context, now, lines)
         first_row = 1
-        for block in blocks:
-            log = pa.Table.from_batches([block])
+        for log in blocks:
             for table, (rows, lines) in _block_tables(campaign, log, first_row).items():
                 mine[table].add(ingest_table(rows, table, lake, quarantine_root, campaign.log, now, lines))
             first_row += log.num_rows

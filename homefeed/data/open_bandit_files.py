@@ -136,12 +136,12 @@ def read_item_context(path: Path) -> pa.Table:
         raise _unreadable(path, exc) from None
 
 
-def log_blocks(campaign: Campaign, chunk_bytes: int) -> tuple[Iterator[pa.RecordBatch], pa.Scalar]:
+def log_blocks(campaign: Campaign, chunk_bytes: int) -> tuple[Iterator[pa.Table], pa.Scalar | None]:
     """The campaign log's blocks, every one parsed and its clicks checked before the first is handed out, and
     the log's first timestamp (the items' creation time)."""
     earliest: list[pa.Scalar] = []
 
-    def check(batch: pa.RecordBatch, before: int) -> None:
+    def check(batch: pa.Table, before: int) -> None:
         click = batch.column("click")
         bad = pc.fill_null(pc.invert(pc.is_in(click, value_set=pa.array([0, 1]))), True).to_numpy(zero_copy_only=False)
         if bad.any():  # the reward itself: an impression with an unknown click would read back as not clicked
@@ -159,7 +159,7 @@ def log_blocks(campaign: Campaign, chunk_bytes: int) -> tuple[Iterator[pa.Record
     return _guarded(campaign.log, itertools.chain([first], blocks)), min(stamps, key=lambda e: e.value, default=None)
 
 
-def _guarded(path: Path, blocks: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _guarded(path: Path, blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
     try:
         yield from blocks
     except _UNREADABLE as exc:  # the file changed since it was checked

@@ -1,16 +1,16 @@
 """Readers: a log file in, its rows as Arrow, and the lines that are not rows (with why) — nothing else.
 
-One function per format behind :func:`read_file`; :mod:`homefeed.data.ingest` checks what they return.  A file
-that cannot be parsed at all is an :class:`IngestError` naming it (and its line, for CSV); a JSON Lines line
-that is not a JSON object, or any row whose text is not valid UTF-8, is a malformed line that ingestion
+One function per format behind :func:`read_chunks`; :mod:`homefeed.data.ingest` checks what they return.  A
+file that cannot be parsed at all is an :class:`IngestError` naming it (and its line, for CSV); a JSON Lines
+line that is not a JSON object, or any row whose text is not valid UTF-8, is a malformed line that ingestion
 quarantines.  Invalid UTF-8 is caught here because Arrow's JSON and Parquet readers keep string bytes as they
 are, and a bad byte stored in the lake makes every later read of its day fail (Polars panics on it).
 
-CSV and JSON Lines are read in bounded memory (:func:`read_chunks`): Arrow's streaming CSV reader gives a
-block of about :data:`CHUNK_BYTES` at a time, and a JSON Lines file is cut at line ends into pieces of that
-size, so ingestion holds one chunk, never the file (the 12-million-row Open Bandit ``bts/all``).  A CSV file
-that cannot be parsed must still be refused before anything is written: a file of more than one block is
-parsed once through, keeping nothing, before its chunks are handed out.
+CSV and JSON Lines are read in bounded memory: each is cut at line ends into pieces of about
+:data:`CHUNK_BYTES` (Arrow parses each CSV piece with the header line put back in front), so ingestion holds
+one chunk, never the file (the 12-million-row Open Bandit ``bts/all``).  A CSV file that cannot be parsed is
+still refused before anything is written: a file of more than one piece is parsed once through, keeping
+nothing, before its chunks are handed out.
 """
 
 from __future__ import annotations
@@ -177,40 +177,62 @@ def _text(value: object) -> str | None:
     return None if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
+def _csv_pieces(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    """A CSV file as pieces of about ``chunk_bytes`` cut after a line's end, each headed by the header line.
+
+    Cut here rather than by Arrow's streaming reader, which reads ahead of its consumer without bound (the whole
+    1 GB file in memory before the first batch was used).  Arrow's parser takes every line end as a record's end
+    (``newlines_in_values`` is off), so a cut after one never splits a record it would have read whole.
+    """
+    with pa.input_stream(str(path), compression="detect") as stream:  # ``.gz`` decompressed as it is read
+        header, rest = b"", b""
+        while True:
+            block = stream.read(chunk_bytes)
+            data = rest + block
+            if not header:
+                end = data.find(b"\n") + 1
+                if not end and block:
+                    rest = data
+                    continue
+                header, data = (data[:end], data[end:]) if end else (data, b"")
+                first = True
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            piece, rest = data[:cut], data[cut:]
+            if piece or first:  # a file of a header only is one piece of no rows
+                yield header + piece
+                first = False
+            if not block:
+                return
+
+
 def csv_blocks(
     path: Path,
     convert: pa_csv.ConvertOptions,
     chunk_bytes: int = CHUNK_BYTES,
-    check: Callable[[pa.RecordBatch, int], None] | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """A CSV file's record batches of about ``chunk_bytes``, from Arrow's streaming reader (``.gz`` decompressed).
+    check: Callable[[pa.Table, int], None] | None = None,
+) -> Iterator[pa.Table]:
+    """A CSV file's rows, about ``chunk_bytes`` of it at a time, parsed by Arrow (``.gz`` decompressed).
 
-    The whole file is parsed (and its values converted) before the first batch is handed out, keeping nothing
+    The whole file is parsed (and its values converted) before the first block is handed out, keeping nothing
     but a file of one block: a bad record late in a big file refuses the file before any row of it is written.
-    ``check(batch, rows before it)`` sees every batch of that first pass (a caller's own rules, its own
+    ``check(block, rows before it)`` sees every block of that first pass (a caller's own rules, its own
     statistics).  Arrow's errors propagate to the caller, which names the file.
     """
-    read = pa_csv.ReadOptions(block_size=chunk_bytes)
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        with pa_csv.open_csv(path, read_options=read, convert_options=convert) as reader:
-            schema, empty = reader.schema, True
-            for batch in reader:
-                empty = False
-                yield batch
-            if empty:  # a header and no rows: one empty batch, so the columns are still known
-                yield pa.RecordBatch.from_pylist([], schema=schema)
+    def blocks() -> Iterator[pa.Table]:
+        for piece in _csv_pieces(path, chunk_bytes):
+            yield pa_csv.read_csv(pa.BufferReader(piece), convert_options=convert)
 
     first, count, seen = None, 0, 0
-    for batch in batches():  # the check: every block parses
+    for block in blocks():  # the check: every block parses
         if check is not None:
-            check(batch, seen)
-        count, seen = count + 1, seen + batch.num_rows
-        first = batch if count == 1 else None
+            check(block, seen)
+        count, seen = count + 1, seen + block.num_rows
+        first = block if count == 1 else None
     if count == 1:
         yield first  # type: ignore[misc]
         return
-    yield from batches()
+    yield from blocks()
 
 
 def read_chunks(path: str | Path, fmt: Format, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
@@ -235,8 +257,7 @@ def read_chunks(path: str | Path, fmt: Format, chunk_bytes: int = CHUNK_BYTES) -
             # Every column stays text: the contract decides types row by row.
             options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=dict.fromkeys(header, pa.string()))
             first = 1
-            for batch in csv_blocks(path, options, chunk_bytes):
-                rows = pa.Table.from_batches([batch])
+            for rows in csv_blocks(path, options, chunk_bytes):
                 yield Chunk(rows, _numbered(rows, first), [])
                 first += rows.num_rows
             return
