@@ -203,6 +203,11 @@ def _build(spec: DatasetSpec, fs: FeatureSet, inputs: Inputs, ident: dict, store
         stats = validation.statistics(con, {s: staging / n for s, n in files.items()}, fs, spec.targets)
         if empty := validation.missing_everywhere(stats, fs):
             raise DatasetError(validation.describe_valueless(empty))
+        for label, counts in stats["all"]["labels"].items():
+            if not counts["positives"]:  # said now, not first when a model refuses to train a head on it
+                inputs.warnings.append(
+                    f"label {label!r} never occurs in the dataset: a model refuses its head (or drops it when asked)"
+                )
         manifest = {
             "id": did,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

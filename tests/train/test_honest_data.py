@@ -100,6 +100,9 @@ def test_a_source_joined_to_no_row_stops_the_build_by_name(obd):
 
 def test_a_head_whose_label_never_occurs_is_refused_by_name(obd, usable):
     data = TrainingData.load(DatasetStore(settings_for(obd).resolved_paths.datasets), usable)
+    # the build said so first
+    assert any("label 'negative' never occurs in the dataset" in w for w in data.manifest["warnings"])
+    assert not any("'engaged' never occurs" in w for w in data.manifest["warnings"])
     assert pc.sum(data.splits["train"]["negative"]).as_py() == 0 and pc.sum(data.splits["train"]["engaged"]).as_py()
     for model in (GBDTRanker(n_estimators=5), NNRanker(max_epochs=1)):
         with pytest.raises(ModelError, match=r"label 'negative' never occurs in the train split .* --drop-empty-heads"):
