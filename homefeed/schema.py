@@ -39,7 +39,8 @@ SAFETY_LABELS: tuple[str, ...] = ("safe", "spam", "racy")
 USERS = pa.schema(
     [
         pa.field("user_id", pa.int64(), nullable=False),
-        pa.field("signup_at", TIMESTAMP, nullable=False),
+        # Null where the source does not know it (the Open Bandit Dataset): such a user gets no tenure feature.
+        pa.field("signup_at", TIMESTAMP),
         pa.field("country", pa.string(), nullable=False),
         pa.field("language", pa.string()),
         pa.field("declared_interests", pa.list_(pa.string())),

@@ -62,6 +62,7 @@ def test_template_spells_out_every_setting():
     optional = {  # shown commented out
         ("sim", "position_bias", "curve"),
         ("sim", "faults"),
+        ("features", "declared"),
         ("dataset", "feature_set"),
         ("dataset", "split", "validation_start"),
         ("dataset", "split", "test_start"),
@@ -80,6 +81,7 @@ def test_template_spells_out_every_setting():
     assert list(missing(DEFAULTS, template, ())) == []
     assert "curve" in config.DEFAULT_TOML
     assert "[[sim.faults]]" in config.DEFAULT_TOML
+    assert "[[features.declared]]" in config.DEFAULT_TOML
 
 
 def test_init_refuses_to_overwrite_unless_asked(tmp_path):

@@ -42,6 +42,12 @@ def train(
         str, typer.Option("--position", help="ignore | feature (held at slot 1 when scoring).")
     ] = "feature",
     weights: Annotated[str, typer.Option("--weights", help="dataset | none | ips.")] = "dataset",
+    drop_empty_heads: Annotated[
+        bool,
+        typer.Option(
+            "--drop-empty-heads", help="Drop a head whose label never occurs in the train split (λ then ignored)."
+        ),
+    ] = False,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A model parameter, key=value.")] = None,
     alias: Annotated[str | None, typer.Option("--alias", help="Point this alias at the new version.")] = None,
     config: ConfigOption = None,
@@ -57,7 +63,10 @@ def train(
         check_alias_name(alias)
     try:  # every parameter is checked here, before the dataset is read or a minute is spent training
         ranker = cls(
-            objective=Objective(negative_weight=negative_weight), position=position, weights=weights, **_params(param)
+            objective=Objective(negative_weight=negative_weight),
+            position=position,
+            weights=weights,
+            **{"drop_empty_heads": drop_empty_heads, **_params(param)},
         )
     except TypeError as exc:
         raise UserError(f"--param: {exc}") from None
@@ -81,6 +90,7 @@ def _version_table(registry: Registry, ref: str) -> Table:
         ("feature set", str(v.feature_set)),
         ("code version", v.code_version),
         ("parameters", json.dumps(v.params, sort_keys=True)),
+        ("heads", _heads(v.params, v.metrics)),
         ("training", json.dumps(v.metrics, sort_keys=True, default=str)),
         ("size", f"{v.size_bytes / 1024:,.1f} KiB in {len(v.files)} files"),
         ("predict 500 rows", f"p50 {v.predict_p50_ms or 0:.2f} ms, p99 {v.predict_p99_ms or 0:.2f} ms"),
@@ -89,6 +99,16 @@ def _version_table(registry: Registry, ref: str) -> Table:
     for field, value in rows:
         table.add_row(field, value)
     return table
+
+
+def _heads(params: dict, training: dict) -> str:
+    """The heads a version learned and how they combine; a dropped head with why (a model card's first question)."""
+    objective = params.get("objective", {})
+    dropped = training.get("dropped_heads", {})
+    positive, negative = objective.get("positive", "engaged"), objective.get("negative", "negative")
+    if negative in dropped:
+        return f"{positive} alone; {negative} dropped: {dropped[negative]}"
+    return f"{positive}, {negative}: score = p({positive}) − {objective.get('negative_weight', 1.0):g}·p({negative})"
 
 
 @models_app.command("list")

@@ -53,6 +53,12 @@ materialize_min_share = 0.5     # `features materialize` refuses a snapshot with
 [features.sets]                 # your own sets: name = [feature names]
 # small = ["item_save_rate_7d", "user_topic_affinity", "context_item_age_hours"]
 
+# [[features.declared]]         # a feature from your logs' own columns (README: Declared features)
+# name = "context_affinity_nonzero"       # starts with its entity: context_
+# source = "impressions.served_features"  # impressions.position | score | propensity | served_features
+# transformation = "count_nonzero"        # raw (with key = "<map key>" for the map) | count_nonzero | sum | max
+# default = 0.0
+
 [sim]                           # the simulated world, deterministic for a seed; docs/world.md explains every knob
 seed = 7
 users = 20000

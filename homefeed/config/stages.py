@@ -56,6 +56,55 @@ class EtlSettings(Section):
         return self
 
 
+#: What a declared feature can do with its source so far: the value itself, or a reduction over a map's values.
+DECLARED_TRANSFORMATIONS = ("raw", "count_nonzero", "sum", "max")
+#: The impression columns a declared context feature may read: numbers, or the map of served features.
+DECLARED_COLUMNS = ("position", "score", "propensity", "served_features")
+DECLARED_MAP = "served_features"
+
+
+class DeclaredFeature(Section):
+    """A feature declared in ``homefeed.toml`` from the logs' own columns (``[[features.declared]]``).
+
+    So far the ``context`` entity: a value the impression itself carries, such as the user-item affinities the
+    Open Bandit Dataset logs in ``impressions.served_features``.  It is known at the impression, so it has no lag
+    and no TTL; whether the logging system computed it from the past only is the source's promise, which the
+    walkthrough checks for OBD.  A name starts with its entity (``context_``), so ablation groups find it.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    entity: str = "context"
+    source: str  # "impressions.<column>"
+    key: str | None = None  # a key of the map: its value (transformation "raw")
+    transformation: Literal["raw", "count_nonzero", "sum", "max"] = "raw"
+    default: float = Field(0.0, allow_inf_nan=False)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> DeclaredFeature:
+        where = f"declared feature {self.name!r}"
+        if self.entity != "context":
+            raise ValueError(
+                f"{where}: entity {self.entity!r} is not supported yet; declared features are 'context' ones, "
+                "computed from the impression's own columns"
+            )
+        if not self.name.startswith(f"{self.entity}_"):
+            raise ValueError(f"{where}: the name must start with its entity, {self.entity}_")
+        table, _, column = self.source.partition(".")
+        if table != "impressions" or column not in DECLARED_COLUMNS:
+            known = ", ".join(f"impressions.{c}" for c in DECLARED_COLUMNS)
+            raise ValueError(f"{where}: unknown source {self.source!r}; expected one of {known}")
+        if column == DECLARED_MAP:
+            if (self.key is None) == (self.transformation == "raw"):
+                raise ValueError(
+                    f"{where}: a key of {self.source} takes transformation 'raw'; a reduction over all its values "
+                    "(count_nonzero, sum, max) takes no key"
+                )
+        elif self.key is not None or self.transformation != "raw":
+            raise ValueError(f"{where}: {self.source} is a number: no key, transformation 'raw'")
+        return self
+
+
 class FeatureSettings(Section):
     """Which features the models read, and when a value counts as known."""
 
@@ -69,6 +118,14 @@ class FeatureSettings(Section):
     skew_psi: float = Field(0.1, gt=0.0)  # or a served distribution this far from the offline one
     # `features materialize` refuses (without --force) a snapshot with fewer keys than this share of the store's
     materialize_min_share: float = Field(0.5, ge=0.0, le=1.0)
+    declared: list[DeclaredFeature] = Field(default_factory=list)  # [[features.declared]]: from your own columns
+
+    @model_validator(mode="after")
+    def _distinct_declared(self) -> FeatureSettings:
+        names = [d.name for d in self.declared]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"declared: two features named {', '.join(map(repr, twice))}")
+        return self
 
 
 #: Row columns a ``[dataset.sampling.segment_weights]`` key may name (``"country=BR" = 2.0``).

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from homefeed.data.contracts import coerce, reasons_at, validate
 from homefeed.data.lake import ENTITIES, EVENT_KEY, RELOG_DAYS, Lake, partition_range
-from homefeed.data.readers import Format, IngestError, Malformed, read_file
+from homefeed.data.readers import CHUNK_BYTES, Format, IngestError, Malformed, read_chunks
 from homefeed.files import atomic_write_parquet
 from homefeed.schema import TABLES, TIMESTAMP
 
@@ -66,6 +66,15 @@ class IngestReport:
     @property
     def balanced(self) -> bool:
         return self.rows_in == self.written + self.duplicates + self.quarantined
+
+    def add(self, other: IngestReport) -> None:
+        """Count another chunk of the same source in."""
+        self.rows_in += other.rows_in
+        self.written += other.written
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.reasons = dict(Counter(self.reasons) + Counter(other.reasons))
+        self.partitions = dict(Counter(self.partitions) + Counter(other.partitions))
 
 
 def _matching(rows: pa.Table, columns: list[str], files: list[Path]) -> np.ndarray:
@@ -190,12 +199,26 @@ def ingest(
     lake: Lake,
     quarantine_root: str | Path,
     now: dt.datetime | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> IngestReport:
-    """Validate one file against ``table``'s contract; clean new rows to the lake, failures to quarantine."""
+    """Validate one file against ``table``'s contract; clean new rows to the lake, failures to quarantine.
+
+    The file is read a chunk at a time (CSV and JSON Lines: about ``chunk_bytes``), each chunk ingested before the
+    next is read, so memory holds one chunk.  A row repeated in a later chunk is a duplicate of the one the lake
+    now holds, exactly as within a chunk, and the report adds the chunks up: rows in = written + duplicates +
+    quarantined for the file.
+    """
     _check_table(table)
     path = Path(path)
-    raw, lines, malformed = read_file(path, fmt)
-    return ingest_table(raw, table, lake, quarantine_root, source=path, now=now, lines=lines, malformed=malformed)
+    now = now or dt.datetime.now(dt.UTC)
+    report = IngestReport(source=str(path), table=table)
+    for chunk in read_chunks(path, fmt, chunk_bytes):
+        report.add(
+            ingest_table(
+                chunk.rows, table, lake, quarantine_root, path, now=now, lines=chunk.lines, malformed=chunk.malformed
+            )
+        )
+    return report
 
 
 def ingest_table(
@@ -261,7 +284,9 @@ def _store_quarantine(root: Path, table: str, source: str, rows: pa.Table, now: 
         if fresh.is_empty():
             return
         rows = fresh.to_arrow().cast(QUARANTINE)
-    digest = hashlib.sha256(f"{Path(source).resolve()}:{now.isoformat()}".encode()).hexdigest()[:12]
+    # The first line in the name too: the chunks of one file, quarantined at one ``now``, get a file each.
+    first = pc.min(rows["line"]).as_py()
+    digest = hashlib.sha256(f"{Path(source).resolve()}:{now.isoformat()}:{first}".encode()).hexdigest()[:12]
     atomic_write_parquet(root / table / f"date={now:%Y-%m-%d}" / f"{Path(source).stem}-{digest}.parquet", rows)
 
 

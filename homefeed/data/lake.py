@@ -116,11 +116,16 @@ def _write_part(path: Path, rows: pa.Table, sources: list[str]) -> PartFile:
     )
 
 
+#: The partition of rows whose time is unknown (a user with no sign-up time): the epoch, never a real day.
+UNKNOWN_TIME = dt.date(1970, 1, 1)
+
+
 def partition_dates(table: str, rows: pa.Table) -> pa.Array:
-    """The partition date of each row."""
+    """The partition date of each row; `UNKNOWN_TIME` for a row whose (nullable) time column is null."""
     days = pc.cast(rows[TIME_COLUMN[table]], pa.date32())
     if table in MONTHLY:
         days = pc.floor_temporal(days, unit="month")
+    days = pc.fill_null(days, pa.scalar(UNKNOWN_TIME, pa.date32()))
     return days.combine_chunks() if isinstance(days, pa.ChunkedArray) else days
 
 
@@ -128,8 +133,11 @@ def partition_range(table: str, rows: pa.Table) -> tuple[dt.date, dt.date]:
     """The first and last partition date of non-empty ``rows``, from their min and max time (no date per row)."""
     column = TIME_COLUMN[table]
     bounds = pc.min_max(rows[column])
-    ends = pa.table({column: pa.array([bounds["min"].as_py(), bounds["max"].as_py()], rows.schema.field(column).type)})
-    first, last = partition_dates(table, ends).to_pylist()
+    ends = [v for v in (bounds["min"].as_py(), bounds["max"].as_py()) if v is not None]
+    if rows[column].null_count:
+        ends = [dt.datetime(1970, 1, 1, tzinfo=dt.UTC), *ends]
+    ends = [ends[0], ends[-1]]
+    first, last = partition_dates(table, pa.table({column: pa.array(ends, rows.schema.field(column).type)})).to_pylist()
     return first, last
 
 

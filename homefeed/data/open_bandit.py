@@ -18,8 +18,7 @@ Mapping, per row of a campaign log:
 - engagement, where ``click`` = 1: one ``click`` at the impression's ``ts``;
 - user: OBD has no user id, so ``user_id`` is derived from a hash of the four user
   features (a user here is a user-feature *segment*, not a person), ``attributes`` =
-  those features, ``signup_at`` = the first time the segment appears in the file (OBD
-  has no sign-up date; the users table keeps the first write);
+  those features, ``signup_at`` null (OBD has no sign-up time, so no tenure feature);
 - item: ``item_id`` = :func:`item_ids` (campaign and OBD item id packed into a
   namespace no other source uses; OBD's ids are per campaign), ``content`` =
   ``item_feature_0`` and the hashed categorical ``item_feature_1..3`` one-hot as
@@ -34,74 +33,42 @@ the whole call by name before anything is written (every file's header is checke
 first); a cell that does not parse, or a click that is not 0/1 (the reward itself),
 refuses its file before any of its rows is written.  A value that parses but breaks the contract (a propensity
 of 0, a null position, a future timestamp) quarantines its row, as any ingest does.
-Each campaign file is read whole: the published random-policy logs fit in memory; the
-12-million-row ``bts/all`` would need streaming, which this reader does not do.
+A campaign log is streamed (:func:`homefeed.data.readers.csv_blocks`): parsed and checked once
+through, then mapped and ingested a block of about ``chunk_bytes`` at a time, so the 12-million-row
+``bts/all`` is held one block at a time, never whole.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import gzip
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 
-from homefeed.data.ingest import IngestError, IngestReport, ingest_table
+from homefeed.data.ingest import IngestReport, ingest_table
 from homefeed.data.lake import Lake
-from homefeed.schema import TABLES, TIMESTAMP
+from homefeed.data.open_bandit_files import (
+    AFFINITY_PREFIX,
+    CAMPAIGNS,
+    USER_FEATURES,
+    Campaign,
+    check_headers,
+    find_campaigns,
+    log_blocks,
+    read_item_context,
+)
+from homefeed.data.readers import CHUNK_BYTES
+from homefeed.schema import TABLES
 
-POLICIES: tuple[str, ...] = ("random", "bts")
-#: OBD's campaigns; the code is packed into item ids because OBD numbers items per campaign.
-CAMPAIGNS: dict[str, int] = {"all": 1, "men": 2, "women": 3}
-USER_FEATURES: tuple[str, ...] = tuple(f"user_feature_{i}" for i in range(4))
-AFFINITY_PREFIX = "user-item_affinity_"
-ITEM_CONTEXT = "item_context.csv"
 COUNTRY = "JP"
 UNKNOWN_CREATOR = -1
 #: Ids no other source uses: 0x0BD0/0x0BD1 in the top 16 bits of a positive int64.
 ITEM_NAMESPACE = 0x0BD0 << 48
 USER_NAMESPACE = 0x0BD1 << 48
 _ITEM_BITS = 32
-
-LOG_TYPES: dict[str, pa.DataType] = {
-    "timestamp": TIMESTAMP,
-    "item_id": pa.int64(),
-    "position": pa.int64(),
-    "click": pa.int64(),
-    "propensity_score": pa.float64(),
-    **dict.fromkeys(USER_FEATURES, pa.string()),
-}
-CONTEXT_TYPES: dict[str, pa.DataType] = {"item_id": pa.int64(), "item_feature_0": pa.float64()}
-
-
-@dataclass(frozen=True)
-class Campaign:
-    """One campaign log of one logging policy, and the item context beside it."""
-
-    policy: str
-    campaign: str
-    log: Path
-    item_context: Path
-
-    @property
-    def request_prefix(self) -> str:
-        return f"obd-{self.policy}-{self.campaign}-"
-
-
-@dataclass
-class CampaignTables:
-    """A campaign's canonical tables, each with the 1-based data row of every row in its source file."""
-
-    campaign: Campaign
-    tables: dict[str, pa.Table]
-    sources: dict[str, Path]
-    lines: dict[str, list[int]]
 
 
 def item_ids(campaign: str, obd_item_ids: pa.Array) -> pa.Array:
@@ -132,85 +99,35 @@ def user_ids(features: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     return pa.array((np.array(digests, dtype=np.int64) | USER_NAMESPACE)[codes]), codes
 
 
-def _csv_stem(path: Path) -> str | None:
-    """A file's name without ``.csv`` or ``.csv.gz``; None if it is neither."""
-    for suffix in (".csv.gz", ".csv"):
-        if path.name.endswith(suffix):
-            return path.name.removesuffix(suffix)
-    return None
+def _map(entries: list[tuple[str | pa.Array, pa.Array]], n: int) -> pa.MapArray:
+    """A map column with one entry per (key, value column) pair in every row, built column-wise.
 
-
-def _item_context(folder: Path) -> Path:
-    """``item_context.csv`` in a campaign folder, or its gzip-compressed form where only that exists."""
-    plain, packed = folder / ITEM_CONTEXT, folder / f"{ITEM_CONTEXT}.gz"
-    return packed if packed.is_file() and not plain.exists() else plain
-
-
-def find_campaigns(path: str | Path) -> list[Campaign]:
-    """Every ``<policy>/<campaign>/<campaign>.csv[.gz]`` at or under ``path``; refuses a path that holds none."""
-    path = Path(path)
-    if path.is_file():
-        logs = [path]
-    elif path.is_dir():
-        logs = sorted(p for p in path.rglob("*.csv*") if _csv_stem(p) == p.parent.name)
-    else:
-        raise IngestError(f"{path}: no such file or directory")
-    if not logs:
-        raise IngestError(f"{path}: no Open Bandit campaign logs (<policy>/<campaign>/<campaign>.csv) found")
-    campaigns = []
-    for log in logs:
-        policy, campaign = log.parent.parent.name, log.parent.name
-        if _csv_stem(log) != campaign or campaign not in CAMPAIGNS or policy not in POLICIES:
-            raise IngestError(
-                f"{log}: not an Open Bandit campaign log; expected <{'|'.join(POLICIES)}>/<campaign>/<campaign>.csv"
-                f"[.gz] with a campaign of {', '.join(CAMPAIGNS)}"
-            )
-        campaigns.append(Campaign(policy, campaign, log, _item_context(log.parent)))
-    return campaigns
-
-
-def _header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise IngestError(f"{path}: no such file")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", newline="", encoding="utf-8") as fh:
-            return next(csv.reader(fh), [])
-    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a damaged gzip stream is an OSError too
-        raise IngestError(f"{path}: cannot be read as Open Bandit data: {exc}") from None
-
-
-def check_headers(campaign: Campaign) -> None:
-    """Refuse a campaign whose files lack a column the mapping needs, naming the file and the columns."""
-    for path, required in ((campaign.log, LOG_TYPES), (campaign.item_context, CONTEXT_TYPES)):
-        header = _header(path)
-        missing = [c for c in required if c not in header]
-        if path == campaign.log and not any(c.startswith(AFFINITY_PREFIX) for c in header):
-            missing.append(f"{AFFINITY_PREFIX}*")
-        if missing:
-            raise IngestError(f"{path}: missing Open Bandit column(s) {', '.join(missing)}")
-
-
-def _read_csv(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
-    header = _header(path)
-    # Affinities are numbers and item categories text, whatever a small file's values look like.
-    extra = {c: pa.float64() for c in header if c.startswith(AFFINITY_PREFIX)}
-    extra |= {c: pa.string() for c in header if c.startswith("item_feature_") and c not in types}
-    options = pa_csv.ConvertOptions(column_types={**types, **extra}, strings_can_be_null=True)
-    try:
-        return pa_csv.read_csv(path, convert_options=options)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path}: cannot be read as Open Bandit data: {' '.join(str(exc).split())}") from None
-
-
-def _map(entries: list[tuple[pa.Array, pa.Array]], n: int) -> pa.MapArray:
-    """A map column with one entry per (key column, value column) pair in every row, built column-wise."""
+    A key given as a string is the same in every row: such keys are tiled straight into the key array's buffers
+    (taking them from repeated string columns was most of the time of reading a campaign log).
+    """
     k = len(entries)
     order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()  # row-major over the stacked columns
-    keys = pa.concat_arrays([key for key, _ in entries])
-    values = pa.concat_arrays([value for _, value in entries])
+    values = pa.concat_arrays([value for _, value in entries]).take(order)
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    return pa.MapArray.from_arrays(offsets, keys.take(order), values.take(order))
+    names = [key for key, _ in entries]
+    if all(isinstance(key, str) for key in names):
+        return pa.MapArray.from_arrays(offsets, _tiled([str(key) for key in names], n), values)
+    keys = pa.concat_arrays([pa.repeat(key, n) if isinstance(key, str) else key for key in names])
+    return pa.MapArray.from_arrays(offsets, keys.take(order), values)
+
+
+def _tiled(names: list[str], n: int) -> pa.Array:
+    """``names`` repeated ``n`` times as one string array, built from its buffers."""
+    encoded = [name.encode() for name in names]
+    lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+    total = int(lengths.sum())
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    ends = (np.arange(n, dtype=np.int64)[:, None] * total + (starts + lengths)[None, :]).ravel()
+    if n * total >= 2**31:
+        raise ValueError(f"{n:,} rows of {total} key bytes overflow a string array; read the log in smaller blocks")
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    data = np.tile(np.frombuffer(b"".join(encoded), dtype=np.uint8), n)
+    return pa.StringArray.from_buffers(n * len(names), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _table(name: str, n: int, columns: dict[str, pa.Array | object]) -> pa.Table:
@@ -232,40 +149,27 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     return table.column(name).combine_chunks()
 
 
-def read_campaign(campaign: Campaign) -> CampaignTables:
-    """Map one campaign log and its item context to the four canonical tables (see the module docstring)."""
-    check_headers(campaign)
-    log = _read_csv(campaign.log, LOG_TYPES)
-    click = _column(log, "click")
-    bad = pc.fill_null(pc.invert(pc.is_in(click, value_set=pa.array([0, 1]))), True).to_numpy(zero_copy_only=False)
-    if bad.any():  # the reward itself: an impression with an unknown click would read back as not clicked
-        row = int(np.flatnonzero(bad)[0])
-        raise IngestError(f"{campaign.log}: click must be 0 or 1; data row {row + 1} has {click[row].as_py()!r}")
-    lines = np.arange(1, log.num_rows + 1)
-    impressions, codes = _impressions(campaign, log)
-    clicked = pc.equal(click, 1).to_numpy(zero_copy_only=False)
+def _block_tables(campaign: Campaign, log: pa.Table, first_row: int) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Users, impressions and engagements of a block of a campaign log whose first row is data row
+    ``first_row``, each with the 1-based data row of every row in the log (see the module docstring)."""
+    lines = np.arange(first_row, first_row + log.num_rows)
+    impressions, codes = _impressions(campaign, log, first_row)
+    clicked = pc.equal(_column(log, "click"), 1).to_numpy(zero_copy_only=False)
     engagements = impressions.select(["ts", "user_id", "item_id", "request_id"]).filter(clicked)
     engagements = _table("engagements", engagements.num_rows, {**_columns(engagements), "action": "click"})
     users, first = _users(log, impressions, codes)
-    items = _items(campaign, _read_csv(campaign.item_context, CONTEXT_TYPES), pc.min(log["timestamp"]))
-    return CampaignTables(
-        campaign,
-        {"users": users, "items": items, "impressions": impressions, "engagements": engagements},
-        {"users": campaign.log, "items": campaign.item_context}
-        | dict.fromkeys(["impressions", "engagements"], campaign.log),
-        {
-            "users": lines[first].tolist(),
-            "items": list(range(1, items.num_rows + 1)),
-            "impressions": lines.tolist(),
-            "engagements": lines[clicked].tolist(),
-        },
-    )
+    return {
+        "users": (users, lines[first]),
+        "impressions": (impressions, lines),
+        "engagements": (engagements, lines[clicked]),
+    }
 
 
-def _impressions(campaign: Campaign, log: pa.Table) -> tuple[pa.Table, np.ndarray]:
+def _impressions(campaign: Campaign, log: pa.Table, first_row: int) -> tuple[pa.Table, np.ndarray]:
     """One impression per log row, and each row's index into the distinct user-feature combinations."""
     n = log.num_rows
-    index = _column(log, "") if "" in log.column_names else pa.array(np.arange(n))  # OBD's unnamed row index
+    # OBD's unnamed row index, else the row's own place in the file (0-based, as OBD numbers them)
+    index = _column(log, "") if "" in log.column_names else pa.array(np.arange(first_row - 1, first_row - 1 + n))
     user_id, codes = user_ids([_column(log, f) for f in USER_FEATURES])
     affinities = sorted((c for c in log.column_names if c.startswith(AFFINITY_PREFIX)), key=_suffix)
     columns = {
@@ -278,27 +182,22 @@ def _impressions(campaign: Campaign, log: pa.Table) -> tuple[pa.Table, np.ndarra
         "country": COUNTRY,
         "model_version": campaign.policy,
         "propensity": _column(log, "propensity_score"),
-        "served_features": _map([(pa.repeat(c, n), pc.cast(_column(log, c), pa.float64())) for c in affinities], n),
+        "served_features": _map([(c, pc.cast(_column(log, c), pa.float64())) for c in affinities], n),
     }
     return _table("impressions", n, columns), codes
 
 
 def _users(log: pa.Table, impressions: pa.Table, codes: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-    """One user per user-feature combination, in order of first appearance (and the row of it)."""
+    """One user per user-feature combination, in order of first appearance (and the row of it).
+
+    OBD has no sign-up time, so ``signup_at`` stays null: inventing one (the segment's first row in a file) gave
+    negative tenures once the same segment appeared earlier in another campaign's file.
+    """
     first = np.sort(np.unique(codes, return_index=True)[1])
-    never = np.iinfo(np.int64).max
-    stamps = pc.fill_null(pc.cast(impressions["ts"], pa.int64()), never).to_numpy()
-    earliest = np.full(len(first), never, dtype=np.int64)
-    np.minimum.at(earliest, codes, stamps)  # sign-up: the segment's first timestamp in the file
-    earliest = earliest[codes[first]]
     m = len(first)
-    attributes = [(pa.repeat(f, m), _column(log, f).take(first)) for f in USER_FEATURES]
-    columns = {
-        "user_id": _column(impressions, "user_id").take(first),
-        "signup_at": pa.array(earliest, pa.int64(), mask=earliest == never),
-        "country": COUNTRY,
-        "attributes": _map(attributes, m),
-    }
+    attributes = [(f, _column(log, f).take(first)) for f in USER_FEATURES]
+    columns = {"user_id": _column(impressions, "user_id").take(first), "country": COUNTRY}
+    columns["attributes"] = _map(attributes, m)
     return _table("users", m, columns), first
 
 
@@ -311,7 +210,7 @@ def _suffix(name: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-def _items(campaign: Campaign, context: pa.Table, created: pa.Scalar) -> pa.Table:
+def _items(campaign: Campaign, context: pa.Table, created: pa.Scalar | None) -> pa.Table:
     """Items of a campaign: numeric context features as they are, hashed categories one-hot."""
     m = context.num_rows
     entries = []
@@ -321,14 +220,14 @@ def _items(campaign: Campaign, context: pa.Table, created: pa.Scalar) -> pa.Tabl
             key = pc.binary_join_element_wise(f"{name}=", pc.fill_null(column, ""), "")
             entries.append((key, pa.repeat(pa.scalar(1.0), m)))
         else:
-            entries.append((pa.repeat(name, m), pc.cast(column, pa.float64())))
+            entries.append((name, pc.cast(column, pa.float64())))
     return _table(
         "items",
         m,
         {
             "item_id": item_ids(campaign.campaign, _column(context, "item_id")),
             "creator_id": UNKNOWN_CREATOR,
-            "created_at": created.as_py(),
+            "created_at": None if created is None else created.as_py(),
             "content": _map(entries, m),
             "safety_label": "safe",
         },
@@ -353,13 +252,19 @@ def _unmap(column: pa.MapArray, keys: list[str] | None = None) -> dict[str, pa.A
 
 
 def ingest_open_bandit(
-    path: str | Path, lake: Lake, quarantine_root: str | Path, now: dt.datetime | None = None
+    path: str | Path,
+    lake: Lake,
+    quarantine_root: str | Path,
+    now: dt.datetime | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> list[IngestReport]:
     """Ingest every campaign at or under ``path``: users, items, impressions, then engagements (orphan check).
 
     Each table goes through the same contract, quarantine, dedupe and lake path as
     ``homefeed ingest`` of a file, so the invariant rows in = written + duplicates +
-    quarantined holds per report, and re-ingesting adds nothing.
+    quarantined holds per report, and re-ingesting adds nothing.  A campaign's items go
+    first, then each block of its log: its users, impressions and engagements; one report
+    per table and campaign adds the blocks up.
     """
     now = now or dt.datetime.now(dt.UTC)
     campaigns = find_campaigns(path)
@@ -367,19 +272,17 @@ def ingest_open_bandit(
         check_headers(campaign)
     reports = []
     for campaign in campaigns:
-        read = read_campaign(campaign)
-        for table in ("users", "items", "impressions", "engagements"):
-            reports.append(
-                ingest_table(
-                    read.tables[table],
-                    table,
-                    lake,
-                    quarantine_root,
-                    source=read.sources[table],
-                    now=now,
-                    lines=None if read.lines[table] is None else np.asarray(read.lines[table]),
-                )
-            )
+        blocks, created = log_blocks(campaign, chunk_bytes)
+        items = _items(campaign, read_item_context(campaign.item_context), created)
+        mine = {t: IngestReport(source=str(campaign.log), table=t) for t in ("users", "impressions", "engagements")}
+        lines = np.arange(1, items.num_rows + 1)
+        items_report = ingest_table(items, "items", lake, quarantine_root, campaign.item_context, now, lines)
+        first_row = 1
+        for log in blocks:
+            for table, (rows, lines) in _block_tables(campaign, log, first_row).items():
+                mine[table].add(ingest_table(rows, table, lake, quarantine_root, campaign.log, now, lines))
+            first_row += log.num_rows
+        reports += [mine["users"], items_report, mine["impressions"], mine["engagements"]]
     return reports
 
 

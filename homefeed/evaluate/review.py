@@ -105,7 +105,7 @@ def scored(model: Ranker, test: pa.Table) -> dict[str, Scored]:
     logged = model.predict(test, slot="logged")
     serving = logged if model.position == "ignore" else model.predict(test, slot="serving")  # the same, else
     probability = Scored({**columns, "score": logged[model.objective.positive]}, slot="logged")
-    return {"probability": probability, "ranking": probability.with_score(model.objective.score(serving), "serving")}
+    return {"probability": probability, "ranking": probability.with_score(model.combine(serving), "serving")}
 
 
 def _comparison(c: SliceComparison) -> Comparison:

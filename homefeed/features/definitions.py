@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from homefeed.config import EtlSettings, FeatureSettings
+from homefeed.config.stages import DECLARED_MAP
 from homefeed.data.etl.jobs import Params, steps
 from homefeed.errors import HomefeedError
 from homefeed.schema import DAY_US
@@ -156,7 +157,51 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
             found[name] = Feature(name, entity, source, f.name, _describe(entity, f.name), lag=lag, ttl=ttl)  # type: ignore[arg-type]
     for name, description in CONTEXT.items():
         found[name] = Feature(name, "context", "request", name, description, lag=dt.timedelta(0), ttl=dt.timedelta(0))
+    for d in settings.declared:
+        if d.name in found:
+            raise FeatureError(f"declared feature {d.name!r}: a built-in feature has that name")
+        _, _, column = d.source.partition(".")
+        # the column read: a key as "[key]", a reduction over the map's values as "<sum>", else the column itself
+        what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column
+        description = d.description or _declared_description(d.source, d.key, d.transformation)
+        found[d.name] = Feature(
+            d.name, "context", d.source, what, description, default=d.default, lag=dt.timedelta(0), ttl=dt.timedelta(0)
+        )
     return found
+
+
+def _declared_description(source: str, key: str | None, transformation: str) -> str:
+    if key is not None:
+        return f"{source}[{key!r}], as logged with the impression (declared)"
+    if transformation == "raw":
+        return f"{source}, as logged with the impression (declared)"
+    what = {"count_nonzero": "how many values are non-zero", "sum": "the sum of the values", "max": "the largest value"}
+    return f"{what[transformation]} of {source}, as logged with the impression (declared)"
+
+
+def is_declared(f: Feature) -> bool:
+    """Whether ``f`` was declared in the project file from the impression's own columns."""
+    return f.source.startswith("impressions.")
+
+
+def declared_sql(f: Feature) -> str:
+    """A declared feature as DuckDB SQL over the joined impression ``i``; its default where the value is absent."""
+    values = f"map_values(i.{DECLARED_MAP})"
+    if f.column.startswith("["):
+        value = f"i.{DECLARED_MAP}[{_quoted(f.column[1:-1])}]"
+    elif f.column.startswith("<"):
+        value = {
+            "count_nonzero": f"len(list_filter({values}, lambda x: x <> 0))",
+            "sum": f"list_sum({values})",
+            "max": f"list_max({values})",
+        }[f.column[1:-1]]
+    else:
+        value = f"i.{f.column}"
+    return f"CAST(COALESCE({value}, {f.default!r}) AS FLOAT) AS {f.name}"
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 #: Request-context features: computed from the impression (and the item's creation time) at request time.
@@ -206,6 +251,7 @@ def _default_set(cat: dict[str, Feature], windows: list[int]) -> list[str]:
     for pair in ("user_topic", "user_creator"):
         names += [f"{pair}_{c}" for c in ("affinity", "positive_share", "saves_decayed", "negatives_decayed")]
     names += ["user_topic_impressions_decayed", *CONTEXT]
+    names += [f.name for f in cat.values() if is_declared(f)]  # declared to be used
     return [n for n in names if n in cat]
 
 
@@ -304,9 +350,11 @@ __all__ = [
     "FeatureSet",
     "catalogue",
     "context_values",
+    "declared_sql",
     "drop_groups",
     "entity_groups",
     "entity_of",
     "feature_set",
     "group_columns",
+    "is_declared",
 ]

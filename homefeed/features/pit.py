@@ -19,7 +19,16 @@ import duckdb
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake, register_view
-from homefeed.features.definitions import CONTEXT_SQL, ENTITY_KEYS, ENTITY_SOURCE, Feature, FeatureError, FeatureSet
+from homefeed.features.definitions import (
+    CONTEXT_SQL,
+    ENTITY_KEYS,
+    ENTITY_SOURCE,
+    Feature,
+    FeatureError,
+    FeatureSet,
+    declared_sql,
+    is_declared,
+)
 from homefeed.schema import DAY_US, TABLES
 
 #: What an impression table must hold for the join (more columns pass through).
@@ -106,7 +115,10 @@ def register_files(con: duckdb.DuckDBPyConnection, sources: dict[str, list[Path]
 
 
 def _context(f: Feature) -> str:
-    """Request-context features, in arithmetic both engines share (the serving path's twin is `context_values`)."""
+    """Request-context features, in arithmetic both engines share (the serving path's twin is `context_values`);
+    declared ones read the impression's own columns (DuckDB's list functions)."""
+    if is_declared(f):
+        return declared_sql(f)
     return f"CAST(COALESCE({CONTEXT_SQL[f.name]}, {f.default!r}) AS FLOAT) AS {f.name}"
 
 
@@ -124,6 +136,8 @@ def query(
     """
     if keep is None and portable:
         raise FeatureError("a portable point-in-time join needs the impression columns to keep")
+    if portable and (declared := [f.name for f in fs.features if is_declared(f)]):
+        raise FeatureError(f"declared feature(s) {', '.join(declared)} are joined on DuckDB only so far, not Spark")
     hidden = "i.* EXCLUDE (_topic, _creator_id, _created_at)"
     passthrough = hidden if keep is None else ", ".join(f"i.{c}" for c in keep)
     base = (

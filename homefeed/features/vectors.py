@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from homefeed.features.definitions import ENTITY_SOURCE, FeatureError, FeatureSet, context_values
+from homefeed.features.definitions import ENTITY_SOURCE, FeatureError, FeatureSet, context_values, is_declared
 from homefeed.features.store import Lookup
 from homefeed.schema import DAY_US
 
@@ -94,6 +94,11 @@ def assemble(
         if fs.missing_flags:
             out[index[f"{entity}_missing"]] = (~fresh).astype(np.float32)
     for f in fs.features:
+        if is_declared(f):  # a value the impression logged: no request carries it yet
+            raise FeatureError(
+                f"declared feature {f.name!r} reads {f.source}, which a serving request does not carry yet: "
+                "a model using it cannot be served"
+            )
         if f.entity == "context":
             value = context_values(f.name, ts, created_us)
             out[index[f.name]] = np.where(np.isnan(value), f.default, value).astype(np.float32)

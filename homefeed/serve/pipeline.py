@@ -226,7 +226,7 @@ class RankingPipeline:
                 heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, matrix))
                 if heads is not None:
                     served.heads = heads
-                    score = model.ranker.objective.score(heads)
+                    score = model.ranker.combine(heads)
                     served.matrix = matrix
         if score is None:
             trace.fallback = FALLBACK

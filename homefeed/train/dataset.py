@@ -38,7 +38,14 @@ from homefeed.data.etl import snapshot_lake
 from homefeed.data.lake import Lake, register_view
 from homefeed.errors import DamagedStateError
 from homefeed.features import pit
-from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, FeatureError, FeatureSet, feature_set
+from homefeed.features.definitions import (
+    ENTITY_KEYS,
+    ENTITY_SOURCE,
+    FeatureError,
+    FeatureSet,
+    feature_set,
+    is_declared,
+)
 from homefeed.files import atomic_dir, atomic_write_text, lock, sha256_file, sweep_atomic_dirs
 from homefeed.schema import days
 from homefeed.train import sampling, validation
@@ -194,6 +201,13 @@ def _build(spec: DatasetSpec, fs: FeatureSet, inputs: Inputs, ident: dict, store
             if written != funnel.get(split, {}).get("kept", 0):
                 raise _multiplied(con, fs, split, funnel.get(split, {}).get("kept", 0), written)
         stats = validation.statistics(con, {s: staging / n for s, n in files.items()}, fs, spec.targets)
+        if empty := validation.missing_everywhere(stats, fs):
+            raise DatasetError(validation.describe_valueless(empty))
+        for label, counts in stats["all"]["labels"].items():
+            if not counts["positives"]:  # said now, not first when a model refuses to train a head on it
+                inputs.warnings.append(
+                    f"label {label!r} never occurs in the dataset: a model refuses its head (or drops it when asked)"
+                )
         manifest = {
             "id": did,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -232,7 +246,10 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, i
     register_view(con, "ds_impressions", inputs.impressions)
     register_view(con, "ds_engagements", inputs.engagements, "request_id, item_id, ts, action")
     pit.register_files(con, inputs.sources)
-    con.execute(f"CREATE TEMP TABLE ds_candidates AS {sampling.candidates_sql(spec)}")
+    if empty := validation.valueless(con, fs):
+        raise DatasetError(validation.describe_valueless(empty))
+    _check_declared(con, spec, fs)
+    con.execute(f"CREATE TEMP TABLE ds_candidates AS {sampling.candidates_sql(spec, _declared_columns(fs))}")
     _refuse_repeated_impressions(con, inputs)
     cursor = con.execute(sampling.funnel_sql())
     names = [d[0] for d in cursor.description]
@@ -250,6 +267,46 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet, i
     for f in funnel.values():
         f.pop("kept_without_propensity")
     return funnel
+
+
+def _declared_columns(fs: FeatureSet) -> tuple[str, ...]:
+    """The impression columns declared features read that a dataset row does not keep anyway."""
+    read = {f.source.partition(".")[2] for f in fs.features if is_declared(f)}
+    return tuple(sorted(read - set(sampling.IMPRESSION_COLUMNS)))
+
+
+def _check_declared(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureSet) -> None:
+    """Refuse, before anything is written, a declared feature whose map key (or map) no impression of the range has."""
+    mapped = [f for f in fs.features if is_declared(f) and f.source.endswith(".served_features")]
+    if not mapped:
+        return
+    lo, hi = spec.start, spec.end + dt.timedelta(days=1)
+    window = f"ts >= TIMESTAMPTZ '{lo} 00:00:00+00' AND ts < TIMESTAMPTZ '{hi} 00:00:00+00'"
+    for f in mapped:
+        if f.column.startswith("["):
+            key = f.column[1:-1]
+            (found,) = con.execute(
+                f"SELECT count(*) FROM ds_impressions WHERE {window} AND served_features[?] IS NOT NULL", [key]
+            ).fetchone()
+            if found:
+                continue
+            keys = [
+                k
+                for (k,) in con.execute(
+                    f"SELECT DISTINCT unnest(map_keys(served_features)) AS k FROM ds_impressions WHERE {window} "
+                    "ORDER BY k LIMIT 6"
+                ).fetchall()
+            ]
+            listed = f"keys there include {', '.join(map(repr, keys[:5]))}" if keys else "no impression has any"
+            raise DatasetError(
+                f"declared feature {f.name!r}: key {key!r} is in no impression's served_features from {spec.start} "
+                f"to {spec.end}; {listed}"
+            )
+        (found,) = con.execute(f"SELECT count(served_features) FROM ds_impressions WHERE {window}").fetchone()
+        if not found:
+            raise DatasetError(
+                f"declared feature {f.name!r}: no impression from {spec.start} to {spec.end} has served_features"
+            )
 
 
 def _refuse_repeated_impressions(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
@@ -305,7 +362,7 @@ def _write_split(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: FeatureS
     Returns the rows written (``COPY`` counts them), which must be the rows kept: a join may not multiply them.
     """
     labels = [label.name for label in spec.targets]
-    keep = (*sampling.IMPRESSION_COLUMNS, *labels, "sample_weight")
+    keep = (*sampling.IMPRESSION_COLUMNS, *_declared_columns(fs), *labels, "sample_weight")
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW ds_rows AS SELECT {', '.join(keep)} FROM ds_candidates "
         f"WHERE keep AND split = '{split}'"

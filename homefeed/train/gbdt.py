@@ -123,8 +123,6 @@ class GBDTRanker(Ranker):
     def _dataset(self, data: TrainingData, split: str, head: str, kind: ObjectiveKind) -> tuple:
         """A split as (matrix, label, weight, group sizes or None), rows regrouped by request for lambdarank."""
         rows = data.splits[split]
-        if head not in rows.column_names:
-            raise ModelError(f"dataset {data.dataset_id} has no label column {head!r}")
         x = inputs(rows, data.features, self.position, slot="logged")
         y = rows[head].to_numpy(zero_copy_only=False).astype(np.float64)
         w = row_weights(rows, self.weights)
@@ -141,8 +139,9 @@ class GBDTRanker(Ranker):
         self.features, self.dataset_id = list(data.features), data.dataset_id
         names = self.features + (["position"] if self.position == "feature" else [])
         self.boosters, self.calibration = {}, {}
+        self.training = {"dropped_heads": self.empty_heads(data)}
         heads: dict[str, dict] = {}
-        for head in self.objective.heads:
+        for head in self.heads:
             kind = self._head_kind(head)
             xt, yt, wt, gt = self._dataset(data, "train", head, kind)
             xv, yv, wv, gv = self._dataset(data, "validation", head, kind)
@@ -166,6 +165,7 @@ class GBDTRanker(Ranker):
             heads[head].update(metrics)
         self.training = {
             "heads": heads,
+            "dropped_heads": self.training["dropped_heads"],
             "validation_metrics": VALIDATION_METRICS,
             "fit_seconds": round(time.perf_counter() - start, 3),
             "rows": {s: data.splits[s].num_rows for s in ("train", "validation")},
@@ -221,7 +221,7 @@ class GBDTRanker(Ranker):
 
     def _load_weights(self, directory: Path) -> None:
         self.boosters = {}
-        for head in self.objective.heads:
+        for head in self.heads:
             path = directory / f"{head}.txt"
             try:
                 self.boosters[head] = lgb.Booster(model_str=path.read_text(encoding="utf-8"))

@@ -244,11 +244,13 @@ class Ranker(abc.ABC):
         position: Position = "ignore",
         weights: Weights = "dataset",
         seed: Annotated[NonNegativeInt, Field(lt=2**31)] = 0,
+        drop_empty_heads: bool = False,
     ):
         self.objective = objective or Objective()
         self.position = position
         self.weights = weights
         self.seed = seed
+        self.drop_empty_heads = drop_empty_heads
         self.features: list[str] = []
         self.dataset_id: str | None = None
         self.training: dict = {}  # metrics and timings of the fit, for the registry
@@ -268,7 +270,47 @@ class Ranker(abc.ABC):
 
     def score(self, rows: pa.Table) -> np.ndarray:
         """The ranking score, ``p(positive) − λ·p(negative)``, at the serving slot: what the ranker orders by."""
-        return self.objective.score(self.predict(rows))
+        return self.combine(self.predict(rows))
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads the model learned: the objective's, less any dropped for a label the dataset never held."""
+        dropped = self.training.get("dropped_heads", {})
+        return tuple(h for h in self.objective.heads if h not in dropped)
+
+    def combine(self, heads: dict[str, np.ndarray]) -> np.ndarray:
+        """The ranking score from each head's probabilities: the objective's, or ``p(positive)`` alone when the
+        negative head was dropped (λ is then ignored, and the training record says why)."""
+        if self.objective.negative not in self.heads:
+            return heads[self.objective.positive]
+        return self.objective.score(heads)
+
+    def empty_heads(self, data: TrainingData) -> dict[str, str]:
+        """The heads to drop from this fit (with why), checked before any training; refuses what cannot be dropped.
+
+        A head whose label never occurs in the train split has nothing to learn: a model would be trained (and
+        its λ weigh a constant) on logs that never record the event, as once on the Open Bandit Dataset, which
+        logs clicks only.  Such a head is refused unless ``drop_empty_heads``; the positive head never drops.
+        """
+        rows = data.splits["train"]
+        out: dict[str, str] = {}
+        for head in self.objective.heads:
+            if head not in rows.column_names:
+                raise ModelError(f"dataset {data.dataset_id} has no label column {head!r}")
+            if pc.sum(rows[head]).as_py():
+                continue
+            why = f"label {head!r} never occurs in the train split of dataset {data.dataset_id}"
+            why += f" (0 of {rows.num_rows:,} rows)"
+            if head == self.objective.positive:
+                raise ModelError(f"{why}: the positive head has nothing to learn and the model nothing to rank by")
+            if not self.drop_empty_heads:
+                raise ModelError(
+                    f"{why}: its head would learn a constant. Train with drop_empty_heads (`homefeed train "
+                    f"--drop-empty-heads`) to rank by {self.objective.positive!r} alone, λ ignored, or build a "
+                    f"dataset whose logs hold {head!r} events"
+                )
+            out[head] = f"{why}; dropped, so λ = {self.objective.negative_weight:g} is ignored"
+        return out
 
     @abc.abstractmethod
     def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:

@@ -250,12 +250,12 @@ class NNRanker(Ranker):
         )
 
     def _network(self, numeric: int) -> _Network:
-        heads = len(self.objective.heads)
+        heads = len(self.heads)
         slots = self.preprocessing.get("slots", 0)
         return _Network(numeric, self._cardinalities(), self.embedding_dim, self.hidden, heads, slots)
 
     def _labels(self, rows: pa.Table) -> torch.Tensor:
-        y = np.column_stack([_column(rows, h).astype(np.float32) for h in self.objective.heads])
+        y = np.column_stack([_column(rows, h).astype(np.float32) for h in self.heads])
         return torch.from_numpy(np.nan_to_num(y))
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -266,6 +266,7 @@ class NNRanker(Ranker):
         if train.num_rows == 0 or valid.num_rows == 0:
             raise ModelError("the train and validation splits must both have rows")
         self.features, self.dataset_id = list(data.features), data.dataset_id
+        self.training = {"dropped_heads": self.empty_heads(data)}
         self._fit_preprocessing(train)
         with _torch_settings(self.threads):
             torch.manual_seed(self.seed)
@@ -308,6 +309,7 @@ class NNRanker(Ranker):
             net.eval()
             self.network = net
         self.training = {
+            "dropped_heads": self.training["dropped_heads"],
             "rows": {"train": train.num_rows, "validation": valid.num_rows},
             "epochs": len(history),
             "best_epoch": best_epoch,
@@ -326,14 +328,14 @@ class NNRanker(Ranker):
             for i in range(0, len(x), PREDICT_BATCH):
                 batch = slice(i, i + PREDICT_BATCH)
                 parts.append(torch.sigmoid(self.network(x[batch], c[batch], None if slot is None else slot[batch])))
-        return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.objective.heads)), np.float32)
+        return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.heads)), np.float32)
 
     def predict(self, rows: pa.Table, slot: Slot = "serving") -> dict[str, np.ndarray]:
         if self.network is None:
             raise ModelError("the model is not trained")
         with _torch_settings(self.threads):
             p = self._predict_tensors(*self._tensors(rows, slot))
-        return {head: p[:, i].astype(np.float64) for i, head in enumerate(self.objective.heads)}
+        return {head: p[:, i].astype(np.float64) for i, head in enumerate(self.heads)}
 
     def contributions(self, rows: pa.Table, steps: int = IG_STEPS) -> tuple[np.ndarray, list[str]]:
         """Integrated gradients (Sundararajan et al., 2017) of the positive head's logit, one column per input.
@@ -354,7 +356,7 @@ class NNRanker(Ranker):
             raise ModelError("the model is not trained")
         if steps < 1:
             raise ModelError(f"integrated gradients need at least one step, got {steps}")
-        net, head = self.network, self.objective.heads.index(self.objective.positive)
+        net, head = self.network, self.heads.index(self.objective.positive)
         p = self.preprocessing
         names = [*self.features, *(["position"] if self.position == "feature" else []), *p["ids"]]
         names += [name for name, _ in p["vocabularies"]]

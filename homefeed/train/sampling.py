@@ -65,15 +65,16 @@ def _positive(label: Label) -> bool:
     return not set(label.actions) & set(NEGATIVE_ACTIONS)
 
 
-def candidates_sql(spec: DatasetSpec) -> str:
+def candidates_sql(spec: DatasetSpec, extra: tuple[str, ...] = ()) -> str:
     """Every impression of [start, end] with its labels, split and sampling decisions (``in_scope``, ``keep``).
 
-    Reads the views ``ds_impressions`` and ``ds_engagements``; ``sample_weight`` undoes the negative
+    Reads the views ``ds_impressions`` and ``ds_engagements`` (``extra``: more impression columns to carry, those
+    declared features read); ``sample_weight`` undoes the negative
     down-sampling (1 / rate on a kept all-zero row).  The per-user cap ranks a user's in-scope impressions
     of a day by hash and keeps the first N; it is not re-weighted: its point is that heavy users count less.
     """
     labels = spec.targets
-    imp = ", ".join(IMPRESSION_COLUMNS)
+    imp = ", ".join((*IMPRESSION_COLUMNS, *extra))
     hits = []
     for label in labels:
         actions = ", ".join(map(_text, label.actions))

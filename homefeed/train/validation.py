@@ -10,6 +10,11 @@ examination), so they get no upper bound.  Missing values take the declared
 default, so a null is always a join bug; a source missing for every row of a
 split is a broken ETL day, not cold start.  Violations are reported, not fatal:
 the manifest and ``homefeed dataset build`` list them and the user decides.
+
+One thing is fatal: a feature with no value for *any* row (:func:`valueless`, :func:`missing_everywhere`).  Its
+column would be its default throughout, a constant no model can use, and its ``*_missing`` warnings would be
+lost among the others; on logs that lack what it needs (no sign-up times, no topics) it is better named and
+left out of the feature set.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.lake import register_view
-from homefeed.features.definitions import Feature, FeatureSet
+from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet
 from homefeed.schema import Label
 
 
 def bounds(feature: Feature) -> tuple[float | None, float | None]:
     """The range a feature's definition allows (None: unbounded on that side)."""
+    if feature.entity == "context" and feature.source.startswith("impressions."):  # declared: what the logs hold
+        return (0.0, None) if feature.column == "<count_nonzero>" else (None, None)
     if feature.entity == "context":
         return {"context_hour_of_day": (0.0, 23.0), "context_day_of_week": (0.0, 6.0)}.get(feature.name, (0.0, None))
     if feature.column == "positive_share":
@@ -153,4 +160,54 @@ def _violation(split: str, column: str, rule: str, count: int, rows: int, messag
     }
 
 
-__all__ = ["bounds", "statistics", "violations"]
+#: Why a source column can be null in every snapshot row: what the logs lack.
+NEEDS = {"tenure_days": "users.signup_at (the logs have no sign-up times)"}
+
+
+def valueless(con: duckdb.DuckDBPyConnection, fs: FeatureSet) -> dict[str, str]:
+    """Features that no snapshot row the build reads gives a value, each with why; read before anything is joined.
+
+    ``con`` has the point-in-time join's views registered (one per ETL output, named after it).  A source with no
+    rows at all (no item has a topic, so no user x topic pair) empties every feature of it; a column null in every
+    row (a tenure without sign-up times) empties that one.
+    """
+    out: dict[str, str] = {}
+    for entity, source in ENTITY_SOURCE.items():
+        used = [f for f in fs.features if f.entity == entity]
+        if not used:
+            continue
+        counts = ", ".join(f"count({f.column})" for f in used)
+        rows, *valued = con.execute(f"SELECT count(*), {counts} FROM {source}").fetchone()
+        for f, n in zip(used, valued, strict=True):
+            if not rows:
+                out[f.name] = f"the {source} snapshots read hold no row at all"
+            elif not n:
+                needs = f": it needs {NEEDS[f.column]}" if f.column in NEEDS else ""
+                out[f.name] = f"{source}.{f.column} is null in every snapshot row read{needs}"
+    return out
+
+
+def missing_everywhere(stats: dict[str, dict], fs: FeatureSet) -> dict[str, str]:
+    """Features whose source joined no row of the dataset (its ``*_missing`` flag is 1 on every row), with why."""
+    rates = stats.get("all", {}).get("missing_rates", {})
+    out = {}
+    for flag, rate in rates.items():
+        if rate is not None and rate >= 1.0:
+            entity = flag.removesuffix("_missing")
+            for f in fs.features:
+                if f.entity == entity:
+                    out[f.name] = f"no row of any split has a fresh {ENTITY_SOURCE[entity]} snapshot row"
+    return out
+
+
+def describe_valueless(found: dict[str, str]) -> str:
+    """One message naming every feature without a value, why, and what to do."""
+    listed = "; ".join(f"{name} ({why})" for name, why in found.items())
+    return (
+        f"{len(found)} feature(s) have no value for any row of the dataset: {listed}. A column that is its default "
+        "on every row teaches a model nothing: leave them out of the feature set (declare one under "
+        "[features.sets] in homefeed.toml; `homefeed features list --all` lists the features there are)"
+    )
+
+
+__all__ = ["NEEDS", "bounds", "describe_valueless", "missing_everywhere", "statistics", "valueless", "violations"]

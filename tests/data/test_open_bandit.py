@@ -16,7 +16,7 @@ import pytest
 
 from homefeed.cli import main
 from homefeed.data.ingest import IngestError
-from homefeed.data.lake import Lake
+from homefeed.data.lake import UNKNOWN_TIME, Lake
 from homefeed.data.open_bandit import (
     CAMPAIGNS,
     USER_FEATURES,
@@ -153,12 +153,10 @@ def test_users_are_the_user_feature_combinations(obd, ingested):
         raw, impressions = csv(obd, campaign), impressions_of(lake, campaign)
         seen = attributes.loc[impressions["user_id"]].to_numpy()
         assert (seen == raw[list(USER_FEATURES)].to_numpy()).all()  # each row's user has exactly its features
-    # Signed up at the first timestamp in the first file (all, men, women) that brought them in: first write wins.
-    expected = pd.Series(dtype="datetime64[us, UTC]")
-    for campaign in sorted(CAMPAIGNS):
-        expected = expected.combine_first(csv(obd, campaign).groupby(list(USER_FEATURES))["timestamp"].min())
-    signup = pd.Series(users["signup_at"].to_numpy(), index=pd.MultiIndex.from_frame(attributes.reset_index(drop=True)))
-    assert signup.sort_index().equals(expected.sort_index().rename(None))
+    # OBD has no sign-up time: none is invented (a made-up one gave negative tenures), and the users sit in the
+    # partition of unknown times.
+    assert users["signup_at"].isna().all()
+    assert lake.dates("users") == [UNKNOWN_TIME]
 
 
 def test_canonical_tables_conform_and_obey_the_value_rules(ingested):
