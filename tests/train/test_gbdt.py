@@ -97,31 +97,37 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
     assert top_rate(request, multi, engaged, 5) > 0.9 * top_rate(request, positive_only, engaged, 5)
 
 
-def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(ranked_world):
+def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(explored_world):
     """Truth: each test impression's true p(closeup) at slot 1 (the first step of every engagement; the slot's
     examination factor is the same for every item, so any one slot gives the position-free order), averaged per
     item over the impressions it had, as the world recorded it.  The models' mean ``engaged`` probability per item over
-    the same impressions is compared with it by rank correlation."""
-    test = ranked_world.data.splits["test"]
+    the same impressions is compared with it by rank correlation.
+
+    The logs are the popularity ranker's with a fifth of requests served at random: the ranker puts its items at
+    the top, and the random fifth shows them (and every other item) at every slot, so slot and item can be told
+    apart.  On the ranker's logs alone every test item sits at one slot all day (one list for everyone) and nothing
+    separates the two: there both models rank the items alike (Spearman 0.43 and 0.44 in this world)."""
+    test = explored_world.data.splits["test"]
     item = test["item_id"].to_numpy()
-    truth = ranked_world.sim.ground_truth(test["request_id"], test["position"].to_numpy(), at_position=1)
+    truth = explored_world.sim.ground_truth(test["request_id"], test["position"].to_numpy(), at_position=1)
     _, inverse, counts = np.unique(item, return_inverse=True, return_counts=True)
     true_item = np.bincount(inverse, truth["closeup"]) / counts
     found = {}
-    for name, options in {
-        "ignore": {"position": "ignore"},
-        "feature": {"position": "feature"},
-        "ips": {"position": "ignore", "weights": "ips"},
-    }.items():
-        model = GBDTRanker(**options, **FAST).fit(ranked_world.data)
-        scores = model.predict(test)["engaged"]
-        item_scores = np.bincount(inverse, scores) / counts
-        found[name] = (spearmanr(item_scores, true_item)[0], kendalltau(item_scores, true_item)[0], scores)
+    for name, options in {"ignore": {"position": "ignore"}, "feature": {"position": "feature"}}.items():
+        model = GBDTRanker(**options, **FAST).fit(explored_world.data)
+        item_scores = np.bincount(inverse, model.predict(test)["engaged"]) / counts
+        found[name] = (spearmanr(item_scores, true_item)[0], kendalltau(item_scores, true_item)[0])
         print(f"{name}: {len(counts)} items, Spearman {found[name][0]:.4f}, Kendall {found[name][1]:.4f}")
-    assert found["feature"][0] > found["ignore"][0] and found["feature"][1] > found["ignore"][1]
-    # The popular policy is deterministic (every logged propensity is 1): IPS has nothing to correct here.
+    assert found["feature"][0] > found["ignore"][0] + 0.02 and found["feature"][1] > found["ignore"][1] + 0.02
+
+
+def test_ips_weights_change_nothing_when_every_logged_propensity_is_1(ranked_world):
+    """The popular policy is deterministic (every logged propensity is 1): IPS has nothing to correct."""
+    test = ranked_world.data.splits["test"]
     assert (test["propensity"].to_numpy() == 1.0).all()
-    np.testing.assert_allclose(found["ips"][2], found["ignore"][2])
+    few = {"n_estimators": 20, "learning_rate": 0.1}
+    ips = GBDTRanker(weights="ips", **few).fit(ranked_world.data).predict(test)["engaged"]
+    np.testing.assert_allclose(ips, GBDTRanker(**few).fit(ranked_world.data).predict(test)["engaged"])
 
 
 def test_save_load_round_trip_and_refuses_tampered_or_truncated_files(random_world, binary, tmp_path):
