@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,11 +17,15 @@ from homefeed.evaluate.bootstrap import Bootstrap, Scored
 from homefeed.evaluate.charts import PLOTLY_JS
 from homefeed.evaluate.metrics import evaluate
 from homefeed.evaluate.review import DEFAULT_GATES, compare_models, launch_review, scored, to_html, write_report
+from homefeed.features.definitions import Feature, FeatureSet
+from homefeed.files import atomic_dir, atomic_write_text, sha256_file
 from homefeed.train.gbdt import GBDTRanker
 from homefeed.train.model import BASELINE, Ranker, Slot, TrainingData, inputs
 from homefeed.train.nn import NNRanker
 from homefeed.train.registry import MODEL_KINDS, Registry
 from homefeed.train.snapshots import MANIFEST, DatasetStore
+from homefeed.train.spec import DatasetSpec
+from homefeed.train.validation import statistics, violations
 from tests.evaluate.conftest import FAST_GBDT, FAST_NN
 
 BOOT = Bootstrap(replicates=100, seed=0)
@@ -80,18 +85,31 @@ def synthetic_dataset(root: Path, requests: int = 3_000, slots: int = 20, seed: 
                 "weight": np.ones(n),
             }
         )
+    # Stored as `build_dataset` stores one (the store verifies every manifest and split on load): each split's
+    # SHA-256, the builder's statistics and rule checks of the written files, a spec of the same days.
+    quality = Feature("quality", "item", "synthetic", "quality", "the item's true appeal (log-odds)")
+    fs = FeatureSet("synthetic", (quality,), missing_flags=False)
+    spec = DatasetSpec(start=dt.date(2026, 1, 1), end=dt.date(2026, 1, 3), feature_set=fs.name)
     dataset_id = f"synthetic{seed:07d}"
-    manifest = {
-        "id": dataset_id,
-        "feature_set": {"columns": ["quality"], "version": "synthetic"},
-        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
-    }
-    folder = DatasetStore(root).path(dataset_id)
-    folder.mkdir(parents=True)
-    for name, table in splits.items():
-        pq.write_table(table, folder / f"{name}.parquet")
-    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-    return TrainingData.load(DatasetStore(root), dataset_id)
+    store = DatasetStore(root)
+    with atomic_dir(store.path(dataset_id)) as folder, duckdb.connect() as con:
+        files = {name: folder / f"{name}.parquet" for name in splits}
+        for name, table in splits.items():
+            pq.write_table(table, files[name])
+        stats = statistics(con, files, fs, spec.targets)
+        manifest = {
+            "id": dataset_id,
+            "spec": spec.model_dump(mode="json"),
+            "feature_set": {"name": fs.name, "version": fs.version, "columns": fs.columns},
+            "splits": {name: {"file": path.name, "sha256": sha256_file(path)} for name, path in files.items()},
+            "stats": stats,
+            "violations": violations(stats, fs),
+            "warnings": [],
+            "created_at": dt.datetime(2026, 1, 4, tzinfo=dt.UTC).isoformat(),
+        }
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest))
+    store.verify(dataset_id)
+    return TrainingData.load(store, dataset_id)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +190,7 @@ def positional(registered, tmp_path_factory) -> tuple[Registry, dict]:
         kind: registry.register(model.fit(data), data)
         for kind, model in (
             ("gbdt", GBDTRanker(**FAST_GBDT, position="feature")),
-            ("nn", NNRanker(**FAST_NN, position="feature", seed=2)),
+            ("nn", NNRanker(**FAST_NN, learning_rate=1e-2, position="feature", seed=2)),  # a tower learned in 3 epochs
         )
     }
     return registry, versions

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from homefeed.train.gbdt import GBDTRanker
-from homefeed.train.model import BASELINE, ModelError, inputs
+from homefeed.train.model import BASELINE, ModelError, TrainingData, inputs
 from homefeed.train.nn import IDS, NNRanker
 
 FAST = {"n_estimators": 40, "learning_rate": 0.1, "early_stopping_rounds": 10}
@@ -99,14 +100,19 @@ def test_contributions_of_an_unfitted_model_are_refused():
         NNRanker().contributions(pa.table({"x": [1.0]}))
 
 
-def test_nn_a_categorical_with_one_value_in_training_gets_no_attribution(nn, rows):
-    contrib, names = nn.contributions(rows)
-    for name, vocabulary in nn.preprocessing["vocabularies"]:
-        if len(vocabulary) == 1 and set(rows[name].to_pylist()) == set(vocabulary):
-            assert np.abs(contrib[:, names.index(name)]).max() < 1e-6, name
-            break
-    else:
-        pytest.skip("no single-valued categorical in this world")
+def test_nn_a_categorical_with_one_value_in_training_gets_no_attribution(random_world):
+    """Logs of the home surface alone (as before an explore surface existed): ``surface`` has one value in training,
+    so its embedding cannot separate anything, and integrated gradients give it nothing."""
+    data = random_world.data
+    home = {split: t.filter(pc.equal(t["surface"], "home")) for split, t in data.splits.items()}
+    assert all(0 < t.num_rows < data.splits[split].num_rows for split, t in home.items())  # both surfaces logged
+    model = NNRanker(**SMALL_NN, seed=5).fit(TrainingData(data.dataset_id, data.features, home, data.manifest))
+    assert dict(model.preprocessing["vocabularies"])["surface"] == ["home"]
+    rows = home["test"].slice(0, 3_000)
+    contrib, names = model.contributions(rows)
+    assert np.abs(contrib[:, names.index("surface")]).max() < 1e-6
+    # ... while the categoricals with several values in training do get some
+    assert np.abs(contrib[:, names.index("topic")]).max() > 1e-3
 
 
 def test_nn_slot_tower_is_counted_exactly_and_the_row_still_adds_up(random_world, rows):

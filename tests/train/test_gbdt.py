@@ -97,31 +97,37 @@ def test_negative_head_lowers_the_hide_rate_of_the_top_slots(random_world, binar
     assert top_rate(request, multi, engaged, 5) > 0.9 * top_rate(request, positive_only, engaged, 5)
 
 
-def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(ranked_world):
+def test_position_as_a_feature_moves_the_item_ranking_toward_the_truth(explored_world):
     """Truth: each test impression's true p(closeup) at slot 1 (the first step of every engagement; the slot's
     examination factor is the same for every item, so any one slot gives the position-free order), averaged per
     item over the impressions it had, as the world recorded it.  The models' mean ``engaged`` probability per item over
-    the same impressions is compared with it by rank correlation."""
-    test = ranked_world.data.splits["test"]
+    the same impressions is compared with it by rank correlation.
+
+    The logs are the popularity ranker's with a fifth of requests served at random: the ranker puts its items at
+    the top, and the random fifth shows them (and every other item) at every slot, so slot and item can be told
+    apart.  On the ranker's logs alone every test item sits at one slot all day (one list for everyone) and nothing
+    separates the two: there both models rank the items alike (Spearman 0.43 and 0.44 in this world)."""
+    test = explored_world.data.splits["test"]
     item = test["item_id"].to_numpy()
-    truth = ranked_world.sim.ground_truth(test["request_id"], test["position"].to_numpy(), at_position=1)
+    truth = explored_world.sim.ground_truth(test["request_id"], test["position"].to_numpy(), at_position=1)
     _, inverse, counts = np.unique(item, return_inverse=True, return_counts=True)
     true_item = np.bincount(inverse, truth["closeup"]) / counts
     found = {}
-    for name, options in {
-        "ignore": {"position": "ignore"},
-        "feature": {"position": "feature"},
-        "ips": {"position": "ignore", "weights": "ips"},
-    }.items():
-        model = GBDTRanker(**options, **FAST).fit(ranked_world.data)
-        scores = model.predict(test)["engaged"]
-        item_scores = np.bincount(inverse, scores) / counts
-        found[name] = (spearmanr(item_scores, true_item)[0], kendalltau(item_scores, true_item)[0], scores)
+    for name, options in {"ignore": {"position": "ignore"}, "feature": {"position": "feature"}}.items():
+        model = GBDTRanker(**options, **FAST).fit(explored_world.data)
+        item_scores = np.bincount(inverse, model.predict(test)["engaged"]) / counts
+        found[name] = (spearmanr(item_scores, true_item)[0], kendalltau(item_scores, true_item)[0])
         print(f"{name}: {len(counts)} items, Spearman {found[name][0]:.4f}, Kendall {found[name][1]:.4f}")
-    assert found["feature"][0] > found["ignore"][0] and found["feature"][1] > found["ignore"][1]
-    # The popular policy is deterministic (every logged propensity is 1): IPS has nothing to correct here.
+    assert found["feature"][0] > found["ignore"][0] + 0.02 and found["feature"][1] > found["ignore"][1] + 0.02
+
+
+def test_ips_weights_change_nothing_when_every_logged_propensity_is_1(ranked_world):
+    """The popular policy is deterministic (every logged propensity is 1): IPS has nothing to correct."""
+    test = ranked_world.data.splits["test"]
     assert (test["propensity"].to_numpy() == 1.0).all()
-    np.testing.assert_allclose(found["ips"][2], found["ignore"][2])
+    few = {"n_estimators": 20, "learning_rate": 0.1}
+    ips = GBDTRanker(weights="ips", **few).fit(ranked_world.data).predict(test)["engaged"]
+    np.testing.assert_allclose(ips, GBDTRanker(**few).fit(ranked_world.data).predict(test)["engaged"])
 
 
 def test_save_load_round_trip_and_refuses_tampered_or_truncated_files(random_world, binary, tmp_path):
@@ -182,16 +188,25 @@ def test_refuses_bad_arguments_and_unfitted_use(random_world, tmp_path):
 
 def test_ips_weights_learn_what_the_exploring_policy_logged_at_random(explored_world):
     """Popular with a fifth of requests served at random logs exact propensities from 1/N to 1.  Weighting each
-    row by 1/propensity (clipped) makes the random fifth count as the population the new ranker will face, so on
-    that traffic — the unbiased slice of the test days — the IPS-trained model ranks engagements better.
-    (Without position as a feature the weighting does not help here: the slot then explains the random rows.)"""
+    row by 1/propensity (clipped at 20) makes the random fifth count sixteen times a popular row: the model learns
+    that population, so its probabilities at the logged slot average the rate observed on the randomly served test
+    rows, where the dataset-weighted model's (learned mostly from the popular ranker's rows, whose items every user
+    sees again and again) fall short; on the popular ranker's rows it is the other way round.
+
+    It does not rank that traffic better in this world: AUC 0.696 against 0.714 (0.689 against 0.709 in expectation
+    over the simulator's own probabilities), the popular rows weighted down carrying more than the random fifth
+    alone; in the earlier world without repeat fatigue it did (0.705 against 0.682)."""
     test = explored_world.data.splits["test"]
-    explored = test.filter(pc.less(test["propensity"], 0.5))
-    assert 0.1 < explored.num_rows / test.num_rows < 0.3
-    y = explored["engaged"].to_numpy()
-    auc = {}
+    explored = pc.less(test["propensity"], 0.5).to_numpy(zero_copy_only=False)
+    assert 0.1 < explored.mean() < 0.3
+    y = test["engaged"].to_numpy()
+    miss = {}
     for weights in ("dataset", "ips"):
         model = GBDTRanker(position="feature", weights=weights, **FAST).fit(explored_world.data)
-        auc[weights] = roc_auc_score(y, model.predict(explored)["engaged"])
-    print(f"AUC on the randomly served test rows: dataset weights {auc['dataset']:.4f}, IPS {auc['ips']:.4f}")
-    assert auc["ips"] > auc["dataset"] + 0.005
+        p = model.predict(test, slot="logged")["engaged"]
+        miss[weights] = {
+            part: p[rows].mean() - y[rows].mean() for part, rows in (("random", explored), ("popular", ~explored))
+        }
+        print(f"{weights}: mean probability minus the observed rate, {miss[weights]}")
+    assert abs(miss["ips"]["random"]) < abs(miss["dataset"]["random"]) / 2
+    assert abs(miss["dataset"]["popular"]) < abs(miss["ips"]["popular"]) / 2
