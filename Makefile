@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/evaluation.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/own_logs.py
 
 clean:
 	rm -rf $(VENV) .homefeed .pytest_cache .ruff_cache

@@ -14,8 +14,11 @@ import pyarrow.dataset as ds
 import pytest
 from hypothesis import settings
 
-from homefeed.config import EtlSettings, SimSettings
+from homefeed.config import EtlSettings, Settings, SimSettings
+from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
 from homefeed.data.lake import Lake
+from homefeed.data.open_bandit import ingest_open_bandit
+from homefeed.datasets import open_bandit_sample
 from homefeed.schema import TABLES, TIME_COLUMN
 from homefeed.sim import Simulation, make_baseline
 
@@ -105,3 +108,15 @@ def assert_same_table(a: pa.Table, b: pa.Table, label: str, rtol: float = 0.0) -
             np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=rtol, err_msg=f"{label}.{col}")
         else:
             assert x.equals(y), f"{label}.{col}"
+
+
+#: The bundled Open Bandit samples' week.
+OBD_FIRST, OBD_LAST = dt.date(2019, 11, 24), dt.date(2019, 11, 30)
+
+
+def ingest_obd_week(settings: Settings, sample: str = "random/men") -> None:
+    """A bundled Open Bandit sample ingested into ``settings``' lake, and its week of ETL snapshots computed."""
+    paths = settings.resolved_paths
+    lake = Lake(paths.lake)
+    ingest_open_bandit(open_bandit_sample(sample), lake, paths.quarantine)
+    run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(settings.etl, OBD_FIRST, OBD_LAST), DuckDBEngine())

@@ -19,16 +19,14 @@ from pydantic import ValidationError
 from homefeed.cli import main
 from homefeed.config import EtlSettings, FeatureSettings, Paths, Settings
 from homefeed.config.stages import DeclaredFeature
-from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
-from homefeed.data.lake import Lake
-from homefeed.data.open_bandit import ingest_open_bandit
 from homefeed.datasets import open_bandit_sample
 from homefeed.features.definitions import FeatureError, FeatureSet, catalogue, drop_groups, feature_set, is_declared
 from homefeed.features.vectors import assemble
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset
+from tests.conftest import OBD_FIRST, OBD_LAST, ingest_obd_week
 from tests.test_cli import assert_one_line_error
 
-FIRST, LAST = dt.date(2019, 11, 24), dt.date(2019, 11, 30)
+FIRST, LAST = OBD_FIRST, OBD_LAST
 ETL = EtlSettings(windows=[1, 7])
 MAP = "impressions.served_features"
 DECLARED = [
@@ -53,11 +51,8 @@ def spec(settings: Settings) -> DatasetSpec:
 
 @pytest.fixture(scope="module")
 def obd(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("declared")
-    paths = settings_for(root).resolved_paths
-    lake = Lake(paths.lake)
-    ingest_open_bandit(open_bandit_sample("random/men"), lake, paths.quarantine)
-    run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(ETL, FIRST, LAST), DuckDBEngine())
+    root = tmp_path_factory.mktemp("obd")
+    ingest_obd_week(settings_for(root))
     return root
 
 

@@ -17,17 +17,15 @@ import pytest
 
 from homefeed.cli import main
 from homefeed.config import EtlSettings, FeatureSettings, Paths, Settings
-from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
-from homefeed.data.lake import Lake
-from homefeed.data.open_bandit import ingest_open_bandit
-from homefeed.datasets import open_bandit_sample
+from homefeed.data.etl import snapshot_lake
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset
 from homefeed.train.gbdt import GBDTRanker
 from homefeed.train.model import ModelError, Objective, TrainingData
 from homefeed.train.nn import NNRanker
+from tests.conftest import OBD_FIRST, OBD_LAST, ingest_obd_week
 from tests.test_cli import assert_one_line_error
 
-FIRST, LAST = dt.date(2019, 11, 24), dt.date(2019, 11, 30)  # the sample's week
+FIRST, LAST = OBD_FIRST, OBD_LAST
 ETL = EtlSettings(windows=[1, 7])
 #: Features OBD's logs can give: the item's and the user's activity, the request's hour.
 USABLE = ["item_impressions_7d", "item_click_rate_7d", "user_impressions_7d", "user_click_7d", "context_hour_of_day"]
@@ -57,10 +55,7 @@ def spec(settings: Settings, feature_set: str, **overrides: object) -> DatasetSp
 def obd(tmp_path_factory) -> Path:
     """random/men ingested and its week of ETL snapshots computed."""
     root = tmp_path_factory.mktemp("obd")
-    paths = settings_for(root).resolved_paths
-    lake = Lake(paths.lake)
-    ingest_open_bandit(open_bandit_sample("random/men"), lake, paths.quarantine)
-    run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(ETL, FIRST, LAST), DuckDBEngine())
+    ingest_obd_week(settings_for(root))
     return root
 
 
