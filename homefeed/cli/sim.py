@@ -29,7 +29,7 @@ from homefeed.cli.serve import served_demo
 from homefeed.config import Settings
 from homefeed.files import ensure_replaceable
 from homefeed.pipeline.demo import train_on_logs
-from homefeed.sim import BASELINES, OraclePolicy, RandomPolicy, SimulationResult, make_baseline
+from homefeed.sim import BASELINES, OraclePolicy, SimulationResult, explore_policy, make_baseline
 from homefeed.sim.baselines import EXPLORING
 from homefeed.sim.card import POLICIES as CARD_POLICIES
 from homefeed.sim.card import Fact, world_card
@@ -61,7 +61,7 @@ def explore_maker(name: str, settings: Settings) -> Callable[[], object] | None:
     if name != "random":
         raise UserError(f"unknown explore policy {name!r}; choose random or same")
     s = settings.sim
-    return lambda: RandomPolicy(seed=s.seed + 1, max_age_days=s.item_lifetime_days)
+    return lambda: explore_policy(s.seed, s.item_lifetime_days)
 
 
 def _run_with_progress(

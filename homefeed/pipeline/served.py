@@ -38,7 +38,7 @@ from homefeed.serve.model import ModelHolder
 from homefeed.serve.pipeline import RankingPipeline
 from homefeed.serve.service import signals_for
 from homefeed.serve.state import OnlineFeatures, StoreGuard
-from homefeed.sim import BASELINES, RandomPolicy, Simulation, SimulationResult, make_baseline
+from homefeed.sim import BASELINES, Simulation, SimulationResult, explore_policy, make_baseline
 from homefeed.train.registry import Registry
 
 #: The entities the demo's pipeline holds in memory: all of them, as a batch ranker of a whole day should.
@@ -104,8 +104,7 @@ def serve_days(
     done = step("warm-up")
     random = make_baseline("random", seed=s.seed, max_age_days=s.item_lifetime_days)
     others = [make_baseline(n, seed=s.seed, max_age_days=s.item_lifetime_days) for n in BASELINES if n != "random"]
-    # The demo's explore surface: uniform random, as in the weeks the logs came from (explore_maker("random")).
-    explore = RandomPolicy(seed=s.seed + 1, max_age_days=s.item_lifetime_days)
+    explore = explore_policy(s.seed, s.item_lifetime_days)  # as in the weeks the logs came from
     world = Simulation(s)
     # the random run the logs came from, replayed (same seed)
     world.run(_Tee(random, others), warm_days, surfaces={s.surfaces.explore: explore})

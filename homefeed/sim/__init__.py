@@ -8,6 +8,7 @@ from homefeed.sim.baselines import (
     PopularPolicy,
     RandomPolicy,
     TopicCap,
+    explore_policy,
     make_baseline,
 )
 from homefeed.sim.oracle import OraclePolicy
@@ -32,5 +33,6 @@ __all__ = [
     "SlateBatch",
     "TopicCap",
     "World",
+    "explore_policy",
     "make_baseline",
 ]

@@ -289,6 +289,12 @@ BASELINES = ("random", "popular", "chronological")
 EXPLORING = "popular+explore"
 
 
+def explore_policy(seed: int = 0, max_age_days: float = 30.0) -> RandomPolicy:
+    """What serves the explore surface in the demo, its served fork and the world card: uniform random (exact
+    propensities for training and OPE), seeded apart from the home policy's.  One place, so a fork replays it."""
+    return RandomPolicy(seed=seed + 1, max_age_days=max_age_days)
+
+
 def make_baseline(name: str, seed: int = 0, max_age_days: float = 30.0):  # noqa: ANN201 - one of the classes above
     """A baseline policy by name; an unknown name is an error listing the choices."""
     if name == "random":

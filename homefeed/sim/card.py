@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from homefeed.config import SimSettings
-from homefeed.sim.baselines import ChronologicalPolicy, ExploringPolicy, PopularPolicy, RandomPolicy, TopicCap
+from homefeed.sim.baselines import (
+    ChronologicalPolicy,
+    ExploringPolicy,
+    PopularPolicy,
+    RandomPolicy,
+    TopicCap,
+    explore_policy,
+)
 from homefeed.sim.oracle import OraclePolicy
 from homefeed.sim.simulation import DayOutcome, Simulation, SimulationResult
 
@@ -125,8 +132,7 @@ def run_seed(settings: SimSettings, seed: int, days: int, on_day: Callable[[str,
             if on_day is not None:
                 on_day(name, outcome)
 
-        lifetime = sim.settings.item_lifetime_days
-        explore = {sim.settings.surfaces.explore: RandomPolicy(seed=seed + 1, max_age_days=lifetime)}
+        explore = {sim.settings.surfaces.explore: explore_policy(seed, sim.settings.item_lifetime_days)}
         out.results[name] = sim.run(policies(sim, seed)[name](), days, on_day=record, surfaces=explore)
         end = sim.state.entropy(sim.world)
         out.entropy[name] = (float(start[tracker.visited].mean()), float(end[tracker.visited].mean()))
