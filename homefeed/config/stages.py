@@ -56,52 +56,156 @@ class EtlSettings(Section):
         return self
 
 
-#: What a declared feature can do with its source so far: the value itself, or a reduction over a map's values.
-DECLARED_TRANSFORMATIONS = ("raw", "count_nonzero", "sum", "max")
-#: The impression columns a declared context feature may read: numbers, or the map of served features.
-DECLARED_COLUMNS = ("position", "score", "propensity", "served_features")
-DECLARED_MAP = "served_features"
+#: The entities a declared feature describes; its name starts with the entity (``user_item_`` for the pair).
+DECLARED_ENTITIES = ("context", "user", "item", "user_item")
+#: The tables a declared feature may read: their plain columns, and their map column (one value per ``key``).
+DECLARED_SOURCES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "impressions": (("position", "score", "propensity", "surface", "country"), "served_features"),
+    "users": (("country", "language"), "attributes"),
+    "items": (("topic", "creator_id"), "content"),
+    "engagements": (("dwell",), None),
+}
+DECLARED_MAP = "served_features"  # the impression's map: context features and the user x item cross read it
+#: What a declared feature does with its source: the value (as a number or a category), a reduction over a
+#: map's values, or an aggregation over a window of past events ending ``lag`` before the impression.
+VALUES = ("raw", "categorical")
+REDUCTIONS = ("count_nonzero", "sum", "max")
+AGGREGATIONS = ("count", "rate", "mean", "last")
+DECLARED_TRANSFORMATIONS = (*VALUES, *REDUCTIONS, *AGGREGATIONS)
+#: Where the entity's value is known: the impression's own columns (no lag), or its table's latest row.
+ENTITY_TABLE = {"context": "impressions", "user": "users", "item": "items"}
 
 
 class DeclaredFeature(Section):
     """A feature declared in ``homefeed.toml`` from the logs' own columns (``[[features.declared]]``).
 
-    So far the ``context`` entity: a value the impression itself carries, such as the user-item affinities the
-    Open Bandit Dataset logs in ``impressions.served_features``.  It is known at the impression, so it has no lag
-    and no TTL; whether the logging system computed it from the past only is the source's promise, which the
-    walkthrough checks for OBD.  A name starts with its entity (``context_``), so ablation groups find it.
+    Four shapes, each checked here before anything runs:
+
+    - **context**: a value the impression itself carries (``impressions.<column>``, a ``key`` of
+      ``impressions.served_features``, or a reduction over that map's values).  Known at the impression: no lag,
+      no TTL; whether the logging system computed it from the past only is the source's promise, which the
+      walkthrough checks for the Open Bandit Dataset.
+    - **user / item attributes**: ``users.<column>``, a ``key`` of ``users.attributes``, ``items.<column>`` or a
+      ``key`` of ``items.content``, as a number (``raw``) or a category, as the table's latest row says.
+    - **user x item cross**: ``cross`` names a key of ``impressions.served_features`` by the shown item
+      (``"user-item_affinity_{item_id}"``), the affinity column named by the item; known at the impression.
+    - **aggregations** (any entity but context): ``count``, ``rate``, ``mean`` or ``last`` over the entity's
+      past ``impressions`` or ``engagements`` in a window of ``window_days`` ending ``lag_minutes`` before the
+      impression (``rate``: engagements of ``action`` per impression).  They flow through the ETL's daily
+      snapshots, the point-in-time join and the online store like the built-in features.
+
+    Categories reach LightGBM as categorical features and the NN as hashed embeddings; a value not seen in
+    training shares one bucket.
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
-    entity: str = "context"
-    source: str  # "impressions.<column>"
-    key: str | None = None  # a key of the map: its value (transformation "raw")
-    transformation: Literal["raw", "count_nonzero", "sum", "max"] = "raw"
-    default: float = Field(0.0, allow_inf_nan=False)
+    entity: Literal["context", "user", "item", "user_item"] = "context"
+    source: str  # "<table>.<column>", or "<table>" for count and rate
+    key: str | None = None  # a key of the source's map column
+    cross: str | None = Field(None, min_length=1)  # user_item: a served_features key template with "{item_id}"
+    transformation: Literal["raw", "categorical", "count_nonzero", "sum", "max", "count", "rate", "mean", "last"] = (
+        "raw"
+    )
+    window_days: int | None = None  # aggregations: how many days of events, >= 1
+    lag_minutes: int | None = Field(None, ge=0)  # aggregations: default [features] lag_minutes
+    ttl_hours: int | None = Field(None, ge=1)  # user/item/user_item: default [features] ttl_hours
+    action: str | None = None  # count/rate over engagements: which action
+    default: float = Field(0.0, allow_inf_nan=False)  # where the value is absent (a category: the shared bucket)
     description: str = ""
+
+    @property
+    def table(self) -> str:
+        return self.source.partition(".")[0]
+
+    @property
+    def column(self) -> str | None:
+        """The column read, or None for ``count``/``rate`` over a whole table."""
+        return self.source.partition(".")[2] or None
+
+    @property
+    def is_aggregation(self) -> bool:
+        return self.transformation in AGGREGATIONS
+
+    @property
+    def at_impression(self) -> bool:
+        """Known from the impression's own columns (context, the cross): no lag, no TTL, no snapshot."""
+        return self.entity == "context" or (self.cross is not None and not self.is_aggregation)
 
     @model_validator(mode="after")
     def _check(self) -> DeclaredFeature:
         where = f"declared feature {self.name!r}"
-        if self.entity != "context":
+        prefix = f"{self.entity}_"
+        if not self.name.startswith(prefix) or (self.entity == "user" and self.name.startswith("user_item_")):
+            raise ValueError(f"{where}: the name must start with its entity, {prefix}")
+        if self.is_aggregation and self.entity == "context":
             raise ValueError(
-                f"{where}: entity {self.entity!r} is not supported yet; declared features are 'context' ones, "
-                "computed from the impression's own columns"
+                f"{where}: a context feature is the impression's own value; "
+                "aggregations describe user, item or user_item"
             )
-        if not self.name.startswith(f"{self.entity}_"):
-            raise ValueError(f"{where}: the name must start with its entity, {self.entity}_")
-        table, _, column = self.source.partition(".")
-        if table != "impressions" or column not in DECLARED_COLUMNS:
-            known = ", ".join(f"impressions.{c}" for c in DECLARED_COLUMNS)
-            raise ValueError(f"{where}: unknown source {self.source!r}; expected one of {known}")
-        if column == DECLARED_MAP:
-            if (self.key is None) == (self.transformation == "raw"):
+        table, column = self.table, self.column
+        if table not in DECLARED_SOURCES:
+            raise ValueError(
+                f"{where}: unknown table in source {self.source!r}; expected one of {', '.join(DECLARED_SOURCES)}"
+            )
+        columns, map_column = DECLARED_SOURCES[table]
+        readable = (*columns, *([map_column] if map_column else []))
+        if column is not None and column not in readable:
+            known = ", ".join(f"{table}.{c}" for c in readable)
+            raise ValueError(f"{where}: unknown column in source {self.source!r}; {table} offers {known}")
+        if column is None and self.transformation not in ("count", "rate"):
+            raise ValueError(f"{where}: source {self.source!r} names no column; only count and rate read a whole table")
+        is_map = column is not None and column == map_column
+        if self.key is not None and not is_map:
+            raise ValueError(f"{where}: key {self.key!r} needs a map column as source ({table}.{map_column or '-'})")
+        if self.cross is not None:
+            if self.entity != "user_item" or self.source != f"impressions.{DECLARED_MAP}":
+                raise ValueError(f"{where}: a cross is a user_item feature over impressions.{DECLARED_MAP}")
+            if "{item_id}" not in self.cross or self.key is not None:
                 raise ValueError(
-                    f"{where}: a key of {self.source} takes transformation 'raw'; a reduction over all its values "
-                    "(count_nonzero, sum, max) takes no key"
+                    f"{where}: cross {self.cross!r} must name the key by the shown item: '{{item_id}}', no key"
                 )
-        elif self.key is not None or self.transformation != "raw":
-            raise ValueError(f"{where}: {self.source} is a number: no key, transformation 'raw'")
+        if self.transformation in REDUCTIONS:
+            if not is_map or self.key is not None or self.entity != "context":
+                raise ValueError(
+                    f"{where}: {self.transformation} reduces the values of impressions.{DECLARED_MAP}: "
+                    "a context feature, no key"
+                )
+        elif is_map and self.key is None and self.cross is None:
+            raise ValueError(f"{where}: {self.source} is a map: give a key (or a cross), or reduce its values")
+        if self.is_aggregation:
+            if table not in ("impressions", "engagements"):
+                raise ValueError(
+                    f"{where}: {self.transformation} aggregates past impressions or engagements, not {table}"
+                )
+            if self.window_days is None or self.window_days < 1:
+                raise ValueError(f"{where}: {self.transformation} needs window_days >= 1 (got {self.window_days})")
+            if self.transformation == "rate" and (table != "engagements" or self.action is None):
+                raise ValueError(
+                    f"{where}: rate counts engagements of an action per impression: source 'engagements', action = ..."
+                )
+            if self.transformation in ("mean", "last") and column is None:
+                raise ValueError(f"{where}: {self.transformation} needs a column")
+        else:
+            for knob in ("window_days", "lag_minutes", "action"):
+                if getattr(self, knob) is not None:
+                    raise ValueError(
+                        f"{where}: {knob} belongs to aggregations (count, rate, mean, last), not {self.transformation}"
+                    )
+            if self.cross is None:
+                expected = ENTITY_TABLE.get(self.entity)
+                if table != expected:
+                    raise ValueError(
+                        f"{where}: a {self.entity} feature's value comes from "
+                        f"{expected or 'an aggregation or a cross'}, "
+                        f"not {table}"
+                    )
+        if self.action is not None:
+            from homefeed.schema import ACTIONS
+
+            if table != "engagements" or self.action not in ACTIONS:
+                raise ValueError(f"{where}: action {self.action!r} filters engagements; one of {', '.join(ACTIONS)}")
+        if self.at_impression and self.ttl_hours is not None:
+            raise ValueError(f"{where}: a value known at the impression has no TTL")
         return self
 
 

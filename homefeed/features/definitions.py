@@ -160,6 +160,8 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
     for d in settings.declared:
         if d.name in found:
             raise FeatureError(f"declared feature {d.name!r}: a built-in feature has that name")
+        if d.entity != "context" or d.transformation == "categorical":
+            raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
         _, _, column = d.source.partition(".")
         # the column read: a key as "[key]", a reduction over the map's values as "<sum>", else the column itself
         what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column

@@ -98,17 +98,41 @@ def test_declared_features_are_listed_and_grouped_as_context(obd, tmp_path, caps
 @pytest.mark.parametrize(
     ("declared", "expected"),
     [
-        ({"name": "context_x", "source": "impressions.nope"}, "unknown source 'impressions.nope'"),
-        ({"name": "context_x", "source": "users.country"}, "unknown source 'users.country'"),
-        ({"name": "context_x", "source": MAP}, "a key of impressions.served_features takes transformation 'raw'"),
-        ({"name": "context_x", "source": MAP, "key": "a", "transformation": "sum"}, "takes no key"),
+        ({"name": "context_x", "source": "impressions.nope"}, "unknown column in source 'impressions.nope'"),
+        ({"name": "context_x", "source": "clicks.dwell"}, "unknown table in source 'clicks.dwell'"),
+        ({"name": "context_x", "source": "users.country"}, "a context feature's value comes from impressions"),
+        ({"name": "context_x", "source": MAP}, "is a map: give a key"),
+        ({"name": "context_x", "source": MAP, "key": "a", "transformation": "sum"}, "no key"),
         ({"name": "x_affinity", "source": MAP, "transformation": "sum"}, "must start with its entity, context_"),
-        (
-            {"name": "user_x", "entity": "user", "source": MAP, "transformation": "sum"},
-            "entity 'user' is not supported",
-        ),
-        ({"name": "context_x", "source": MAP, "transformation": "mean"}, "transformation"),
+        ({"name": "user_item_x", "entity": "user", "source": "users.country"}, "must start with its entity, user_"),
+        ({"name": "user_x", "entity": "user", "source": MAP, "transformation": "sum"}, "a context feature, no key"),
+        ({"name": "context_x", "source": MAP, "transformation": "mean"}, "aggregations describe user, item"),
         ({"name": "context_x", "source": MAP, "transformation": "sum", "windw": 7}, "windw"),
+        ({"name": "user_clicks", "entity": "user", "source": "engagements", "transformation": "count"}, "window_days"),
+        (
+            {"name": "user_c", "entity": "user", "source": "engagements", "transformation": "count", "window_days": 0},
+            "window_days >= 1",
+        ),
+        (
+            {"name": "item_r", "entity": "item", "source": "impressions", "transformation": "rate", "window_days": 7},
+            "source 'engagements', action",
+        ),
+        (
+            {
+                "name": "user_c",
+                "entity": "user",
+                "source": "engagements",
+                "transformation": "count",
+                "window_days": 7,
+                "action": "like",
+            },
+            "action 'like' filters engagements",
+        ),
+        ({"name": "user_item_a", "entity": "user_item", "source": MAP, "cross": "affinity_"}, "'{item_id}'"),
+        ({"name": "context_a", "source": MAP, "cross": "affinity_{item_id}"}, "a cross is a user_item feature"),
+        ({"name": "user_a", "entity": "user", "source": "users.attributes"}, "is a map: give a key"),
+        ({"name": "item_t", "entity": "item", "source": "items.topic", "window_days": 3}, "window_days belongs"),
+        ({"name": "context_p", "source": "impressions.position", "ttl_hours": 3}, "has no TTL"),
     ],
 )
 def test_a_bad_declaration_is_refused_naming_what_is_wrong(declared, expected):
@@ -154,3 +178,49 @@ def test_serving_refuses_a_declared_feature_by_name_rather_than_guess_it():
         FeatureError, match=r"declared feature 'context_affinity_nonzero' reads impressions\.served_feat"
     ):
         assemble(fs, {}, np.array([0], np.int64), np.array([0], np.int64))
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        {
+            "name": "user_gender",
+            "entity": "user",
+            "source": "users.attributes",
+            "key": "user_feature_0",
+            "transformation": "categorical",
+        },
+        {"name": "item_price", "entity": "item", "source": "items.content", "key": "item_feature_0"},
+        {"name": "item_topic", "entity": "item", "source": "items.topic", "transformation": "categorical"},
+        {"name": "user_item_affinity", "entity": "user_item", "source": MAP, "cross": "user-item_affinity_{item_id}"},
+        {
+            "name": "user_clicks_7d",
+            "entity": "user",
+            "source": "engagements",
+            "transformation": "count",
+            "action": "click",
+            "window_days": 7,
+        },
+        {
+            "name": "item_click_rate_3d",
+            "entity": "item",
+            "source": "engagements",
+            "transformation": "rate",
+            "action": "click",
+            "window_days": 3,
+            "lag_minutes": 30,
+        },
+        {
+            "name": "user_item_last_position",
+            "entity": "user_item",
+            "source": "impressions.position",
+            "transformation": "last",
+            "window_days": 28,
+            "ttl_hours": 72,
+        },
+    ],
+)
+def test_each_shape_of_declaration_is_accepted(declared):
+    d = DeclaredFeature(**declared)
+    assert d.at_impression == (d.entity == "context" or d.cross is not None)
+    assert d.is_aggregation == (d.window_days is not None)
