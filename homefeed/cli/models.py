@@ -1,4 +1,4 @@
-"""`homefeed train` and `homefeed models list|show|alias|rollback`: trained rankers and the registry."""
+"""`homefeed train` and `homefeed models list|show|alias|rollback|compile`: trained rankers and the registry."""
 
 from __future__ import annotations
 
@@ -156,3 +156,23 @@ def models_rollback(
     """Move an alias back to the version it pointed at before its last move."""
     move = Registry.of(load_settings(config)).rollback(name, reason)
     console.print(f"{move.alias}: rolled back {move.previous} → {move.version}  ({move.moved_by}: {move.reason})")
+
+
+@models_app.command("compile")
+def models_compile(
+    ref: Annotated[str, typer.Argument(help="A version or an alias.")] = "production", config: ConfigOption = None
+) -> None:
+    """Compile a GBDT's trees to native code for serving, ahead of time (the service then loads them at once)."""
+    from homefeed.train.gbdt import GBDTRanker
+
+    settings = load_settings(config)
+    registry = Registry.of(settings)
+    version = registry.get(ref)
+    ranker = registry.load(version.version)
+    if not isinstance(ranker, GBDTRanker):
+        raise UserError(f"{version.version} is a {ranker.kind} model: only GBDT trees are compiled")
+    status = ranker.compile(settings.resolved_paths.compiled)
+    for head, outcome in status.items():
+        console.print(f"{version.version} {head}: {outcome}")
+    if any(v != "compiled" for v in status.values()):
+        raise typer.Exit(1)

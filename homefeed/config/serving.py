@@ -112,6 +112,9 @@ class ServeSettings(Section):
     cached_entities: list[str] = Field(
         default_factory=lambda: ["item", "creator", "user", "user_topic", "user_creator"]
     )
+    # Compile a GBDT's trees to native code (lleaves) in the background after each load; LightGBM scores until
+    # then, and wherever compiling is impossible. Cached in paths.compiled (`homefeed models compile` fills it).
+    compiled_trees: bool = True
     store_timeout_ms: float = Field(50.0, gt=0.0)  # a slower online-store call fails (and the pipeline degrades)
     store_retry_seconds: float = Field(1.0, ge=0.0)  # after a failure, the store is not asked again for this long
     popularity: str = "item_save_rate_7d"  # the item feature the popular source and the fallback rank by

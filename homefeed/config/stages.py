@@ -26,6 +26,7 @@ class Paths(Section):
     etl: Path = Path("etl")
     checks: Path = Path("checks")
     datasets: Path = Path("datasets")
+    compiled: Path = Path("compiled")  # serving's compiled trees, by model text and CPU (a cache: safe to delete)
 
     def resolve(self, base: Path) -> Paths:
         root = self.root if self.root.is_absolute() else (base / self.root)

@@ -35,6 +35,7 @@ from homefeed.data.contracts import coerce, validate
 from homefeed.errors import HomefeedError
 from homefeed.feed import RequestBatch
 from homefeed.schema import ACTIONS, ENGAGEMENTS
+from homefeed.serve.middleware import BodyLimit
 from homefeed.serve.pipeline import Served
 from homefeed.serve.service import Service
 from homefeed.serve.stages import SOURCE_NAMES
@@ -165,18 +166,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     )
     limits = settings.serve
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # noqa: ANN001
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return _error(413, f"request body of {length} bytes is over the limit of {limits.max_body_bytes}")
-        if request.method == "POST" and length is None:
-            body = await request.body()
-            if len(body) > limits.max_body_bytes:
-                return _error(413, f"request body of {len(body)} bytes is over the limit of {limits.max_body_bytes}")
-        response = await call_next(request)
-        response.headers["x-homefeed-worker"] = str(os.getpid())  # which process answered (scale-out checks)
-        return response
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -43,6 +43,9 @@ class Metrics:
             "homefeed_log_shed_rows", "Rows not logged because the log queue was full", ["table"], registry=r
         )
         self.model = Gauge("homefeed_model_info", "The model serving (1) by version", ["version"], registry=r)
+        self.compiled = Gauge(
+            "homefeed_model_compiled", "1 while every head of the serving model runs as compiled trees", registry=r
+        )
         self.reload_failures = Gauge("homefeed_model_reload_failures", "Model loads refused since start", registry=r)
         self.store_up = Gauge("homefeed_online_store_up", "1 while the online store answers", registry=r)
 

@@ -5,6 +5,9 @@ trained with against the project's definitions, one warm-up prediction) *before*
 reference assignment: a request holds the model it started with, so none fails or mixes two models.  A version
 that cannot be loaded (missing, tampered, trained on other feature definitions) is refused and the previous model
 keeps serving; the failure is reported (``/readyz``, ``/metrics``) and retried with back-off.
+
+After a swap, a GBDT's trees are compiled to native code in a background thread (``serve.compiled_trees``,
+:mod:`homefeed.train.compiled`): LightGBM scores until each head's code is ready, and the scores are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from homefeed.config import Settings
 from homefeed.errors import HomefeedError
 from homefeed.features.definitions import FeatureSet, catalogue
 from homefeed.serve.pipeline import ServingModel
+from homefeed.train.gbdt import GBDTRanker
 from homefeed.train.model import ModelError, Ranker
 from homefeed.train.registry import Registry
 
@@ -54,7 +58,9 @@ def serving_model(ranker: Ranker, version: str, trained_on: str | None, settings
 class ModelHolder:
     """The model under ``ref`` (an alias or a version), reloaded by `check` when the registry points elsewhere."""
 
-    def __init__(self, registry: Registry, ref: str, settings: Settings, backoff_s: float = 30.0):
+    def __init__(
+        self, registry: Registry, ref: str, settings: Settings, backoff_s: float = 30.0, compile_trees: bool = False
+    ):
         self.registry = registry
         self.ref = ref
         self.settings = settings
@@ -64,6 +70,8 @@ class ModelHolder:
         self.reloads = 0
         self.failures = 0
         self._failed: tuple[str, float] | None = None  # (version, when) of the last refused load
+        self.compile_trees = compile_trees
+        self.scorer: dict[str, str] = {}  # head -> "compiled", "compiling" or why LightGBM scores it
         self._lock = threading.Lock()
 
     def __call__(self) -> ServingModel | None:
@@ -98,7 +106,28 @@ class ModelHolder:
             self.current = model  # the swap: one reference assignment
             self.error, self._failed = None, None
             self.reloads += 1
+            self._compile(model)
             return True
+
+    def _compile(self, model: ServingModel) -> None:
+        """Compile the new model's trees in the background; until then (or if it cannot be), LightGBM scores."""
+        ranker = model.ranker
+        if not (self.compile_trees and isinstance(ranker, GBDTRanker)):
+            self.scorer = {head: ranker.kind for head in ranker.heads}
+            return
+        self.scorer = dict.fromkeys(ranker.heads, "compiling")
+        cache = self.settings.resolved_paths.compiled
+
+        def run() -> None:
+            status = ranker.compile(cache)
+            if self.current is model:  # a newer model may have been swapped in meanwhile: its status stands
+                self.scorer = status
+
+        threading.Thread(target=run, name=f"compile-{model.version}", daemon=True).start()
+
+    def compiled(self) -> bool:
+        """Whether every head of the serving model runs as compiled code."""
+        return bool(self.scorer) and all(v == "compiled" for v in self.scorer.values())
 
     def _fail(self, version: str | None, message: str) -> None:
         self.error = message

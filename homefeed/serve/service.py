@@ -56,7 +56,7 @@ class Service:
         self.signals = signals_for(self.guard, settings)
         self.catalogue = ItemCatalogue()
         self.lake = Lake(paths.lake)
-        self.models = ModelHolder(Registry.of(settings), s.model, settings)
+        self.models = ModelHolder(Registry.of(settings), s.model, settings, compile_trees=s.compiled_trees)
         self.writer = LogWriter(
             self.lake, paths.quarantine, s.log_flush_seconds, s.log_queue_rows, after_flush=self._record_seen
         )
@@ -120,6 +120,7 @@ class Service:
         if self.models.current is not None:
             m.model.labels(self.models.current.version).set(1)
         m.reload_failures.set(self.models.failures)
+        m.compiled.set(1 if self.models.compiled() else 0)
         m.store_up.set(1 if self.guard.up else 0)
         for table in ("impressions", "engagements"):
             m.logged.labels(table).set(self.writer.counts.written[table])
@@ -131,6 +132,7 @@ class Service:
         detail = {
             "model": model.version if model else None,
             "model_error": self.models.error,
+            "scorer": self.models.scorer,
             "items": len(self.catalogue),
             "online_store": "up" if self.guard.up else f"down: {self.guard.last_error}",
             "cached": {e: len(c) for e, c in self.features.caches.items()},

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import Field, NonNegativeInt, PositiveInt
 from sklearn.linear_model import LogisticRegression
 
+from homefeed.train.compiled import Predict, compile_forest
 from homefeed.train.model import (
     BASELINE,
     VALIDATION_METRICS,
@@ -80,6 +81,7 @@ class GBDTRanker(Ranker):
         self.threads = threads
         self.boosters: dict[str, lgb.Booster] = {}
         self.calibration: dict[str, dict[str, float]] = {}  # head -> {"slope", "intercept"} on the raw score
+        self.compiled: dict[str, Predict] = {}  # head -> its trees as native code (`compile`; serving only)
 
     def _head_kind(self, head: str) -> ObjectiveKind:
         """Lambdarank only for the positive head: hides are too rare per request to rank by; they stay binary."""
@@ -138,7 +140,7 @@ class GBDTRanker(Ranker):
         start = time.perf_counter()
         self.features, self.dataset_id = list(data.features), data.dataset_id
         names = self.features + (["position"] if self.position == "feature" else [])
-        self.boosters, self.calibration = {}, {}
+        self.boosters, self.calibration, self.compiled = {}, {}, {}
         self.training = {"dropped_heads": self.empty_heads(data)}
         heads: dict[str, dict] = {}
         for head in self.heads:
@@ -185,9 +187,31 @@ class GBDTRanker(Ranker):
         threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
         out = {}
         for head, booster in self.boosters.items():
-            raw = booster.predict(x, num_iteration=booster.best_iteration or None, raw_score=True, num_threads=threads)
+            fast = self.compiled.get(head) if threads == 1 else None
+            if fast is not None:
+                raw = fast(x)
+            else:
+                raw = booster.predict(
+                    x, num_iteration=booster.best_iteration or None, raw_score=True, num_threads=threads
+                )
             out[head] = self._probability(head, raw)
         return out
+
+    def compile(self, cache: Path | None = None) -> dict[str, str]:
+        """Compile each head's trees to native code for serving's small batches (:mod:`.compiled`).
+
+        Per head, "compiled" or why LightGBM keeps predicting it; safe to run in a background thread while the
+        model serves (a head switches when its code is ready; the scores are the same).
+        """
+        status = {}
+        for head, booster in self.boosters.items():
+            out = compile_forest(booster.model_to_string(num_iteration=booster.best_iteration or None), cache)
+            if isinstance(out, str):
+                status[head] = out
+            else:
+                self.compiled[head] = out
+                status[head] = "compiled"
+        return status
 
     def contributions(self, rows: pa.Table) -> tuple[np.ndarray, list[str]]:
         """LightGBM's exact per-feature contributions (TreeSHAP, ``pred_contrib=True``) to the positive head.
@@ -220,7 +244,7 @@ class GBDTRanker(Ranker):
         (directory / CALIBRATION_FILE).write_text(json.dumps(self.calibration, sort_keys=True), encoding="utf-8")
 
     def _load_weights(self, directory: Path) -> None:
-        self.boosters = {}
+        self.boosters, self.compiled = {}, {}
         for head in self.heads:
             path = directory / f"{head}.txt"
             try:

@@ -124,6 +124,13 @@ def test_bad_events_oversized_bodies_and_malformed_json_are_refused(settings):
         assert refused.status_code == 422 and refused.json()["error"].startswith("events[0]: ")
         huge = client.post("/v1/feed", content=b'{"user_id": 1, "pad": "' + b"x" * 300_000 + b'"}')
         assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
+        pieces = [b'{"user_id": 1, "pad": "', *([b"x" * 100_000] * 3), b'"}']  # chunked: no length declared
+        streamed = client.post("/v1/feed", content=iter(pieces), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and "more than 262144 bytes" in streamed.json()["error"]
+        small = client.post(
+            "/v1/feed", content=iter([b'{"user_id": ', b'1, "pad": 2}']), headers={"content-type": "application/json"}
+        )
+        assert small.status_code == 422 and small.json()["error"].startswith("pad: Extra inputs")
         broken = client.post("/v1/feed", content=b'{"user_id": ', headers={"content-type": "application/json"})
         assert broken.status_code == 422 and "JSON" in broken.json()["error"]
         assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/feed", "/v1/events", "/v1/admin/reload"}
