@@ -192,19 +192,28 @@ class RedisStore(OnlineStore):
             pipe.execute()
 
     def read_ids(self, entity: str, keys: Keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys = list_keys(keys)
-        prefix = self._list_prefix(entity)
-        pipe = self._r.pipeline(transaction=False)
-        for k in keys.tolist():
-            pipe.zrange(prefix + str(k), 0, -1, withscores=True)
+        return self.read_lists([entity], keys)[0]
+
+    def read_lists(self, entities: Sequence[str], keys: Keys) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        keys = list_keys(keys).tolist()
+        pipe = self._r.pipeline(transaction=False)  # every list of every key: one round trip
+        for entity in entities:
+            prefix = self._list_prefix(entity)
+            for k in keys:
+                pipe.zrange(prefix + str(k), 0, -1, withscores=True)
         with self._errors():
             replies = pipe.execute()
-        index = [np.full(len(r), i, np.int64) for i, r in enumerate(replies)]
-        ids = [int(m) for r in replies for m, _ in r]
-        ts = [int(score) for r in replies for _, score in r]
-        if not ids:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-        return np.concatenate(index), np.array(ids, np.int64), np.array(ts, np.int64)
+        out = []
+        for e in range(len(entities)):
+            mine = replies[e * len(keys) : (e + 1) * len(keys)]
+            ids = [int(m) for r in mine for m, _ in r]
+            if not ids:
+                out.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)))
+                continue
+            index = np.concatenate([np.full(len(r), i, np.int64) for i, r in enumerate(mine)])
+            ts = [int(score) for r in mine for _, score in r]
+            out.append((index, np.array(ids, np.int64), np.array(ts, np.int64)))
+        return out
 
     def _scan(self, prefix: str) -> Iterator[list[bytes]]:
         """Batches of the value keys under ``prefix`` (SCAN may repeat a key; callers dedupe)."""

@@ -207,22 +207,28 @@ class SqliteStore(OnlineStore):
                 )
 
     def read_ids(self, entity: str, keys: Keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.read_lists([entity], keys)[0]
+
+    def read_lists(self, entities: Sequence[str], keys: Keys) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         keys = list_keys(keys)
-        table = _list_table(entity)
-        with self._transaction() as con:
-            exists = con.execute("select 1 from sqlite_master where name = ?", (table.strip('"'),)).fetchone()
-            rows = (
-                con.execute(
-                    f"select j.key, t.id, t.ts from json_each(?) j join {table} t on t.key = j.value",
-                    (json.dumps(keys.tolist()),),
-                ).fetchall()
-                if exists and len(keys)
-                else []
-            )
-        if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-        out = np.array(rows, dtype=np.int64)
-        return out[:, 0], out[:, 1], out[:, 2]
+        tables = [_list_table(entity) for entity in entities]
+        found: list[list] = []
+        with self._transaction() as con:  # one snapshot of every list
+            names = [t.strip('"') for t in tables]
+            marks = ", ".join("?" * len(names))
+            exists = {r[0] for r in con.execute(f"select name from sqlite_master where name in ({marks})", names)}
+            wanted = json.dumps(keys.tolist())
+            for table, name in zip(tables, names, strict=True):
+                query = f"select j.key, t.id, t.ts from json_each(?) j join {table} t on t.key = j.value"
+                found.append(con.execute(query, (wanted,)).fetchall() if name in exists and len(keys) else [])
+        out = []
+        for rows in found:
+            if not rows:
+                out.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)))
+                continue
+            got = np.array(rows, dtype=np.int64)
+            out.append((got[:, 0], got[:, 1], got[:, 2]))
+        return out
 
     def drop(self, entity: str) -> None:
         table = _table(entity)

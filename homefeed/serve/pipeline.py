@@ -136,6 +136,7 @@ class RankingPipeline:
         self.budgets = budgets  # stage budgets are per request: off for batches (the simulator, batch ranking)
         self._batches = 0
         self._pools: dict = {}
+        self._popularity_of: tuple[int, int, int] | None = None  # (cache, its loads, catalogue generation)
 
     # --- FeedPolicy ---------------------------------------------------------------------------------------------
 
@@ -187,8 +188,12 @@ class RankingPipeline:
         """Reload the in-process caches if the store changed, and re-rank the catalogue's popularity."""
         self.features.refresh()
         cache = self.features.caches.get("item")
-        if cache is not None and len(cache) and self.settings.popularity in cache.columns:
+        if cache is None or not len(cache) or self.settings.popularity not in cache.columns:
+            return
+        # only when the items or their features changed: the next request rebuilds the catalogue's index
+        if self._popularity_of != (id(cache), cache.loads, self.catalogue.generation):
             self.catalogue.set_popularity(cache, self.settings.popularity)
+            self._popularity_of = (id(cache), cache.loads, self.catalogue.generation)
 
     # --- the pipeline -------------------------------------------------------------------------------------------
 

@@ -148,8 +148,9 @@ class UserSignals:
         counts = np.bincount(inverse, minlength=len(unique))
         starts = np.cumsum(counts) - counts
         out = {}
-        for kind in (SEEN, HIDDEN, CREATORS):
-            index, ids, ts = self.guard.call(lambda s, k=kind: s.read_ids(k, unique))
+        kinds = (SEEN, HIDDEN, CREATORS)
+        lists = self.guard.call(lambda s: s.read_lists(kinds, unique))  # one round trip for the three lists
+        for kind, (index, ids, ts) in zip(kinds, lists, strict=True):
             # from unique users back to every request of the batch (a user may ask twice in one batch)
             rep = counts[index]
             entry = np.repeat(np.arange(len(index)), rep)

@@ -388,6 +388,12 @@ def test_id_lists_keep_the_newest_ids_per_key_and_share_them_between_clients(bac
     assert sorted(other.read_ids("seen", [7])[2].tolist()) == [30, 40]
     empty = other.read_ids("never_written", [7])
     assert all(len(a) == 0 for a in empty)
+    store.add_ids("hidden", [9], np.array([300]), np.array([50]), keep=5)
+    lists = other.read_lists(["seen", "never_written", "hidden"], [8, 7, 9])  # one round trip, each as read_ids
+    for entity, got in zip(["seen", "never_written", "hidden"], lists, strict=True):
+        for a, b in zip(got, other.read_ids(entity, [8, 7, 9]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert lists[2][0].tolist() == [2] and lists[2][1].tolist() == [300]
 
 
 def test_id_lists_refuse_string_keys_and_ragged_input(backend):
