@@ -9,6 +9,7 @@ number of workers or replicas can serve the same users.  Each worker refreshes o
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -72,6 +73,9 @@ class Service:
 
     def start(self) -> None:
         self.refresh()
+        # What loading made (the model, the catalogue, imported modules: ~250k objects) will live as long as the
+        # process: out of the collector's sight, a full collection no longer stalls a request for 0.1-0.3 s.
+        gc.freeze()
         self.writer.start()
         self._thread = threading.Thread(target=self._loop, name="homefeed-refresh", daemon=True)
         self._thread.start()
@@ -89,6 +93,8 @@ class Service:
     def refresh(self, force: bool = False) -> bool:
         """Check the model alias, new items in the lake and the store's caches; True if the model changed."""
         changed = self.models.check(force=force)
+        if changed and self._thread is not None:
+            gc.freeze()  # the new model's objects too; frozen objects are still freed when unreferenced
         try:
             self._load_items()
             self.pipeline.refresh()
