@@ -63,6 +63,7 @@ from common import isolated, pin
 if TYPE_CHECKING:  # pandas only for the cv part: the streaming part's child process measures its own memory
     import pandas as pd
 
+    from homefeed.config import Settings
     from homefeed.evaluate.bootstrap import Estimate
 
 TARGET_PEAK_BYTES = 2 * 1024**3
@@ -194,7 +195,7 @@ def stratified_folds(request_ids: np.ndarray, label: np.ndarray, folds: int, see
     return fold
 
 
-def product_dataset(sample: str, root: Path) -> tuple[pa.Table, list[str], dict, object]:
+def product_dataset(sample: str, root: Path) -> tuple[pa.Table, list[str], dict, Settings]:
     """Ingest, ETL, dataset build through the product: every row of the sample with the product's features."""
     from homefeed.config import DatasetSettings, EtlSettings, FeatureSettings, Paths, Settings
     from homefeed.data.etl import DuckDBEngine, Params, run_etl, snapshot_lake
@@ -219,7 +220,7 @@ def product_dataset(sample: str, root: Path) -> tuple[pa.Table, list[str], dict,
 
 
 def product_scores(
-    rows: pa.Table, features: list[str], manifest: dict, settings: object, fold: np.ndarray, threads: int
+    rows: pa.Table, features: list[str], manifest: dict, settings: Settings, fold: np.ndarray, threads: int
 ) -> dict:
     """Out-of-fold probabilities of the product's GBDT, trained, registered and loaded back, fold by fold."""
     from homefeed.train.model import Objective, TrainingData
