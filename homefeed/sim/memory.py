@@ -75,13 +75,14 @@ class PairTable:
             pending, slot = pending[more], (slot[more] + 1) & self._mask
         return out
 
-    def slots(self, keys: np.ndarray, distinct: bool = False) -> np.ndarray:
+    def slots(self, keys: np.ndarray, distinct: bool = False, found: np.ndarray | None = None) -> np.ndarray:
         """The slot of each key, inserting (with value 0) those not yet present.
 
-        ``distinct``: the caller promises no key repeats, which saves deduplicating the new ones.
+        ``distinct``: the caller promises no key repeats, which saves deduplicating the new ones.  ``found``:
+        what :meth:`find` gave for these keys, if nothing was added or removed since (saves probing again).
         """
         keys = np.asarray(keys, np.int64)
-        found = self.find(keys)
+        found = self.find(keys) if found is None else np.array(found, np.int64)
         absent = found < 0
         if absent.any():
             if distinct:

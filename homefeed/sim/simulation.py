@@ -371,7 +371,7 @@ class Simulation:
         visits = Visits(user_id, requests.ts, patience, attention, floor, seen[0], seen[1], np.zeros(len(user_id)))
         shifts = self._scoped_shifts(market, requests, slates) if market.scoped else None
         done = walk(world, self.state, visits, slates, market, shifts, rng)
-        self.state.remember(world, done.user_id, done.item_id, done.outcome)
+        self.state.remember(world, done.user_id, done.item_id, done.outcome, found=done.memory_slot)
         value[visit_index] += visits.value
         served.append((requests, slates, done))
         return visits, done
