@@ -62,7 +62,7 @@ class Served:
         columns: dict[str, list[pa.Array]] = {k: [] for k in (*_FROM_REQUESTS, "surface", *_FROM_SLATES)}
         score, propensity = [], []
         for requests, slates, w in served:
-            for key in ("position", "user_id", "item_id", "ts", "examined", "p_examine", "hidden_before"):
+            for key in ("position", "user_id", "item_id", "ts", "p_examine"):
                 arrays.setdefault(key, []).append(getattr(w, key))
             for a in ACTIONS:
                 arrays.setdefault(a, []).append(w.outcome[a])

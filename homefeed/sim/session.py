@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from homefeed.feed import SlateBatch
-from homefeed.sim.behaviour import MarketEffects, expected_value, funnel, realised_value
+from homefeed.sim.behaviour import MarketEffects, funnel, realised_value
 from homefeed.sim.world import World
 
 #: Slots the walk's first chunk computes, then each later one.  A slot computed past where its user stopped is
@@ -63,8 +63,6 @@ class Walk:
     outcome: dict[str, np.ndarray]  # action -> bool
     p_examine: np.ndarray
     truth: dict[str, np.ndarray]  # action -> P(action | the slot was reached), as the world used it
-    value: np.ndarray  # realised worth to the user
-    expected: np.ndarray  # its expectation given examined (the oracle's currency)
     hidden_before: np.ndarray  # the user had hidden the item before
     reached: np.ndarray  # per request: slots reached
     memory_slot: np.ndarray | None = None  # where the world's memory keeps the (user, item) pair, -1 if new
@@ -105,7 +103,7 @@ def walk(
     reached = np.zeros(n, np.int64)
     # Topics and creators of the slots computed so far, for boredom within the visit ([:, :start] is filled).
     topic_hist = np.empty((n, width), world.item_topic.dtype)
-    creator_hist = np.empty((n, width), world.item_creator.dtype)
+    creator_hist = np.empty((n, width), np.int32)  # creator ids fit: half the bytes to compare
     carried = visits.seen_topics[:, 0] >= 0  # came from another surface this visit
     alive = np.flatnonzero(lengths > 0)
     start = 0
@@ -117,7 +115,7 @@ def walk(
         cells = rows[r, start:stop]
         valid = cells >= 0  # False only past a slate's end, after every slot that counts
         item = slates.item_id[np.maximum(cells, 0)]
-        topic, creator = world.item_topic[item], world.item_creator[item]
+        topic, creator = world.item_topic[item], world.item_creator[item].astype(np.int32)
         topic_hist[r, start:stop], creator_hist[r, start:stop] = topic, creator
         position = np.arange(start + 1, stop + 1, dtype=np.int32)
         # Boredom within the visit: earlier slots of the same topic or creator, here and on other surfaces.
@@ -136,7 +134,6 @@ def walk(
             imp.hide_shift = np.repeat(shifts[1][r], w)
         given = funnel(world, imp, market)
         probs = given.given_examined()
-        expected = expected_value(world, imp, probs)
 
         u = rng.random((6, m, w), dtype=np.float32)
         opened = u[0] < given.closeup.reshape(m, w)
@@ -204,8 +201,6 @@ def walk(
                 **{a: o.reshape(-1)[flat] for a, o in zip(ACTIONS, (closeup, click, save, hide, report), strict=True)},
                 "p_examine": p_exam,
                 **{f"p_{a}": p_exam * probs[a][flat] for a in ACTIONS},
-                "value": value.reshape(-1)[flat],
-                "expected": expected[flat],
                 "hidden_before": imp.hidden[flat],
                 "memory_slot": imp.memory_slot[flat],
             }
@@ -233,8 +228,6 @@ def walk(
         outcome={a: merged[a] for a in ACTIONS},
         p_examine=merged["p_examine"],
         truth={a: merged[f"p_{a}"] for a in ACTIONS},
-        value=merged["value"],
-        expected=merged["expected"],
         hidden_before=merged["hidden_before"],
         reached=reached,
         memory_slot=merged["memory_slot"],
@@ -260,7 +253,7 @@ def _empty() -> dict[str, np.ndarray]:
     out = {k: np.empty(0, np.int64) for k in ints}
     out["position"] = np.empty(0, np.int32)
     out.update({k: np.empty(0, bool) for k in bools})
-    out.update({k: np.empty(0, np.float64) for k in ("p_examine", "value", "expected", *(f"p_{a}" for a in ACTIONS))})
+    out.update({k: np.empty(0, np.float64) for k in ("p_examine", *(f"p_{a}" for a in ACTIONS))})
     return out
 
 
@@ -268,7 +261,7 @@ def seen_on_this_visit(walk: Walk, rows: np.ndarray, world: World, n: int) -> tu
     """Topics and creators of the slots each request reached, as -1 padded rows: carried to the next surface."""
     width = int(walk.reached.max(initial=0))
     topics = np.full((n, max(width, 1)), -1, np.int16)
-    creators = np.full((n, max(width, 1)), -1, np.int64)
+    creators = np.full((n, max(width, 1)), -1, np.int32)
     if len(walk):
         topics[rows[walk.request], walk.position - 1] = world.item_topic[walk.item_id]
         creators[rows[walk.request], walk.position - 1] = world.item_creator[walk.item_id]

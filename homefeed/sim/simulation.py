@@ -277,7 +277,7 @@ class Simulation:
             n = len(batch)
             patience, attention = visit["patience"][batch].copy(), visit["attention"][batch].copy()
             ts = visit["ts"][batch].copy()
-            seen = (np.full((n, 1), -1, np.int16), np.full((n, 1), -1, np.int64))
+            seen = (np.full((n, 1), -1, np.int16), np.full((n, 1), -1, np.int32))
             goes = np.flatnonzero(visit["explore"][batch])
             if len(goes):
                 floor = s.surfaces.explore_leave_below * patience[goes]
@@ -289,7 +289,7 @@ class Simulation:
                 patience[goes], attention[goes] = done.patience, done.attention
                 ts[goes] += scrolled.reached * int(SLOT_SECONDS * SECOND_US) + 5 * SECOND_US
                 topics, creators = seen_on_this_visit(scrolled, np.arange(len(goes)), world, len(goes))
-                seen = (np.full((n, topics.shape[1]), -1, np.int16), np.full((n, topics.shape[1]), -1, np.int64))
+                seen = (np.full((n, topics.shape[1]), -1, np.int16), np.full((n, topics.shape[1]), -1, np.int32))
                 seen[0][goes], seen[1][goes] = topics, creators
             self._serve(
                 serving[home], home, batch, visit["user_id"][batch], ts, patience, attention, np.zeros(n), seen,
