@@ -39,7 +39,7 @@ from homefeed.sim.logs import (
 from homefeed.sim.logs import truth_table as truth_rows
 from homefeed.sim.session import ACTIONS, SLOT_SECONDS, Visits, Walk, seen_on_this_visit, walk
 from homefeed.sim.state import ENGAGEMENT_WEIGHTS, UserState
-from homefeed.sim.world import DAY_US, World, day_start_us
+from homefeed.sim.world import DAY_US, World, day_start_us, labels
 
 SECOND_US = 1_000_000
 LOG_TABLES = ("users", "items", "impressions", "engagements", TRUTH_DIR)
@@ -363,7 +363,7 @@ class Simulation:
             user_id=user_id.astype(np.int64),
             ts=ts.astype(np.int64),
             slate_size=np.full(len(user_id), s.sessions.slate_size, np.int32),
-            country=pa.array(np.array(world.countries, dtype=object)[world.user_country[user_id]], pa.string()),
+            country=labels(world.countries, world.user_country[user_id]),
             surface=surface,
         )
         slates = policy.rank(requests)
