@@ -147,14 +147,21 @@ class PopularPolicy:
         pool = rows[
             np.lexsort((-self.catalogue.created_us[rows], -score))[: self.pool + int(requests.slate_size.max())]
         ]
-        ok = (pool[None, :] >= lo[:, None]) & (pool[None, :] < hi[:, None])
-        rank_in_pool = np.cumsum(ok, axis=1)
-        take = ok & (rank_in_pool <= requests.slate_size[:, None])
-        request_index, column = np.nonzero(take)
-        chosen = pool[column]
-        position = rank_in_pool[request_index, column].astype(np.int32)
+        # Every pool row is below hi.min(), so a request loses only the pool's oldest items, those created before
+        # its lo: requests differ in how many, q, and there are few distinct q.  One slate per q, not a
+        # (requests x pool) matrix.
+        by_age = np.sort(pool)
+        q = np.searchsorted(by_age, lo)
+        distinct, group = np.unique(q, return_inverse=True)
+        slate = np.zeros((len(distinct), len(pool)), np.int64)
+        available = np.zeros(len(distinct), np.int64)
+        for g, oldest in enumerate(distinct):
+            kept = pool if oldest == 0 else pool[pool >= by_age[oldest]] if oldest < len(pool) else pool[:0]
+            slate[g, : len(kept)], available[g] = kept, len(kept)
+        request_index, position = slots(np.minimum(requests.slate_size, available[group]))
+        chosen = slate[group[request_index], position - 1]
         return SlateBatch(
-            request_index=request_index.astype(np.int64),
+            request_index=request_index,
             position=position,
             item_id=self.catalogue.item_id[chosen],
             propensity=np.ones(len(chosen)),

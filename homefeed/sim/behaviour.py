@@ -76,6 +76,7 @@ class Impressions:
     hidden: np.ndarray  # bool: the user hid or reported the item before
     satiation: np.ndarray  # recent share of the item's topic in the user's impressions
     creator_recent: np.ndarray  # impressions of the item's creator among the user's recent ones
+    memory_slot: np.ndarray | None = None  # where memory keeps the (user, item) pair, -1 if never shown
     closeup_shift: np.ndarray | float = 0.0  # faults scoped to a surface or arm
     hide_shift: np.ndarray | float = 0.0
 
@@ -104,11 +105,12 @@ def funnel(world: World, imp: Impressions, market: MarketEffects) -> Funnel:
     s = world.settings
     b, bored = s.behaviour, s.boredom
     item = imp.item_id
-    terms = world.item_terms[item]  # the item's own parts, computed when it was posted
+    terms = np.take(world.item_terms, item, axis=0)  # the item's own parts (take: 5x faster than [item] here)
     affinity = b.affinity * imp.affinity
     country = imp.country
-    kind = world.item_unsafe[item]
     offense, report = _safety_tables(world)
+    # One flat index into the (item kind, market) tables serves both.
+    kind = world.item_unsafe[item].astype(np.intp) * offense.shape[1] + country
     age_days = ((imp.ts - world.item_created_us[item]) / DAY_US).astype(np.float32)
     fresh = np.exp(-np.maximum(age_days, np.float32(0)) / np.float32(b.freshness_days))
     boredom = (
@@ -123,7 +125,7 @@ def funnel(world: World, imp: Impressions, market: MarketEffects) -> Funnel:
         np.float32(b.closeup_base) + imp.closeup_offset + affinity + terms[:, 0]
         + np.float32(b.freshness) * fresh - boredom - saved_before
     )  # fmt: skip
-    hide_logit = np.float32(b.hide_base) - 0.5 * affinity + terms[:, 2] + offense[kind, country] + 0.5 * boredom
+    hide_logit = np.float32(b.hide_base) - 0.5 * affinity + terms[:, 2] + offense.reshape(-1)[kind] + 0.5 * boredom
     if market.closeup.any() or market.hide.any():
         closeup_logit = closeup_logit + market.closeup[country]
         hide_logit = hide_logit + market.hide[country]
@@ -139,7 +141,7 @@ def funnel(world: World, imp: Impressions, market: MarketEffects) -> Funnel:
         save=save,
         hide_clicked=_sigmoid(hide_logit + terms[:, 3]),
         hide_other=np.where(hidden, np.float32(1), _sigmoid(hide_logit)),
-        report=report[kind, country],
+        report=report.reshape(-1)[kind],
     )
 
 

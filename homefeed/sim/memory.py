@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 EMPTY = np.int64(-1)
+#: Keys a rebuild places per step (8 MiB of int64): below glibc's 32 MiB threshold for mapping fresh memory.
+_BLOCK = 1 << 20
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -75,13 +77,14 @@ class PairTable:
             pending, slot = pending[more], (slot[more] + 1) & self._mask
         return out
 
-    def slots(self, keys: np.ndarray, distinct: bool = False) -> np.ndarray:
+    def slots(self, keys: np.ndarray, distinct: bool = False, found: np.ndarray | None = None) -> np.ndarray:
         """The slot of each key, inserting (with value 0) those not yet present.
 
-        ``distinct``: the caller promises no key repeats, which saves deduplicating the new ones.
+        ``distinct``: the caller promises no key repeats, which saves deduplicating the new ones.  ``found``:
+        what :meth:`find` gave for these keys, if nothing was added or removed since (saves probing again).
         """
         keys = np.asarray(keys, np.int64)
-        found = self.find(keys)
+        found = self.find(keys) if found is None else np.array(found, np.int64)
         absent = found < 0
         if absent.any():
             if distinct:
@@ -113,12 +116,34 @@ class PairTable:
         return out
 
     def _grow(self, needed: int) -> None:
+        """At least double: a table of a week of 100k users' impressions ends 268 MB, not 537 MB (growing 4x),
+        for one more rehash; on the benchmark the CPU time is the same (fresh pages cost the kernel as much)."""
         live = self._rows[self.keys != EMPTY]
-        self._allocate(max(4 * needed, 2 * self.capacity))
+        self._allocate(max(2 * needed, 2 * self.capacity))
         self._restore(live)
 
     def _restore(self, live: np.ndarray) -> None:
-        self.values[self._insert(live[:, 0])] = live[:, 1]
+        """Place the (distinct) rows of a rebuilt table at once.  Taken in the order of their homes, linear
+        probing puts each key at the first free slot from its home: max(its home, the previous key's place + 1),
+        a running maximum, no probing.  Done in blocks: a temporary over 32 MiB is fresh memory from the kernel
+        at every use (glibc maps it), which costs more than the arithmetic.  Keys pushed past the end wrap around
+        and are inserted the usual way; they are few."""
+        keys = live[:, 0]
+        order = np.argsort(self._home(keys), kind="stable")  # the old table's order is nearly sorted: a few runs
+        last, wrapped = -1, []
+        for start in range(0, len(order), _BLOCK):
+            rows = order[start : start + _BLOCK]
+            step = np.arange(len(rows))
+            place = np.maximum(np.maximum.accumulate(self._home(keys[rows]) - step), last + 1) + step
+            fits = place < self.capacity
+            self.keys[place[fits]] = keys[rows[fits]]
+            self.values[place[fits]] = live[rows[fits], 1]
+            self.size += int(np.count_nonzero(fits))
+            last = int(place[-1])
+            wrapped.append(rows[~fits])
+        wrapped = np.concatenate(wrapped) if wrapped else np.empty(0, np.int64)
+        if len(wrapped):
+            self.values[self._insert(keys[wrapped])] = live[wrapped, 1]
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the entries whose slot is set in ``mask`` (a boolean array over slots); rebuilds the table."""

@@ -10,6 +10,7 @@ session length is an outcome of the feed's quality, never a number the policy is
 Why slot chunks rather than one pass: whether a slot is reached depends on everything above it, so the walk goes
 down the lists a few slots at a time for every request still scrolling, vectorized across requests; a chunk
 computes its slots together (probabilities, draws, running budgets) and keeps the prefix each user reached.
+Each slot gets its own draws, so how the list is cut into chunks changes which draw a slot gets, never its law.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from homefeed.feed import SlateBatch
-from homefeed.sim.behaviour import MarketEffects, expected_value, funnel, realised_value
+from homefeed.sim.behaviour import MarketEffects, funnel, realised_value
 from homefeed.sim.world import World
 
-#: Slots each chunk of the walk computes at once: most sessions stop within the first two.
-CHUNKS = (24, 24, 32)
+#: Slots the walk's first chunk computes, then each later one.  A slot computed past where its user stopped is
+#: wasted (sessions end after ~20 slots, spread wide), and a chunk's fixed cost is small beside its thousands of
+#: requests, so chunks are short.
+FIRST_CHUNK, CHUNK = 16, 8
 #: Seconds between two slots' impressions.
 SLOT_SECONDS = 1.5
 ACTIONS = ("closeup", "click", "save", "hide", "report")
@@ -60,10 +63,9 @@ class Walk:
     outcome: dict[str, np.ndarray]  # action -> bool
     p_examine: np.ndarray
     truth: dict[str, np.ndarray]  # action -> P(action | the slot was reached), as the world used it
-    value: np.ndarray  # realised worth to the user
-    expected: np.ndarray  # its expectation given examined (the oracle's currency)
     hidden_before: np.ndarray  # the user had hidden the item before
     reached: np.ndarray  # per request: slots reached
+    memory_slot: np.ndarray | None = None  # where the world's memory keeps the (user, item) pair, -1 if new
 
     def __len__(self) -> int:
         return len(self.item_id)
@@ -93,58 +95,53 @@ def walk(
     rows, lengths = slate_matrix(slates, n)
     width = rows.shape[1]
     cascade = s.position_bias.model == "cascade"
-    pb = s.position_bias
+    pb, p = s.position_bias, s.patience
+    slot_us = int(SLOT_SECONDS * 1e6)
     prev_examined = np.ones(n, bool)  # the cascade's state at the previous slot
     prev_opened = np.zeros(n, bool)
     parts: list[dict[str, np.ndarray]] = []
     reached = np.zeros(n, np.int64)
+    # Topics and creators of the slots computed so far, for boredom within the visit ([:, :start] is filled).
+    topic_hist = np.empty((n, width), world.item_topic.dtype)
+    creator_hist = np.empty((n, width), np.int32)  # creator ids fit: half the bytes to compare
+    carried = visits.seen_topics[:, 0] >= 0  # came from another surface this visit
     alive = np.flatnonzero(lengths > 0)
-    start, chunk = 0, 0
+    start = 0
     while len(alive) and start < width:
-        stop = min(start + CHUNKS[min(chunk, len(CHUNKS) - 1)], width)
-        chunk += 1
+        stop = min(start + (CHUNK if start else FIRST_CHUNK), width)
         w = stop - start
         r = alive
-        # The slots so far of the requests still scrolling (only these: most users stop early in a long list).
-        shown = rows[r, :stop]
-        known = shown >= 0
-        items_so_far = np.where(known, slates.item_id[np.maximum(shown, 0)], 0)
-        topic_so_far = np.where(known, world.item_topic[items_so_far], -1)
-        creator_so_far = np.where(known, world.item_creator[items_so_far], -1)
-        cells, valid = shown[:, start:], known[:, start:]
-        item, topic, creator = items_so_far[:, start:], topic_so_far[:, start:], creator_so_far[:, start:]
-        position = np.broadcast_to(np.arange(start + 1, stop + 1, dtype=np.int32), (len(r), w))
+        m = len(r)
+        cells = rows[r, start:stop]
+        valid = cells >= 0  # False only past a slate's end, after every slot that counts
+        item = slates.item_id[np.maximum(cells, 0)]
+        topic, creator = world.item_topic[item], world.item_creator[item].astype(np.int32)
+        topic_hist[r, start:stop], creator_hist[r, start:stop] = topic, creator
+        position = np.arange(start + 1, stop + 1, dtype=np.int32)
         # Boredom within the visit: earlier slots of the same topic or creator, here and on other surfaces.
-        above = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]  # (w, stop): slot c is above slot j
-        same_topic = np.count_nonzero((topic_so_far[:, None, :] == topic[:, :, None]) & above, axis=2)
-        same_creator = np.count_nonzero((creator_so_far[:, None, :] == creator[:, :, None]) & above, axis=2)
-        carried = visits.seen_topics[r, 0] >= 0  # came from another surface this visit
-        if carried.any():
-            c = np.flatnonzero(carried)
-            same_topic[c] += np.count_nonzero(visits.seen_topics[r[c], None, :] == topic[c, :, None], axis=2)
-            same_creator[c] += np.count_nonzero(visits.seen_creators[r[c], None, :] == creator[c, :, None], axis=2)
+        same_topic = _repeats(topic_hist[r, :start], topic)
+        same_creator = _repeats(creator_hist[r, :start], creator)
+        c = np.flatnonzero(carried[r])
+        if len(c):
+            same_topic[c] += _repeats(visits.seen_topics[r[c]], topic[c], within=False)
+            same_creator[c] += _repeats(visits.seen_creators[r[c]], creator[c], within=False)
 
-        row = np.repeat(np.arange(len(r)), w)
         users = visits.user_id[r]
-        user = users[row]
-        flat_item = item.reshape(-1)
-        ts = visits.ts[r, None] + (position.astype(np.int64) - 1) * int(SLOT_SECONDS * 1e6)
+        ts = visits.ts[r, None] + (position.astype(np.int64) - 1) * slot_us
         imp = memory.impressions(world, users, item, ts, same_topic, same_creator)
-        ts = imp.ts
         if shifts is not None:
             imp.closeup_shift = np.repeat(shifts[0][r], w)
             imp.hide_shift = np.repeat(shifts[1][r], w)
         given = funnel(world, imp, market)
         probs = given.given_examined()
-        expected = expected_value(world, imp, probs).reshape(len(r), w)
 
-        u = rng.random((6, len(r), w), dtype=np.float32)
-        opened = u[0] < given.closeup.reshape(len(r), w)
-        clicked = opened & (u[1] < given.click.reshape(len(r), w))
-        saved = clicked & (u[2] < given.save.reshape(len(r), w))
-        hide_p = np.where(clicked, given.hide_clicked.reshape(len(r), w), given.hide_other.reshape(len(r), w))
+        u = rng.random((6, m, w), dtype=np.float32)
+        opened = u[0] < given.closeup.reshape(m, w)
+        clicked = opened & (u[1] < given.click.reshape(m, w))
+        saved = clicked & (u[2] < given.save.reshape(m, w))
+        hide_p = np.where(clicked, given.hide_clicked.reshape(m, w), given.hide_other.reshape(m, w))
         hidden = ~saved & (u[3] < hide_p)
-        reported = hidden & (u[4] < given.report.reshape(len(r), w))
+        reported = hidden & (u[4] < given.report.reshape(m, w))
         if cascade:
             cont = np.where(opened, pb.continue_after_open, pb.continue_prob)  # after each slot, if examined
             cont_in = np.column_stack(
@@ -157,13 +154,12 @@ def walk(
             p_examine = examined_before * cont_in
             examined = chain
         else:
-            p_examine = pb.examination(position)
+            p_examine = pb.examination(position)  # per slot: the same for every request
             examined = u[5] < p_examine
         closeup, click, save = examined & opened, examined & clicked, examined & saved
         hide, report = examined & hidden, examined & reported
         unsafe_seen = examined & (world.item_unsafe[item] > 0)
 
-        p = s.patience
         d_patience = (
             -p.cost_slot
             + p.gain_closeup * closeup
@@ -177,7 +173,7 @@ def walk(
         patience = visits.patience[r, None] + np.cumsum(d_patience, axis=1)
         attention = visits.attention[r, None] + np.cumsum(d_time, axis=1)
         leaves = (patience <= visits.floor[r, None]) | (attention <= 0) | ~valid
-        left_before = np.column_stack([np.zeros(len(r), bool), np.logical_or.accumulate(leaves, axis=1)[:, :-1]])
+        left_before = np.column_stack([np.zeros(m, bool), np.logical_or.accumulate(leaves, axis=1)[:, :-1]])
         here = valid & ~left_before
         count = here.sum(1)
         last = np.maximum(count - 1, 0)
@@ -192,30 +188,35 @@ def walk(
         value = realised_value(world, item, examined, click, save, hide, report)
         visits.value[r] += np.where(here, value, 0.0).sum(1)
         flat = here.reshape(-1)
-        p_exam = np.broadcast_to(p_examine, (len(r), w)).reshape(-1)[flat].astype(np.float64)
+        p_exam = np.broadcast_to(p_examine, (m, w)).reshape(-1)[flat].astype(np.float64)
         parts.append(
             {
                 "request": np.repeat(r, w)[flat],
                 "slate_row": cells.reshape(-1)[flat],
-                "position": position.reshape(-1)[flat],
-                "user_id": user[flat],
-                "item_id": flat_item[flat],
-                "ts": ts[flat],
+                "position": np.broadcast_to(position, (m, w)).reshape(-1)[flat],
+                "user_id": imp.user_id[flat],
+                "item_id": imp.item_id[flat],
+                "ts": imp.ts[flat],
                 "examined": examined.reshape(-1)[flat],
                 **{a: o.reshape(-1)[flat] for a, o in zip(ACTIONS, (closeup, click, save, hide, report), strict=True)},
                 "p_examine": p_exam,
                 **{f"p_{a}": p_exam * probs[a][flat] for a in ACTIONS},
-                "value": value.reshape(-1)[flat],
-                "expected": expected.reshape(-1)[flat],
                 "hidden_before": imp.hidden[flat],
+                "memory_slot": imp.memory_slot[flat],
             }
         )
         alive = r[(count == w) & ~leaves[:, -1]]
         start = stop
 
-    merged = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]} if parts else _empty()
-    order = np.argsort(merged["request"], kind="stable")
-    merged = {k: v[order] for k, v in merged.items()}
+    # Each reached slot's place in the request-major result is known: scatter the chunks there (no sort).
+    merged = _empty()
+    if parts:
+        first = np.cumsum(reached) - reached
+        merged = {k: np.empty(int(reached.sum()), v.dtype) for k, v in parts[0].items()}
+        for part in parts:
+            at = first[part["request"]] + part["position"] - 1
+            for k, v in part.items():
+                merged[k][at] = v
     return Walk(
         request=merged["request"],
         slate_row=merged["slate_row"],
@@ -227,20 +228,32 @@ def walk(
         outcome={a: merged[a] for a in ACTIONS},
         p_examine=merged["p_examine"],
         truth={a: merged[f"p_{a}"] for a in ACTIONS},
-        value=merged["value"],
-        expected=merged["expected"],
         hidden_before=merged["hidden_before"],
         reached=reached,
+        memory_slot=merged["memory_slot"],
     )
 
 
+def _repeats(history: np.ndarray, current: np.ndarray, within: bool = True) -> np.ndarray:
+    """Per cell of ``current`` (rows of slots), how many of its row's ``history`` entries equal it, plus (with
+    ``within``) how many earlier cells of its row do.  One 2-D comparison per column: the (rows, w, history)
+    broadcast it replaces cost several times more."""
+    out = np.zeros(current.shape, np.int16)
+    for c in range(history.shape[1]):
+        out += history[:, c : c + 1] == current
+    if within:
+        for c in range(current.shape[1] - 1):
+            out[:, c + 1 :] += current[:, c : c + 1] == current[:, c + 1 :]
+    return out
+
+
 def _empty() -> dict[str, np.ndarray]:
-    ints = ("request", "slate_row", "user_id", "item_id", "ts")
+    ints = ("request", "slate_row", "user_id", "item_id", "ts", "memory_slot")
     bools = ("examined", "hidden_before", *ACTIONS)
     out = {k: np.empty(0, np.int64) for k in ints}
     out["position"] = np.empty(0, np.int32)
     out.update({k: np.empty(0, bool) for k in bools})
-    out.update({k: np.empty(0, np.float64) for k in ("p_examine", "value", "expected", *(f"p_{a}" for a in ACTIONS))})
+    out.update({k: np.empty(0, np.float64) for k in ("p_examine", *(f"p_{a}" for a in ACTIONS))})
     return out
 
 
@@ -248,7 +261,7 @@ def seen_on_this_visit(walk: Walk, rows: np.ndarray, world: World, n: int) -> tu
     """Topics and creators of the slots each request reached, as -1 padded rows: carried to the next surface."""
     width = int(walk.reached.max(initial=0))
     topics = np.full((n, max(width, 1)), -1, np.int16)
-    creators = np.full((n, max(width, 1)), -1, np.int64)
+    creators = np.full((n, max(width, 1)), -1, np.int32)
     if len(walk):
         topics[rows[walk.request], walk.position - 1] = world.item_topic[walk.item_id]
         creators[rows[walk.request], walk.position - 1] = world.item_creator[walk.item_id]

@@ -39,7 +39,7 @@ from homefeed.sim.logs import (
 from homefeed.sim.logs import truth_table as truth_rows
 from homefeed.sim.session import ACTIONS, SLOT_SECONDS, Visits, Walk, seen_on_this_visit, walk
 from homefeed.sim.state import ENGAGEMENT_WEIGHTS, UserState
-from homefeed.sim.world import DAY_US, World, day_start_us
+from homefeed.sim.world import DAY_US, World, day_start_us, labels
 
 SECOND_US = 1_000_000
 LOG_TABLES = ("users", "items", "impressions", "engagements", TRUTH_DIR)
@@ -277,7 +277,7 @@ class Simulation:
             n = len(batch)
             patience, attention = visit["patience"][batch].copy(), visit["attention"][batch].copy()
             ts = visit["ts"][batch].copy()
-            seen = (np.full((n, 1), -1, np.int16), np.full((n, 1), -1, np.int64))
+            seen = (np.full((n, 1), -1, np.int16), np.full((n, 1), -1, np.int32))
             goes = np.flatnonzero(visit["explore"][batch])
             if len(goes):
                 floor = s.surfaces.explore_leave_below * patience[goes]
@@ -289,7 +289,7 @@ class Simulation:
                 patience[goes], attention[goes] = done.patience, done.attention
                 ts[goes] += scrolled.reached * int(SLOT_SECONDS * SECOND_US) + 5 * SECOND_US
                 topics, creators = seen_on_this_visit(scrolled, np.arange(len(goes)), world, len(goes))
-                seen = (np.full((n, topics.shape[1]), -1, np.int16), np.full((n, topics.shape[1]), -1, np.int64))
+                seen = (np.full((n, topics.shape[1]), -1, np.int16), np.full((n, topics.shape[1]), -1, np.int32))
                 seen[0][goes], seen[1][goes] = topics, creators
             self._serve(
                 serving[home], home, batch, visit["user_id"][batch], ts, patience, attention, np.zeros(n), seen,
@@ -363,7 +363,7 @@ class Simulation:
             user_id=user_id.astype(np.int64),
             ts=ts.astype(np.int64),
             slate_size=np.full(len(user_id), s.sessions.slate_size, np.int32),
-            country=pa.array(np.array(world.countries, dtype=object)[world.user_country[user_id]], pa.string()),
+            country=labels(world.countries, world.user_country[user_id]),
             surface=surface,
         )
         slates = policy.rank(requests)
@@ -371,7 +371,7 @@ class Simulation:
         visits = Visits(user_id, requests.ts, patience, attention, floor, seen[0], seen[1], np.zeros(len(user_id)))
         shifts = self._scoped_shifts(market, requests, slates) if market.scoped else None
         done = walk(world, self.state, visits, slates, market, shifts, rng)
-        self.state.remember(world, done.user_id, done.item_id, done.outcome)
+        self.state.remember(world, done.user_id, done.item_id, done.outcome, found=done.memory_slot)
         value[visit_index] += visits.value
         served.append((requests, slates, done))
         return visits, done

@@ -61,18 +61,21 @@ class UserState:
             slot = self.items.find(pair_key(user, item))
             value = np.where(slot >= 0, self.items.values[slot], 0)
         else:  # nothing shown yet
+            slot = np.full(len(item), -1, np.int64)
             value = np.zeros(len(item), np.int64)
         flags = value >> 32
         topic = world.item_topic[item]
         ring = self.recent_creators[users]
+        recent = np.zeros(items.shape, np.int16)
         if ring.max(initial=-1) >= 0:
-            creator = world.item_creator[items]
-            recent = np.count_nonzero(ring[:, None, :] == creator[:, :, None], axis=2)
-        else:
-            recent = np.zeros(items.shape, np.int64)
+            # One 2-D comparison per ring entry: far cheaper than one (n, w, ring) broadcast.
+            creator = world.item_creator[items].astype(np.int32)
+            for k in range(ring.shape[1]):
+                recent += ring[:, k : k + 1] == creator
         topics, styles = self.satiation.shape[1], world.style_taste.shape[1]
         row = np.repeat(np.arange(n) * topics, w)  # each user's rows are gathered once, then indexed per item
-        interest = world.interests[users].reshape(-1)[row + topic]
+        cell = row + topic
+        interest = world.interests[users].reshape(-1)[cell]
         taste = world.style_taste[users].reshape(-1)[np.repeat(np.arange(n) * styles, w) + world.item_style[item]]
         weight = np.float32(world.settings.interests.latent_weight)
         affinity = np.log(np.float32(topics) * interest + np.float32(0.05)) + weight * taste
@@ -90,17 +93,26 @@ class UserState:
             exposures=(value & 0xFFFFFFFF).astype(np.float32),
             saved=(flags & SAVED) > 0,
             hidden=(flags & HIDDEN) > 0,
-            satiation=self.satiation[users].reshape(-1)[row + topic],
+            satiation=self.satiation[users].reshape(-1)[cell],
             creator_recent=recent.reshape(-1),
+            memory_slot=slot,
         )
 
-    def remember(self, world: World, user: np.ndarray, item: np.ndarray, outcome: dict[str, np.ndarray]) -> None:
-        """Fold one surface's impressions into memory at once (a user sees an item at most once per slate)."""
+    def remember(
+        self, world: World, user: np.ndarray, item: np.ndarray, outcome: dict[str, np.ndarray],
+        found: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
+        """Fold one surface's impressions into memory at once (a user sees an item at most once per slate).
+
+        ``found``: each pair's slot as :meth:`impressions` found it (-1 if new), if the table has not changed
+        since; saves looking every pair up again.
+        """
         if 2 * (len(self.items) + len(user)) > self.items.capacity:  # about to grow: first forget expired items
             expired = ((self.items.keys & np.int64(0xFFFFFFFF)) < self.first_live_item) & (self.items.keys >= 0)
             if np.count_nonzero(expired) > len(self.items) // 4:
                 self.items.keep(~expired)
-        slot = self.items.slots(pair_key(user, item), distinct=True)
+                found = None  # every slot moved
+        slot = self.items.slots(pair_key(user, item), distinct=True, found=found)
         flags = np.where(outcome["save"], SAVED, 0) | np.where(outcome["hide"] | outcome["report"], HIDDEN, 0)
         values = self.items.values
         values[slot] = (values[slot] + 1) | (flags.astype(np.int64) << 32)

@@ -52,6 +52,11 @@ def _map_array(keys: tuple[str, ...], values: np.ndarray, value_type: pa.DataTyp
     return pa.MapArray.from_arrays(offsets, key_array, value_array)
 
 
+def labels(names: list[str] | tuple[str, ...], codes: np.ndarray) -> pa.StringArray:
+    """``names[codes]`` as a string column, taken in Arrow: no Python string per row."""
+    return pa.array(names, pa.string()).take(pa.array(np.asarray(codes, np.int64)))
+
+
 def _lognormal_around(rng: np.random.Generator, mean: float, sigma: float, n: int) -> np.ndarray:
     """Lognormal draws whose mean is ``mean``."""
     return (mean * rng.lognormal(-(sigma**2) / 2, sigma, n)).astype(np.float32)
@@ -272,25 +277,24 @@ class World:
             [
                 pa.array(np.arange(ids.start, ids.stop, dtype=np.int64)),
                 pa.array(self.item_creator[ids]),
-                pa.array(np.array(self.topics, dtype=object)[self.item_topic[ids]], pa.string()),
+                labels(self.topics, self.item_topic[ids]),
                 pa.array(self.item_created_us[ids], pa.int64()).cast(ITEMS.field("created_at").type),
                 _map_array(CONTENT_KEYS, content, pa.float64()),
-                pa.array(np.array(SAFETY, dtype=object)[label], pa.string()),
+                labels(SAFETY, label),
             ],
             schema=ITEMS,
         )
 
     # ------------------------------------------------------------------ users
     def users_table(self, user_ids: np.ndarray) -> pa.Table:
-        countries = np.array(self.countries, dtype=object)[self.user_country[user_ids]]
-        languages = np.array([LANGUAGES.get(c, "en") for c in self.countries], dtype=object)
+        languages = [LANGUAGES.get(c, "en") for c in self.countries]
         platform = np.array(PLATFORMS, dtype=object)[self.user_platform[user_ids]][:, None]
         return pa.Table.from_arrays(
             [
                 pa.array(user_ids.astype(np.int64)),
                 pa.array(self.signup_us[user_ids], pa.int64()).cast(USERS.field("signup_at").type),
-                pa.array(countries, pa.string()),
-                pa.array(languages[self.user_country[user_ids]], pa.string()),
+                labels(self.countries, self.user_country[user_ids]),
+                labels(languages, self.user_country[user_ids]),
                 self._declared_interests(user_ids),
                 _map_array(("platform",), platform, pa.string()),
             ],
@@ -301,8 +305,8 @@ class World:
         counts = self.n_declared[user_ids].astype(np.int32)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         keep = np.arange(3)[None, :] < counts[:, None]
-        names = np.array(self.topics, dtype=object)[self.declared_topics[user_ids][keep]]
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()))
+        names = labels(self.topics, self.declared_topics[user_ids][keep])
+        return pa.ListArray.from_arrays(pa.array(offsets), names)
 
     # ------------------------------------------------------------------ truth
     def affinity(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
