@@ -17,6 +17,7 @@ from homefeed.feed import (
     PolicyError,
     RequestBatch,
     sees_hidden_state,
+    slots,
     validate_slates,
 )
 from homefeed.sim import ChronologicalPolicy, OraclePolicy, RandomPolicy, Simulation
@@ -103,3 +104,11 @@ def test_the_oracle_says_it_reads_hidden_state_and_so_does_an_experiment_holding
     oracle = OraclePolicy(sim)
     assert sees_hidden_state(oracle) and not sees_hidden_state(RandomPolicy())
     assert sees_hidden_state(Experiment("e", {"a": RandomPolicy(), "b": oracle}))
+
+
+@pytest.mark.parametrize("sizes", [[3, 3, 3], [2, 0, 4, 1], [5], [], [0, 0]])
+def test_slots_number_each_slate_from_1_whatever_the_sizes(sizes):
+    request_index, position = slots(np.array(sizes))
+    expected = [(r, p) for r, k in enumerate(sizes) for p in range(1, k + 1)]
+    assert list(zip(request_index.tolist(), position.tolist(), strict=True)) == expected
+    assert request_index.dtype == np.int64 and position.dtype == np.int32
