@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.lake import register_view
-from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet
+from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet, declared_sources
 from homefeed.schema import Label
 
 
@@ -172,8 +172,8 @@ def valueless(con: duckdb.DuckDBPyConnection, fs: FeatureSet) -> dict[str, str]:
     row (a tenure without sign-up times) empties that one.
     """
     out: dict[str, str] = {}
-    for entity, source in ENTITY_SOURCE.items():
-        used = [f for f in fs.features if f.entity == entity]
+    for source in [*ENTITY_SOURCE.values(), *(source for _, source, _ in declared_sources(fs))]:
+        used = [f for f in fs.features if f.source == source]
         if not used:
             continue
         counts = ", ".join(f"count({f.column})" for f in used)
@@ -193,10 +193,11 @@ def missing_everywhere(stats: dict[str, dict], fs: FeatureSet) -> dict[str, str]
     out = {}
     for flag, rate in rates.items():
         if rate is not None and rate >= 1.0:
-            entity = flag.removesuffix("_missing")
+            stem = flag.removesuffix("_missing")
+            source = ENTITY_SOURCE.get(stem, stem)  # a built-in entity's, or a declared snapshot's own
             for f in fs.features:
-                if f.entity == entity:
-                    out[f.name] = f"no row of any split has a fresh {ENTITY_SOURCE[entity]} snapshot row"
+                if f.source == source:
+                    out[f.name] = f"no row of any split has a fresh {source} snapshot row"
     return out
 
 
