@@ -313,7 +313,7 @@ def test_a_declaration_the_data_cannot_give_is_refused_before_anything_is_writte
 
 def test_mean_of_text_and_a_reused_name_are_refused():
     bad = {"name": "user_m", "entity": "user", "source": "impressions.surface", "transformation": "mean"}
-    with pytest.raises(FeatureError, match="mean reads a number; impressions.surface is not one"):
+    with pytest.raises(FeatureError, match=r"mean reads a number; impressions\.surface is not one"):
         catalogue(ETL, settings([{**bad, "window_days": 2}]))
     with pytest.raises(FeatureError, match="a built-in feature has that name"):
         catalogue(ETL, settings([{"name": "user_impressions_2d", "entity": "user", "source": "users.country"}]))
