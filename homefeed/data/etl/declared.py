@@ -66,7 +66,7 @@ def value_sql(d: DeclaredFeature, alias: str) -> str:
     if column != map_column:
         return f"{alias}.{column}"
     key = _quoted(d.key) if d.key is not None else _cross_key(d, alias)
-    return f"CASE WHEN map_contains({alias}.{column}, {key}) THEN {alias}.{column}[{key}] END"
+    return f"CASE WHEN list_contains(map_keys({alias}.{column}), {key}) THEN {alias}.{column}[{key}] END"
 
 
 def _cross_key(d: DeclaredFeature, alias: str) -> str:
