@@ -179,15 +179,20 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
     return found
 
 
-#: The dtype of a categorical declared feature: its values are strings (null: the shared bucket) in snapshots,
-#: datasets, joins and served tables alike; the models encode them.
-CATEGORY = "category"
+#: The dtype of a categorical feature's column: its value as a string (null where missing) in the ETL snapshot,
+#: the dataset, the offline join and the hydrated serving table; the models encode it.
+CATEGORY = "string"
 #: Columns a ``mean`` or ``last`` can average or pick: numbers (a map's values are).
 _NUMBER_COLUMNS = {"position", "score", "propensity", "dwell", "served_features"}
 
 
 def _snapshot_feature(d: DeclaredFeature, settings: FeatureSettings) -> Feature:
     """A declared user, item or user_item feature, read from its entity's ``<entity>_declared`` ETL snapshot."""
+    if d.transformation == "categorical" and d.table == "items" and d.column == "content":
+        raise FeatureError(
+            f"declared feature {d.name!r}: items.content holds numbers, whose text differs between engines: "
+            "declare it raw"
+        )
     if d.transformation in ("mean", "last") and d.column not in _NUMBER_COLUMNS:
         raise FeatureError(
             f"declared feature {d.name!r}: {d.transformation} reads a number; {d.source} is not one (numbers: "

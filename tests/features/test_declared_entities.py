@@ -258,7 +258,7 @@ def test_events_at_or_after_the_impression_or_inside_the_lag_change_nothing_join
 
 def test_declared_features_are_listed_grouped_and_typed():
     cat = catalogue(ETL, settings())
-    assert cat["user_a"].dtype == CATEGORY and cat["user_n"].dtype == "float32"
+    assert cat["user_a"].dtype == CATEGORY == "string" and cat["user_n"].dtype == "float32"
     assert {cat[n].source for n in NAMES} == {"user_declared", "item_declared", "user_item_declared"}
     assert cat["user_clicks_2d"].lag == dt.timedelta(minutes=60) and cat["user_clicks_2d"].ttl == dt.timedelta(hours=36)
     fs = feature_set("all", ETL, settings())

@@ -19,7 +19,7 @@ def test_an_entity_names_its_features_and_its_missing_flag_and_nothing_of_a_long
     assert "user_topic_missing" in topic and "user_topic_affinity" in topic
     assert group_columns("context", COLUMNS) == ["context_item_age_hours", "context_hour_of_day", "context_day_of_week"]
     # every column belongs to exactly one entity: the entity groups partition the inputs
-    groups = [group_columns(e, COLUMNS) for e in ENTITIES if e != "user_item"]  # user_item: declared features only
+    groups = [group_columns(e, COLUMNS) for e in ENTITIES if e != "user_item"]  # no user_item feature by default
     assert sorted(c for g in groups for c in g) == sorted(COLUMNS)
     assert entity_of("user_creator_affinity") == "user_creator" and entity_of("position") is None
     assert entity_of("user_item_clicks_7d") == entity_of("user_item_declared_missing") == "user_item"
