@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from homefeed.data.lake import Lake
 from homefeed.errors import DamagedStateError
@@ -149,6 +150,12 @@ def materialize(
                 f"the {source} snapshot of {snapshot} holds {rows:,} {entity} keys where the online store holds "
                 f"{had}: materializing it would leave {entity} features missing for the rest (an ETL run over "
                 f"days past the lake's data?); check the snapshot, or pass --force to load it anyway"
+            )
+        held_columns = {n for path in etl.files(source, snapshot, snapshot) for n in pq.read_schema(path).names}
+        if missing := [f.name for f in features if f.column not in held_columns]:  # before anything is written
+            raise FeatureError(
+                f"the {source} snapshot of {snapshot} has no column for declared feature(s) {', '.join(missing)}: "
+                "run `homefeed data etl` for that day (a changed declaration recomputes it)"
             )
         chosen.append((entity, source, key_entity, features, snapshot))
     done = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake, register_view
@@ -99,12 +100,24 @@ def source_files(
         if not files:
             days = f" from {first or 'the start'} to {last or 'the end'}" if (first or last) else ""
             raise FeatureError(f"no {name} snapshots{days} under {etl.root}: run `homefeed data etl` first")
+        _check_declared_columns(name, files, {f.column for s in _declared(fs) if s.name == name for f in s.features})
         out[name] = files
     items = lake.files("items", None, end)
     if not items:
         raise FeatureError(f"no items in the lake at {lake.root}: ingest items first")
     out["feature_items"] = items
     return out
+
+
+def _check_declared_columns(name: str, files: list[Path], wanted: set[str]) -> None:
+    """A declared snapshot computed before a feature was declared lacks its column: say so, not a binder error."""
+    for path in files if wanted else []:
+        if missing := sorted(wanted - set(pq.read_schema(path).names)):
+            raise FeatureError(
+                f"the {name} snapshot {path.parent.name} has no column for declared feature(s) {', '.join(missing)}: "
+                "it was computed before they were declared; run `homefeed data etl` over those days "
+                "(a changed declaration recomputes them)"
+            )
 
 
 def register_sources(

@@ -317,3 +317,10 @@ def test_mean_of_text_and_a_reused_name_are_refused():
         catalogue(ETL, settings([{**bad, "window_days": 2}]))
     with pytest.raises(FeatureError, match="a built-in feature has that name"):
         catalogue(ETL, settings([{"name": "user_impressions_2d", "entity": "user", "source": "users.country"}]))
+
+
+def test_snapshots_computed_before_a_declaration_are_a_clear_error_not_a_missing_column(tiny, tmp_path):
+    lake, _ = tiny
+    etl = run(lake, tmp_path / "etl", settings(DECLARED[:2]))  # without user_country
+    with pytest.raises(FeatureError, match=r"has no column for declared feature\(s\) user_country.*homefeed data etl"):
+        joined(lake, etl, probe((U1, I1, at(3, 12))), settings(DECLARED[:3]))

@@ -11,14 +11,30 @@ import datetime as dt
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from homefeed.features.definitions import CATEGORY, FeatureSet, catalogue
+from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet, catalogue
 from homefeed.features.materialize import VOCAB, materialize
 from homefeed.features.pit import join_frame
 from homefeed.features.skew import skew
 from homefeed.features.vectors import assemble, entities, pair_keys, vocabulary
 from homefeed.serve.pipeline import hydrated
-from tests.features.test_declared_entities import ETL, I1, I2, NAMES, START, U1, U2, U3, at, probe, settings, tiny
+from tests.features.test_declared_entities import (
+    DECLARED,
+    ETL,
+    I1,
+    I2,
+    NAMES,
+    START,
+    U1,
+    U2,
+    U3,
+    at,
+    probe,
+    run,
+    settings,
+    tiny,
+)
 
 __all__ = ["tiny"]  # the module fixture, shared
 
@@ -86,3 +102,11 @@ def test_the_skew_check_compares_declared_numbers_and_leaves_categories_out(tiny
     found = {s.feature: s for s in skew(rows, fs, etl, lake)}
     assert set(found) == set(numbers) and not any(s.flagged for s in found.values())
     assert "user_a" not in found
+
+
+def test_materializing_a_snapshot_older_than_a_declaration_is_refused_before_writing(tiny, tmp_path, backend):
+    lake, _ = tiny
+    etl = run(lake, tmp_path / "etl", settings(DECLARED[:2]))
+    with pytest.raises(FeatureError, match=r"no column for declared feature\(s\) user_country"):
+        materialize(declared_set(), etl, backend.store)
+    assert backend.store.meta("item_declared") is None and backend.store.meta("user_declared") is None
