@@ -86,6 +86,14 @@ DECLARED = [
         "transformation": "mean",
         "window_days": 3,
     },
+    {  # a count of a map key's values: the impressions that logged it
+        "name": "user_affinity_logged_3d",
+        "entity": "user",
+        "source": "impressions.served_features",
+        "key": "aff",
+        "transformation": "count",
+        "window_days": 3,
+    },
 ]
 NAMES = [d["name"] for d in DECLARED]
 
@@ -206,6 +214,7 @@ def test_each_kind_equals_a_hand_computation_in_the_snapshot_of_day_2(tiny):
     assert (users[U1]["user_last_dwell_3d"], users[U2]["user_last_dwell_3d"]) == (5.0, 7.0)
     # U1's served "aff" over days 0-2: 1 and 3 (day 2's impression lacks the key); U2's impressions have none
     assert users[U1]["user_mean_affinity_3d"] == 2.0 and users[U2]["user_mean_affinity_3d"] is None
+    assert (users[U1]["user_affinity_logged_3d"], users[U2]["user_affinity_logged_3d"]) == (2.0, 0.0)
 
 
 def test_a_count_falls_to_zero_when_its_events_leave_the_window(tiny):

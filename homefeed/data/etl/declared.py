@@ -172,7 +172,8 @@ def _aggregations_sql(keys: tuple[str, ...], aggs: list[DeclaredFeature], first:
         for i, d in enumerate(aggs):
             a = b = "NULL"
             counted = _event_filter(d, "e")
-            if d.transformation == "count" and d.table == table:
+            if d.transformation == "count" and d.table == table:  # of rows, or of a column's non-null values
+                counted += f" AND {value_sql(d, 'e')} IS NOT NULL" if d.column is not None else ""
                 a, b = f"CASE WHEN {counted} THEN 1 ELSE 0 END", "0"
             elif d.transformation == "rate":
                 a = f"CASE WHEN {counted} THEN 1 ELSE 0 END" if table == "engagements" else "0"
