@@ -67,6 +67,7 @@ class Feature:
     lag: dt.timedelta = dt.timedelta(hours=1)  # how long after ``valid_from`` the value can be read
     ttl: dt.timedelta = dt.timedelta(hours=36)  # a value older than this is missing, offline and online
     version: int = 1
+    definition: str = ""  # a declared snapshot feature's declaration (what its ETL column computes), as JSON
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class FeatureSet:
 def _identity(f: Feature) -> dict:
     d = asdict(f)
     d.pop("description")
+    if not d["definition"]:  # built-in features keep the identity (and sets their version) they always had
+        d.pop("definition")
     return d
 
 
@@ -211,6 +214,7 @@ def _snapshot_feature(d: DeclaredFeature, settings: FeatureSettings) -> Feature:
         default=d.default,
         lag=dt.timedelta(minutes=lag),
         ttl=dt.timedelta(hours=ttl),
+        definition=d.model_dump_json(exclude={"description", "default", "lag_minutes", "ttl_hours"}),
     )
 
 

@@ -137,9 +137,9 @@ def vocabulary(keys: np.ndarray, lookup: Lookup) -> dict[str, np.ndarray]:
 def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> dict[str, pa.Array]:
     """The categorical features of ``matrix`` (their codes) as the strings the models read, null where absent."""
     out = {}
+    coded = {f.name for f in fs.features if f.dtype == CATEGORY}
     for j, name in enumerate(fs.columns):
-        f = next((f for f in fs.features if f.name == name), None)
-        if f is None or f.dtype != CATEGORY:
+        if name not in coded:
             continue
         codes = matrix[:, j]
         known = vocab.get(name, np.array([], dtype=object))

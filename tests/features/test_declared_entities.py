@@ -333,3 +333,10 @@ def test_snapshots_computed_before_a_declaration_are_a_clear_error_not_a_missing
     etl = run(lake, tmp_path / "etl", settings(DECLARED[:2]))  # without user_country
     with pytest.raises(FeatureError, match=r"has no column for declared feature\(s\) user_country.*homefeed data etl"):
         joined(lake, etl, probe((U1, I1, at(3, 12))), settings(DECLARED[:3]))
+
+
+def test_a_changed_declaration_changes_the_feature_set_version():
+    """A model trained on a 2-day count must not be served a 3-day one under the same name."""
+    changed = [{**d, "window_days": 3} if d["name"] == "user_clicks_2d" else d for d in DECLARED]
+    versions = {feature_set("all", ETL, settings(x)).version for x in (DECLARED, changed, DECLARED)}
+    assert len(versions) == 2
