@@ -38,8 +38,6 @@ DECLARED_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "item": ("item_declared", ("item_id",)),
     "user_item": ("user_item_declared", ("user_id", "item_id")),
 }
-#: Columns whose values are numbers (what ``raw`` of an attribute, ``mean`` and ``last`` can read without a cast).
-NUMERIC = {"position", "score", "propensity", "dwell", "creator_id"}
 
 
 class DeclaredError(HomefeedError, ValueError):
