@@ -119,4 +119,9 @@ def ingest_obd_week(settings: Settings, sample: str = "random/men") -> None:
     paths = settings.resolved_paths
     lake = Lake(paths.lake)
     ingest_open_bandit(open_bandit_sample(sample), lake, paths.quarantine)
-    run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(settings.etl, OBD_FIRST, OBD_LAST), DuckDBEngine())
+    run_etl(
+        lake,
+        snapshot_lake(paths.etl),
+        Params.from_settings(settings.etl, OBD_FIRST, OBD_LAST, settings.features),
+        DuckDBEngine(),
+    )

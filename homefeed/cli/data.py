@@ -176,7 +176,7 @@ def data_etl(
     backend = engine or settings.backends.etl
     if backend not in ("duckdb", "spark"):
         raise UserError(f"--engine: {backend!r} is not one of duckdb, spark")
-    params = Params.from_settings(settings.etl, first, last)
+    params = Params.from_settings(settings.etl, first, last, settings.features)
     runner = engine_for(settings, backend)
     try:
         report = run_etl(Lake(paths.lake), snapshot_lake(paths.etl), params, runner, force=force)

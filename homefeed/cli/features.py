@@ -11,7 +11,7 @@ from rich.table import Table
 from homefeed.cli.common import ConfigOption, app, console, load_settings, parse_day, styled, wide_console
 from homefeed.data.etl import snapshot_lake
 from homefeed.data.lake import Lake
-from homefeed.features.definitions import feature_set
+from homefeed.features.definitions import CATEGORY, feature_set
 from homefeed.features.materialize import materialize
 from homefeed.features.online import make_store
 from homefeed.features.skew import SkewThresholds, skew
@@ -39,7 +39,8 @@ def features_list(
     table.add_column("description", ratio=1)
     for f in fs.features:
         table.add_row(
-            f.name, f.entity, f.source, f.dtype, f"{f.default:g}", _duration(f.lag), _duration(f.ttl), str(f.version),
+            f.name, f.entity, f.source, f.dtype, "null" if f.dtype == CATEGORY else f"{f.default:g}",
+            _duration(f.lag), _duration(f.ttl), str(f.version),
             f.description,
         )  # fmt: skip
     for flag in fs.flags:

@@ -140,7 +140,7 @@ class ServeSettings(Section):
     @field_validator("cached_entities")
     @classmethod
     def _known_entities(cls, value: list[str]) -> list[str]:
-        known = ("item", "creator", "user", "user_topic", "user_creator")
+        known = ("item", "creator", "user", "user_topic", "user_creator", "item_declared", "user_declared")
         unknown = [e for e in value if e not in known]
         if unknown:
             raise ValueError(f"unknown entit(ies) {', '.join(unknown)}; choose from {', '.join(known)}")

@@ -24,12 +24,13 @@ from typing import Literal
 import numpy as np
 
 from homefeed.config import EtlSettings, FeatureSettings
-from homefeed.config.stages import DECLARED_MAP
+from homefeed.config.stages import DECLARED_MAP, DeclaredFeature
+from homefeed.data.etl.declared import DECLARED_OUTPUTS, snapshot_declared
 from homefeed.data.etl.jobs import Params, steps
 from homefeed.errors import HomefeedError
 from homefeed.schema import DAY_US
 
-Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "context"]
+Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "user_item", "context"]
 
 #: How each entity's source is keyed, and which impression columns (after joining the item) key it.
 ENTITY_KEYS: dict[str, tuple[str, ...]] = {
@@ -38,6 +39,7 @@ ENTITY_KEYS: dict[str, tuple[str, ...]] = {
     "creator": ("creator_id",),
     "user_topic": ("user_id", "topic"),
     "user_creator": ("user_id", "creator_id"),
+    "user_item": ("user_id", "item_id"),  # declared features only
 }
 #: The ETL output each entity's features come from.
 ENTITY_SOURCE = {
@@ -65,6 +67,7 @@ class Feature:
     lag: dt.timedelta = dt.timedelta(hours=1)  # how long after ``valid_from`` the value can be read
     ttl: dt.timedelta = dt.timedelta(hours=36)  # a value older than this is missing, offline and online
     version: int = 1
+    definition: str = ""  # a declared snapshot feature's declaration (what its ETL column computes), as JSON
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class FeatureSet:
         """The ``<entity>_missing`` columns this set adds, one per joined source."""
         if not self.missing_flags:
             return []
-        return [f"{e}_missing" for e in ENTITY_SOURCE if any(f.entity == e for f in self.features)]
+        built_in = [f"{e}_missing" for e, s in ENTITY_SOURCE.items() if any(f.source == s for f in self.features)]
+        return built_in + [f"{source}_missing" for _, source, _ in declared_sources(self)]
 
     @property
     def columns(self) -> list[str]:
@@ -99,6 +103,8 @@ class FeatureSet:
 def _identity(f: Feature) -> dict:
     d = asdict(f)
     d.pop("description")
+    if not d["definition"]:  # built-in features keep the identity (and sets their version) they always had
+        d.pop("definition")
     return d
 
 
@@ -157,9 +163,13 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
             found[name] = Feature(name, entity, source, f.name, _describe(entity, f.name), lag=lag, ttl=ttl)  # type: ignore[arg-type]
     for name, description in CONTEXT.items():
         found[name] = Feature(name, "context", "request", name, description, lag=dt.timedelta(0), ttl=dt.timedelta(0))
+    snapshot = snapshot_declared(settings.declared)
     for d in settings.declared:
         if d.name in found:
             raise FeatureError(f"declared feature {d.name!r}: a built-in feature has that name")
+        if d in snapshot:
+            found[d.name] = _snapshot_feature(d, settings)
+            continue
         if d.entity != "context" or d.transformation == "categorical":
             raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
         _, _, column = d.source.partition(".")
@@ -170,6 +180,75 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
             d.name, "context", d.source, what, description, default=d.default, lag=dt.timedelta(0), ttl=dt.timedelta(0)
         )
     return found
+
+
+#: The dtype of a categorical feature's column: its value as a string (null where missing) in the ETL snapshot,
+#: the dataset, the offline join and the hydrated serving table; the models encode it.
+CATEGORY = "string"
+#: Columns a ``mean`` or ``last`` can average or pick: numbers (a map's values are).
+_NUMBER_COLUMNS = {"position", "score", "propensity", "dwell", "served_features"}
+
+
+def _snapshot_feature(d: DeclaredFeature, settings: FeatureSettings) -> Feature:
+    """A declared user, item or user_item feature, read from its entity's ``<entity>_declared`` ETL snapshot."""
+    if d.transformation == "categorical" and d.table == "items" and d.column == "content":
+        raise FeatureError(
+            f"declared feature {d.name!r}: items.content holds numbers, whose text differs between engines: "
+            "declare it raw"
+        )
+    if d.transformation in ("mean", "last") and d.column not in _NUMBER_COLUMNS:
+        raise FeatureError(
+            f"declared feature {d.name!r}: {d.transformation} reads a number; {d.source} is not one (numbers: "
+            "impressions.position, .score, .propensity, a key of impressions.served_features, engagements.dwell)"
+        )
+    lag = settings.lag_minutes if d.lag_minutes is None else d.lag_minutes
+    ttl = d.ttl_hours or settings.ttl_hours
+    source, _ = DECLARED_OUTPUTS[d.entity]
+    return Feature(
+        d.name,
+        d.entity,  # type: ignore[arg-type]
+        source,
+        d.name,
+        d.description or _snapshot_description(d),
+        dtype=CATEGORY if d.transformation == "categorical" else "float32",
+        default=d.default,
+        lag=dt.timedelta(minutes=lag),
+        ttl=dt.timedelta(hours=ttl),
+        definition=d.model_dump_json(exclude={"description", "default", "lag_minutes", "ttl_hours"}),
+    )
+
+
+def _snapshot_description(d: DeclaredFeature) -> str:
+    what = d.source + (f"[{d.key!r}]" if d.key else "") + (f"[{d.cross!r}]" if d.cross else "")
+    if not d.is_aggregation:
+        kind = "as a category" if d.transformation == "categorical" else "as a number"
+        return f"{what} {kind}, from the {d.entity}'s latest row (declared)"
+    whose = {"user": "the user's", "item": "the item's", "user_item": "this user's with this item's"}[d.entity]
+    of = f" {d.action}" if d.action else ""
+    days = f"over {d.window_days} day(s)"
+    if d.transformation == "count":
+        return f"{whose}{of} {d.table} {days} (declared)"
+    if d.transformation == "rate":
+        return f"{whose} {d.action}s per impression {days} (declared)"
+    return f"the {'mean' if d.transformation == 'mean' else 'latest'} {what} of {whose}{of} {d.table} {days} (declared)"
+
+
+def is_snapshot_declared(f: Feature) -> bool:
+    """Whether ``f`` was declared in the project file and comes from an ``<entity>_declared`` ETL snapshot."""
+    return any(f.source == source for source, _ in DECLARED_OUTPUTS.values())
+
+
+def declared_sources(fs: FeatureSet) -> list[tuple[str, str, tuple[Feature, ...]]]:
+    """(entity, ETL output, features) of each declared snapshot ``fs`` reads, in entity order.
+
+    Each is also the online store's entity for those features, with ``<output>_missing`` as its flag.
+    """
+    out = []
+    for entity, (source, _) in DECLARED_OUTPUTS.items():
+        used = tuple(f for f in fs.features if f.source == source)
+        if used:
+            out.append((entity, source, used))
+    return out
 
 
 def _declared_description(source: str, key: str | None, transformation: str) -> str:
@@ -253,7 +332,7 @@ def _default_set(cat: dict[str, Feature], windows: list[int]) -> list[str]:
     for pair in ("user_topic", "user_creator"):
         names += [f"{pair}_{c}" for c in ("affinity", "positive_share", "saves_decayed", "negatives_decayed")]
     names += ["user_topic_impressions_decayed", *CONTEXT]
-    names += [f.name for f in cat.values() if is_declared(f)]  # declared to be used
+    names += [f.name for f in cat.values() if is_declared(f) or is_snapshot_declared(f)]  # declared to be used
     return [n for n in names if n in cat]
 
 
@@ -281,7 +360,7 @@ def feature_set(name: str, etl: EtlSettings, settings: FeatureSettings | None = 
 
 
 #: Every entity a feature can belong to: each is also the name of a feature group.
-ENTITIES: tuple[str, ...] = ("item", "creator", "user", "user_topic", "user_creator", "context")
+ENTITIES: tuple[str, ...] = ("item", "creator", "user", "user_topic", "user_creator", "user_item", "context")
 #: Longest first: ``user_topic_affinity`` is ``user_topic``'s, not ``user``'s.
 _BY_PREFIX = sorted(ENTITIES, key=len, reverse=True)
 _GLOB = set("*?[")
@@ -342,6 +421,7 @@ def _known(columns: list[str]) -> str:
 
 
 __all__ = [
+    "CATEGORY",
     "CONTEXT",
     "CONTEXT_SQL",
     "ENTITIES",
@@ -352,6 +432,7 @@ __all__ = [
     "FeatureSet",
     "catalogue",
     "context_values",
+    "declared_sources",
     "declared_sql",
     "drop_groups",
     "entity_groups",
@@ -359,4 +440,5 @@ __all__ = [
     "feature_set",
     "group_columns",
     "is_declared",
+    "is_snapshot_declared",
 ]

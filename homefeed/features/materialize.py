@@ -24,10 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from homefeed.data.lake import Lake
 from homefeed.errors import DamagedStateError
-from homefeed.features.definitions import ENTITY_KEYS, ENTITY_SOURCE, FeatureError, FeatureSet
+from homefeed.features.definitions import (
+    CATEGORY,
+    ENTITY_KEYS,
+    ENTITY_SOURCE,
+    Feature,
+    FeatureError,
+    FeatureSet,
+    declared_sources,
+)
 from homefeed.features.store import OnlineStore
 
 #: The default of ``[features] materialize_min_share``.
@@ -45,6 +54,48 @@ class Materialized:
     keys: int
     columns: tuple[str, ...]
     version: str
+
+
+#: The suffix of the store entity that holds a declared snapshot's categories (``user_declared_vocab``).
+VOCAB = "_vocab"
+
+
+def stored(fs: FeatureSet) -> list[tuple[str, str, str, list[Feature]]]:
+    """(store entity, ETL output, key entity, features) of every snapshot ``fs`` reads: the built-in entities under
+    their own names, each declared snapshot under its output's name (``user_declared``)."""
+    out = []
+    for entity, source in ENTITY_SOURCE.items():
+        features = [f for f in fs.features if f.entity == entity and f.source == source]
+        if features:
+            out.append((entity, source, entity, features))
+    out += [(source, source, entity, list(features)) for entity, source, features in declared_sources(fs)]
+    return out
+
+
+def vocabulary_keys(feature: str, values: np.ndarray) -> np.ndarray:
+    """The vocabulary entity's keys: ``"<feature>=<category>"`` (a feature name holds no ``=``)."""
+    return np.array([f"{feature}={v}" for v in values.tolist()], dtype=object)
+
+
+def _encoded(rows: pa.Table, features: list[Feature]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The snapshot as a float32 matrix (a category as its index in its feature's sorted values, NaN where null)
+    and the vocabulary: its keys and codes.  The store holds floats; serving maps a code back to its string."""
+    if not rows.num_rows:
+        return np.zeros((0, len(features)), np.float32), np.array([], dtype=object), np.zeros((0, 1), np.float32)
+    columns, vocab_keys, vocab_codes = [], [], []
+    for f in features:
+        if f.dtype != CATEGORY:
+            columns.append(pc.fill_null(rows[f.column], f.default).to_numpy().astype(np.float32))
+            continue
+        values = pc.cast(rows[f.column], pa.string())
+        categories = pc.unique(values.drop_null()).sort()
+        codes = pc.index_in(values, categories).to_numpy(zero_copy_only=False)
+        columns.append(np.where(np.isnan(codes.astype(np.float64)), np.nan, codes).astype(np.float32))
+        vocab_keys.append(vocabulary_keys(f.name, categories.to_numpy(zero_copy_only=False)))
+        vocab_codes.append(np.arange(len(categories), dtype=np.float32))
+    keys = np.concatenate(vocab_keys) if vocab_keys else np.array([], dtype=object)
+    codes = np.concatenate(vocab_codes)[:, None] if vocab_codes else np.zeros((0, 1), np.float32)
+    return np.column_stack(columns), keys, codes
 
 
 def entity_keys(entity: str, rows: pa.Table) -> np.ndarray:
@@ -85,10 +136,7 @@ def materialize(
     the entity, or fewer than ``min_share`` of the keys the store holds.
     """
     chosen = []
-    for entity, source in ENTITY_SOURCE.items():
-        features = [f for f in fs.features if f.entity == entity]
-        if not features:
-            continue
+    for entity, source, key_entity, features in stored(fs):
         dates = [d for d in etl.dates(source) if as_of is None or d <= as_of]
         if not dates:
             raise FeatureError(f"no {source} snapshot under {etl.root}{f' on or before {as_of}' if as_of else ''}")
@@ -103,18 +151,26 @@ def materialize(
                 f"{had}: materializing it would leave {entity} features missing for the rest (an ETL run over "
                 f"days past the lake's data?); check the snapshot, or pass --force to load it anyway"
             )
-        chosen.append((entity, source, features, snapshot))
+        held_columns = {n for path in etl.files(source, snapshot, snapshot) for n in pq.read_schema(path).names}
+        if missing := [f.name for f in features if f.column not in held_columns]:  # before anything is written
+            raise FeatureError(
+                f"the {source} snapshot of {snapshot} has no column for declared feature(s) {', '.join(missing)}: "
+                "run `homefeed data etl` for that day (a changed declaration recomputes it)"
+            )
+        chosen.append((entity, source, key_entity, features, snapshot))
     done = []
-    for entity, source, features, snapshot in chosen:
+    for entity, source, key_entity, features, snapshot in chosen:
         rows = etl.read(source, snapshot, snapshot)
-        values = (
-            np.column_stack([pc.fill_null(rows[f.column], f.default).to_numpy().astype(np.float32) for f in features])
-            if rows.num_rows
-            else np.zeros((0, len(features)), np.float32)
-        )
+        values, vocab_keys, vocab_codes = _encoded(rows, features)
         columns = tuple(f.name for f in features)
         version = f"{fs.version}/{snapshot:%Y-%m-%d}"
-        ttl = features[0].ttl.total_seconds()
-        store.write(entity, entity_keys(entity, rows), values, columns, version, ttl_seconds=ttl, replace=True)
+        ttl = (
+            max((f.lag + f.ttl).total_seconds() for f in features)
+            if entity == source
+            else features[0].ttl.total_seconds()
+        )
+        if any(f.dtype == CATEGORY for f in features):  # the categories first: a vector never names a missing one
+            store.write(entity + VOCAB, vocab_keys, vocab_codes, ("code",), version, replace=True)
+        store.write(entity, entity_keys(key_entity, rows), values, columns, version, ttl_seconds=ttl, replace=True)
         done.append(Materialized(entity, snapshot, rows.num_rows, columns, version))
     return done

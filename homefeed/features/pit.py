@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from homefeed.data.etl.engines import Engine
 from homefeed.data.lake import Lake, register_view
 from homefeed.features.definitions import (
+    CATEGORY,
     CONTEXT_SQL,
     ENTITY_KEYS,
     ENTITY_SOURCE,
     Feature,
     FeatureError,
     FeatureSet,
+    declared_sources,
     declared_sql,
     is_declared,
 )
@@ -40,21 +43,32 @@ class _Source:
     entity: str
     name: str  # the ETL output
     features: tuple[Feature, ...]
+    group: int | None = None  # a declared snapshot's features sharing one lag and TTL
 
     @property
     def alias(self) -> str:
-        return f"src_{self.entity}"
+        return f"src_{self.entity}" if self.group is None else f"src_{self.name}_{self.group}"
 
 
 def _sources(fs: FeatureSet) -> list[_Source]:
     out = []
     for entity, name in ENTITY_SOURCE.items():
-        used = tuple(f for f in fs.features if f.entity == entity)
+        used = tuple(f for f in fs.features if f.entity == entity and f.source == name)
         if used:
             lags = {f.lag for f in used} | {f.ttl for f in used}
             if len({f.lag for f in used}) > 1 or len({f.ttl for f in used}) > 1:
                 raise FeatureError(f"features of {name} must share one lag and TTL (found {sorted(map(str, lags))})")
             out.append(_Source(entity, name, used))
+    return out
+
+
+def _declared(fs: FeatureSet) -> list[_Source]:
+    """The declared snapshots ``fs`` reads, one join per (snapshot, lag, TTL): each feature keeps its own."""
+    out = []
+    for entity, name, features in declared_sources(fs):
+        timings = sorted({(f.lag, f.ttl) for f in features})
+        for group, timing in enumerate(timings):
+            out.append(_Source(entity, name, tuple(f for f in features if (f.lag, f.ttl) == timing), group))
     return out
 
 
@@ -73,23 +87,37 @@ def source_files(
     changing what a dataset says it read.  Items are those created by ``end``.  Unbounded: every file.
     """
     out: dict[str, list[Path]] = {}
-    for src in _sources(fs):
+    reads: dict[str, dt.timedelta] = {}
+    for src in [*_sources(fs), *_declared(fs)]:
+        reads[src.name] = max(reads.get(src.name, dt.timedelta(0)), src.features[0].lag + src.features[0].ttl)
+    for name, reach in reads.items():
         first = last = None
         if start is not None:
-            reach = src.features[0].lag + src.features[0].ttl
             first = start - dt.timedelta(days=1 + math.ceil(reach / dt.timedelta(days=1)))
         if end is not None:
             last = end - dt.timedelta(days=1)
-        files = etl.files(src.name, first, last)
+        files = etl.files(name, first, last)
         if not files:
             days = f" from {first or 'the start'} to {last or 'the end'}" if (first or last) else ""
-            raise FeatureError(f"no {src.name} snapshots{days} under {etl.root}: run `homefeed data etl` first")
-        out[src.name] = files
+            raise FeatureError(f"no {name} snapshots{days} under {etl.root}: run `homefeed data etl` first")
+        _check_declared_columns(name, files, {f.column for s in _declared(fs) if s.name == name for f in s.features})
+        out[name] = files
     items = lake.files("items", None, end)
     if not items:
         raise FeatureError(f"no items in the lake at {lake.root}: ingest items first")
     out["feature_items"] = items
     return out
+
+
+def _check_declared_columns(name: str, files: list[Path], wanted: set[str]) -> None:
+    """A declared snapshot computed before a feature was declared lacks its column: say so, not a binder error."""
+    for path in files if wanted else []:
+        if missing := sorted(wanted - set(pq.read_schema(path).names)):
+            raise FeatureError(
+                f"the {name} snapshot {path.parent.name} has no column for declared feature(s) {', '.join(missing)}: "
+                "it was computed before they were declared; run `homefeed data etl` over those days "
+                "(a changed declaration recomputes them)"
+            )
 
 
 def register_sources(
@@ -153,6 +181,7 @@ def query(
         if fs.missing_flags:
             any_fresh = " OR ".join(fresh for _, fresh in picked)
             cols.append(f"CAST(CASE WHEN {any_fresh} THEN 0 ELSE 1 END AS TINYINT) AS {src.entity}_missing")
+    cols += _declared_columns(fs, joins, portable)
     cols += [_context(f) for f in fs.features if f.entity == "context"]
     order = [*(f.name for f in fs.features), *fs.flags]
     select = {c.rsplit(" AS ", 1)[1]: c for c in cols}
@@ -160,6 +189,27 @@ def query(
         f"SELECT {passthrough}, i._topic AS topic, i._creator_id AS creator_id, "
         f"{', '.join(select[name] for name in order)}\nFROM ({base}) i\n" + "\n".join(joins)
     )
+
+
+def _declared_columns(fs: FeatureSet, joins: list[str], portable: bool) -> list[str]:
+    """The declared snapshots' features, by the built-in sources' rule, and one ``<snapshot>_missing`` flag each:
+    set when no join of the snapshot found a fresh row.  A category stays a string, null where absent."""
+    cols: list[str] = []
+    fresh_by_name: dict[str, list[str]] = {}
+    for src in _declared(fs):
+        picked = _portable(src, joins) if portable else _asof(src, joins)
+        fresh_by_name.setdefault(src.name, []).extend(fresh for _, fresh in picked)
+        for f in src.features:
+            if f.dtype == CATEGORY:
+                cases = " ".join(f"WHEN {fresh} THEN {a}.{f.column}" for a, fresh in picked)
+                cols.append(f"CAST(CASE {cases} ELSE NULL END AS VARCHAR) AS {f.name}")
+            else:
+                cases = " ".join(f"WHEN {fresh} THEN COALESCE({a}.{f.column}, {f.default!r})" for a, fresh in picked)
+                cols.append(f"CAST(CASE {cases} ELSE {f.default!r} END AS FLOAT) AS {f.name}")
+    if fs.missing_flags:
+        for name, fresh in fresh_by_name.items():
+            cols.append(f"CAST(CASE WHEN {' OR '.join(fresh)} THEN 0 ELSE 1 END AS TINYINT) AS {name}_missing")
+    return cols
 
 
 def _on(src: _Source, alias: str) -> str:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from homefeed.config import FeatureSettings
 from homefeed.data import drift
 from homefeed.data.lake import Lake
-from homefeed.features.definitions import FeatureError, FeatureSet
+from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet
 from homefeed.features.pit import join_frame
 
 
@@ -79,7 +79,10 @@ def skew(
         con.close()
     served = keyed["served_features"]
     out = []
+    coded = {f.name for f in fs.features if f.dtype == CATEGORY}  # logged as their store codes, not comparable
     for name in fs.columns:
+        if name in coded:
+            continue
         present = pc.map_lookup(served, pa.scalar(name), "first")
         mask = pc.is_valid(present).to_numpy(zero_copy_only=False)
         if not mask.any():

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from homefeed.features.definitions import ENTITY_SOURCE, FeatureError, FeatureSet, context_values, is_declared
+from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet, context_values, is_declared
+from homefeed.features.materialize import stored
 from homefeed.features.store import Lookup
 from homefeed.schema import DAY_US
 
@@ -36,10 +37,11 @@ def snapshot_day(version: str) -> dt.date:
 
 
 def expires_us(fs: FeatureSet, entity: str, version: str) -> int:
-    """When the entity's materialized values expire, in microseconds: valid from the next midnight + lag + TTL."""
-    feature = next(f for f in fs.features if f.entity == entity)
+    """When the entity's materialized values expire, in microseconds: valid from the next midnight + lag + TTL
+    (of its longest-lived feature: a declared snapshot's features may each have their own)."""
+    features = next(f for e, _, _, f in stored(fs) if e == entity)
     valid_from = (snapshot_day(version) - _EPOCH).days * DAY_US + DAY_US
-    return valid_from + int((feature.lag + feature.ttl).total_seconds() * 1_000_000)
+    return valid_from + max(int((f.lag + f.ttl).total_seconds() * 1_000_000) for f in features)
 
 
 def pair_keys(user_id: np.ndarray, other: pa.Array | np.ndarray) -> np.ndarray:
@@ -50,8 +52,8 @@ def pair_keys(user_id: np.ndarray, other: pa.Array | np.ndarray) -> np.ndarray:
 
 
 def entities(fs: FeatureSet) -> list[str]:
-    """The stored entities ``fs`` reads, in the join's order."""
-    return [e for e in ENTITY_SOURCE if any(f.entity == e for f in fs.features)]
+    """The stored entities ``fs`` reads, in the join's order (declared snapshots under their own names)."""
+    return [e for e, _, _, _ in stored(fs)]
 
 
 def assemble(
@@ -68,8 +70,7 @@ def assemble(
     out = np.empty((len(columns), n), np.float32)  # filled row-major by column, returned transposed (F order)
     index = {name: j for j, name in enumerate(columns)}
     ts = np.asarray(ts_us, np.int64)
-    for entity in entities(fs):
-        features = [f for f in fs.features if f.entity == entity]
+    for entity, _, _, features in stored(fs):
         lookup = lookups.get(entity)
         if lookup is None:
             fresh = np.zeros(n, bool)
@@ -78,7 +79,8 @@ def assemble(
                 raise FeatureError(f"lookup of {entity!r} has {len(lookup.found)} rows for {n} requests")
             fresh = lookup.found & (ts < expires_us(fs, entity, lookup.version)) if lookup.found.any() else lookup.found
         where = [index[f.name] for f in features]
-        defaults = np.array([f.default for f in features], np.float32)
+        # a category's code, NaN (no category) where absent; a number's default
+        defaults = np.array([np.nan if f.dtype == CATEGORY else f.default for f in features], np.float32)
         if lookup is None or not fresh.any():
             out[where] = defaults[:, None]
         else:
@@ -89,7 +91,7 @@ def assemble(
                     f"the online store's {entity!r} lacks a feature of set {fs.name!r}; materialize that set"
                 ) from None
             block = lookup.values[:, cols].T  # (features x rows)
-            use = fresh[None, :] & ~np.isnan(block)
+            use = fresh[None, :] & ~np.isnan(block) & _alive(features, lookup.version, ts)
             out[where] = np.where(use, block, defaults[:, None])
         if fs.missing_flags:
             out[index[f"{entity}_missing"]] = (~fresh).astype(np.float32)
@@ -103,3 +105,49 @@ def assemble(
             value = context_values(f.name, ts, created_us)
             out[index[f.name]] = np.where(np.isnan(value), f.default, value).astype(np.float32)
     return out.T
+
+
+def _alive(features: list, version: str, ts: np.ndarray) -> np.ndarray:
+    """(features x rows): whether each feature's own lag + TTL still holds at ``ts`` (declared ones may differ)."""
+    valid_from = (snapshot_day(version) - _EPOCH).days * DAY_US + DAY_US
+    until = np.array([valid_from + int((f.lag + f.ttl).total_seconds() * 1_000_000) for f in features], np.int64)
+    return ts[None, :] < until[:, None]
+
+
+def vocabulary(keys: np.ndarray, lookup: Lookup) -> dict[str, np.ndarray]:
+    """A declared snapshot's categories, by feature: the strings indexed by the codes its vectors hold.
+
+    ``keys`` and ``lookup`` are the ``<snapshot>_vocab`` entity's (``"<feature>=<category>"`` → code), as
+    materialization wrote them.
+    """
+    out: dict[str, list[tuple[int, str]]] = {}
+    codes = lookup.values[:, 0].astype(np.int64)
+    for key, code in zip(keys.tolist(), codes.tolist(), strict=True):
+        name, _, category = str(key).partition("=")
+        out.setdefault(name, []).append((code, category))
+    vocab = {}
+    for name, pairs in out.items():
+        pairs.sort()
+        if [c for c, _ in pairs] != list(range(len(pairs))):
+            raise FeatureError(f"the online store's categories of {name!r} are not numbered 0..n-1; rematerialize")
+        vocab[name] = np.array([v for _, v in pairs], dtype=object)
+    return vocab
+
+
+def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+    """The categorical features of ``matrix`` (their codes) as the strings the models read, null where absent."""
+    out = {}
+    coded = {f.name for f in fs.features if f.dtype == CATEGORY}
+    for j, name in enumerate(fs.columns):
+        if name not in coded:
+            continue
+        codes = matrix[:, j]
+        known = vocab.get(name, np.array([], dtype=object))
+        ok = ~np.isnan(codes)
+        idx = np.where(ok, codes, 0).astype(np.int64)
+        if ok.any() and idx[ok].max() >= len(known):
+            raise FeatureError(f"a stored code of {name!r} has no category in the online store; rematerialize")
+        values = np.empty(len(codes), dtype=object)
+        values[ok] = known[idx[ok]]
+        out[name] = pa.array(values, pa.string(), mask=~ok)
+    return out

@@ -62,7 +62,12 @@ def train_on_logs(
     days = lake.dates("impressions")
     engine = engine_for(settings)
     try:
-        run_etl(lake, snapshot_lake(paths.etl), Params.from_settings(settings.etl, days[0], days[-1]), engine)
+        run_etl(
+            lake,
+            snapshot_lake(paths.etl),
+            Params.from_settings(settings.etl, days[0], days[-1], settings.features),
+            engine,
+        )
     finally:
         engine.close()
     done()

@@ -144,7 +144,7 @@ def serve_days(
             for table in TABLES:
                 for part in sorted((paths.root / "logs" / table).glob(f"date=*/part-{date:%Y%m%d}.parquet")):
                     ingest(part, table, "parquet", lake, paths.quarantine)
-            run_etl(lake, etl, Params.from_settings(settings.etl, date, date), engine)
+            run_etl(lake, etl, Params.from_settings(settings.etl, date, date, settings.features), engine)
             materialize(fs, etl, store, as_of=date)
             pipeline.refresh()
             done()

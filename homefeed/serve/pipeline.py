@@ -23,9 +23,10 @@ import pyarrow as pa
 
 from homefeed.config.serving import ServeSettings, Surface
 from homefeed.errors import HomefeedError
-from homefeed.features.definitions import FeatureSet
+from homefeed.features.definitions import CATEGORY, FeatureSet
+from homefeed.features.materialize import VOCAB
 from homefeed.features.store import Lookup
-from homefeed.features.vectors import assemble, pair_keys
+from homefeed.features.vectors import assemble, categories, pair_keys, vocabulary
 from homefeed.features.vectors import entities as _entities
 from homefeed.feed import SERVED_FEATURES_TYPE, Feedback, PolicyError, RequestBatch, SlateBatch
 from homefeed.hashing import stable_hash
@@ -137,6 +138,7 @@ class RankingPipeline:
         self._batches = 0
         self._pools: dict = {}
         self._popularity_of: tuple[int, int, int] | None = None  # (cache, its loads, catalogue generation)
+        self._vocabularies: dict[str, tuple[object, dict[str, np.ndarray]]] = {}  # entity -> (store token, vocab)
 
     # --- FeedPolicy ---------------------------------------------------------------------------------------------
 
@@ -395,13 +397,48 @@ class RankingPipeline:
             n_topics = len(cat.topics)
             topic = cat.topic[rows].astype(np.int64)
             lookups["user_topic"] = _take(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
+        lookups.update(self._declared(requests, entities, cands))
         return assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows])
+
+    def _declared(self, requests: RequestBatch, entities: list[str], cands: Candidates) -> dict[str, Lookup | None]:
+        """The declared snapshots' vectors for each candidate: by user (read once per request), item, or pair."""
+        ri, items = cands.request_index, self.catalogue.item_id[cands.row]
+        users = np.asarray(requests.user_id, np.int64)
+        wanted = []
+        if "user_declared" in entities:
+            wanted.append(("user_declared", users))
+        if "item_declared" in entities:
+            wanted.append(("item_declared", items))
+        if "user_item_declared" in entities:
+            wanted.append(("user_item_declared", pair_keys(users[ri], items)))
+        if not wanted:
+            return {}
+        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
+        if "user_declared" in got:
+            got["user_declared"] = _take(got["user_declared"], ri)
+        return got
+
+    def _vocabulary(self, fs: FeatureSet) -> dict[str, np.ndarray]:
+        """The categories of ``fs``'s declared snapshots, reloaded when the store's copy changed."""
+        out: dict[str, np.ndarray] = {}
+        for entity in {f.source for f in fs.features if f.dtype == CATEGORY}:
+            name = entity + VOCAB
+            meta = self.features.guard.call(lambda s, name=name: s.meta(name))
+            if meta is None:
+                raise HomefeedError(f"the online store holds no categories of {entity}: materialize the feature set")
+            held = self._vocabularies.get(name)
+            if held is None or held[0] != meta.token:
+                keys, lookup = self.features.guard.call(lambda s, name=name: s.read_all(name))
+                held = (meta.token, vocabulary(keys, lookup))
+                self._vocabularies[name] = held
+            out.update(held[1])
+        return out
 
     def _score(self, model: ServingModel, matrix: np.ndarray) -> dict[str, np.ndarray]:
         names = model.features.columns
         if list(model.ranker.features) != names:
             raise HomefeedError(f"model {model.version} reads other columns than its feature set gives")
-        table = pa.Table.from_arrays([pa.array(matrix[:, j]) for j in range(len(names))], names=names)
+        table = hydrated(model.features, matrix, self._vocabulary(model.features))
         return model.ranker.predict(table)
 
     def _served_features(self, requests: RequestBatch, served: Served, model: ServingModel | None) -> pa.Array | None:
@@ -426,6 +463,15 @@ class RankingPipeline:
         keys = pa.array(np.tile(np.array(names, dtype=object), len(rows)), pa.string())
         mask = pa.array(~present)
         return pa.MapArray.from_arrays(pa.array(offsets), keys, pa.array(values), mask=mask).cast(SERVED_FEATURES_TYPE)
+
+
+def hydrated(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> pa.Table:
+    """The model's input table: a float32 column per feature and flag, a category as its string (null: none)."""
+    strings = categories(fs, matrix, vocab)
+    names = fs.columns
+    return pa.Table.from_arrays(
+        [strings[name] if name in strings else pa.array(matrix[:, j]) for j, name in enumerate(names)], names=names
+    )
 
 
 def _take(lookup: Lookup | None, index: np.ndarray) -> Lookup | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.lake import register_view
-from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet
+from homefeed.features.definitions import CATEGORY, ENTITY_SOURCE, Feature, FeatureSet, declared_sources
 from homefeed.schema import Label
 
 
@@ -65,8 +65,11 @@ def statistics(
     for label in labels:
         exprs += [f"sum({label.name}) AS {label.name}__pos", f"sum({label.name} * weight) AS {label.name}__wpos"]
     for f in fs.features:
-        lo, hi = bounds(f)
         c = f.name
+        if f.dtype == CATEGORY:  # a string: its nulls (the shared bucket) and how many categories, no range
+            exprs += [f"count(*) - count({c}) AS {c}__nulls", f"count(DISTINCT {c}) AS {c}__distinct"]
+            continue
+        lo, hi = bounds(f)
         below = f"sum(CASE WHEN {c} < {lo!r} THEN 1 ELSE 0 END)" if lo is not None else "0"
         above = f"sum(CASE WHEN {c} > {hi!r} THEN 1 ELSE 0 END)" if hi is not None else "0"
         finite = f"CASE WHEN isfinite({c}) THEN {c} END"  # CASE, not FILTER: ten times faster over 400 aggregates
@@ -111,7 +114,13 @@ def statistics(
 
 def _feature(r: dict, f: Feature, fs: FeatureSet, rows: int) -> dict:
     c = f.name
-    flag = f"{f.entity}_missing"
+    flag = f"{f.entity}_missing" if f.source == ENTITY_SOURCE.get(f.entity) else f"{f.source}_missing"
+    if f.dtype == CATEGORY:
+        return {
+            "null_rate": r[f"{c}__nulls"] / rows if rows else None,
+            "missing_rate": _number(r[f"{flag}__rate"]) if flag in fs.flags else None,
+            "distinct": int(r[f"{c}__distinct"] or 0),
+        }
     return {
         "null_rate": r[f"{c}__nulls"] / rows if rows else None,
         "missing_rate": _number(r[f"{flag}__rate"]) if flag in fs.flags else None,
@@ -130,6 +139,8 @@ def violations(stats: dict[str, dict], fs: FeatureSet) -> list[dict]:
         if split == "all" or not rows:
             continue
         for f in fs.features:
+            if f.dtype == CATEGORY:  # null is a category's shared bucket, not a violation
+                continue
             st = s["features"][f.name]
             lo, hi = bounds(f)
             checks = (
@@ -172,8 +183,8 @@ def valueless(con: duckdb.DuckDBPyConnection, fs: FeatureSet) -> dict[str, str]:
     row (a tenure without sign-up times) empties that one.
     """
     out: dict[str, str] = {}
-    for entity, source in ENTITY_SOURCE.items():
-        used = [f for f in fs.features if f.entity == entity]
+    for source in [*ENTITY_SOURCE.values(), *(source for _, source, _ in declared_sources(fs))]:
+        used = [f for f in fs.features if f.source == source]
         if not used:
             continue
         counts = ", ".join(f"count({f.column})" for f in used)
@@ -193,10 +204,11 @@ def missing_everywhere(stats: dict[str, dict], fs: FeatureSet) -> dict[str, str]
     out = {}
     for flag, rate in rates.items():
         if rate is not None and rate >= 1.0:
-            entity = flag.removesuffix("_missing")
+            stem = flag.removesuffix("_missing")
+            source = ENTITY_SOURCE.get(stem, stem)  # a built-in entity's, or a declared snapshot's own
             for f in fs.features:
-                if f.entity == entity:
-                    out[f.name] = f"no row of any split has a fresh {ENTITY_SOURCE[entity]} snapshot row"
+                if f.source == source:
+                    out[f.name] = f"no row of any split has a fresh {source} snapshot row"
     return out
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from homefeed.config import EtlSettings
+from homefeed.config import EtlSettings, FeatureSettings
+from homefeed.config.stages import DeclaredFeature
+from homefeed.data.etl.declared import DECLARED_OUTPUTS, entity_sql, output_schema, presence_days, snapshot_declared
 from homefeed.data.etl.shapes import ACTIONS, day_of, double, exact_sum, smoothed_rates, windowed
 from homefeed.schema import NEGATIVE_ACTIONS, POSITIVE_ACTIONS
 
@@ -43,9 +45,13 @@ class Params:
     half_life_days: float = 7.0
     prior_strength: float = 100.0
     pair_prior_strength: float = 5.0
+    #: The declared user, item and user_item features the ETL computes, their lag and TTL defaults filled in.
+    declared: tuple[DeclaredFeature, ...] = ()
 
     @classmethod
-    def from_settings(cls, etl: EtlSettings, start: dt.date, end: dt.date) -> Params:
+    def from_settings(
+        cls, etl: EtlSettings, start: dt.date, end: dt.date, features: FeatureSettings | None = None
+    ) -> Params:
         return cls(
             start=start,
             end=end,
@@ -53,6 +59,7 @@ class Params:
             half_life_days=etl.half_life_days,
             prior_strength=etl.prior_strength,
             pair_prior_strength=etl.pair_prior_strength,
+            declared=resolved_declared(features) if features is not None else (),
         )
 
     @property
@@ -69,7 +76,8 @@ class Params:
         first day gave other exposures than a backfill over the same days.)  At least one day, too: a request
         is counted on the day of its first impression, and a visit that crossed midnight began the day before.
         """
-        return max(2 * (self.lookback - 1), 1)
+        declared = max((presence_days(d) for d in self.declared if d.is_aggregation), default=1)
+        return max(2 * (self.lookback - 1), 1, declared - 1)
 
     @property
     def first_input_day(self) -> dt.date:
@@ -82,10 +90,24 @@ class Params:
         return self.start - dt.timedelta(days=self.lookback - 1)
 
     def fingerprint(self) -> str:
+        """What the snapshots depend on besides their input files; declared features count (not their default or
+        lag, which the join applies), so a change to one recomputes the days; a run without any keeps the
+        fingerprint it always had."""
+        declared = "".join(
+            f";declared={d.model_dump_json(exclude={'description', 'default', 'lag_minutes'})}" for d in self.declared
+        )
         return (
             f"windows={','.join(map(str, self.windows))};half_life={self.half_life_days};"
-            f"prior={self.prior_strength};pair_prior={self.pair_prior_strength};version={JOBS_VERSION}"
+            f"prior={self.prior_strength};pair_prior={self.pair_prior_strength};version={JOBS_VERSION}{declared}"
         )
+
+
+def resolved_declared(features: FeatureSettings) -> tuple[DeclaredFeature, ...]:
+    """The declarations the ETL computes, each with the ``[features]`` lag and TTL where it gives none."""
+    out = []
+    for d in snapshot_declared(features.declared):
+        out.append(d.model_copy(update={"ttl_hours": d.ttl_hours or features.ttl_hours}))
+    return tuple(out)
 
 
 #: Bumped whenever a job's SQL changes meaning, so stored snapshots are recomputed.
@@ -292,6 +314,11 @@ FROM ({user_grid}) s LEFT JOIN users u ON s.user_id = u.user_id""",
 
     for other in ("topic", "creator_id"):
         out += _pair_steps(other, p)
+    for entity, (name, keys) in DECLARED_OUTPUTS.items():
+        declared = [d for d in p.declared if d.entity == entity]
+        if declared:
+            sql = entity_sql(entity, declared, first, end)
+            out.append(Step(name, sql, keys=keys, schema=output_schema(entity, declared)))
     return out
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from homefeed.data.etl.declared import check_declared
 from homefeed.data.etl.engines import SPILL, Engine
 from homefeed.data.etl.jobs import Params, day_number, outputs, steps
 from homefeed.data.lake import Lake
@@ -216,7 +217,9 @@ def _compute(
     report: EtlReport,
 ) -> None:
     """Compute the ``stale`` days (within ``run``'s range) and commit them; the caller holds the lock."""
-    for table, files in _inputs(lake, listing, run.first_input_day, run.end).items():
+    inputs = _inputs(lake, listing, run.first_input_day, run.end)
+    check_declared(run.declared, inputs)  # a declaration the data cannot give is refused before anything is staged
+    for table, files in inputs.items():
         engine.register(table, files)
     first, last = day_number(run.start), day_number(run.end)
     engine.register("snapshot_days", pa.table({"dn": pa.array(range(first, last + 1), pa.int64())}))
