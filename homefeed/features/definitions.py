@@ -22,14 +22,20 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from homefeed.config import EtlSettings, FeatureSettings
-from homefeed.config.stages import DECLARED_MAP
+from homefeed.config.stages import DECLARED_MAP, DeclaredFeature
 from homefeed.data.etl.jobs import Params, steps
+from homefeed.data.open_bandit import logged_item_id_sql, logged_item_ids
 from homefeed.errors import HomefeedError
 from homefeed.schema import DAY_US
 
-Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "context"]
+Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "user_item", "context"]
+#: The dtype of a categorical feature's column: its value as a string (null where missing) in the dataset, the
+#: offline join and the hydrated serving table; the models encode it (:mod:`homefeed.train.categories`).
+CATEGORY = "string"
 
 #: How each entity's source is keyed, and which impression columns (after joining the item) key it.
 ENTITY_KEYS: dict[str, tuple[str, ...]] = {
@@ -160,19 +166,53 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
     for d in settings.declared:
         if d.name in found:
             raise FeatureError(f"declared feature {d.name!r}: a built-in feature has that name")
-        if d.entity != "context" or d.transformation == "categorical":
-            raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
-        _, _, column = d.source.partition(".")
-        # the column read: a key as "[key]", a reduction over the map's values as "<sum>", else the column itself
-        what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column
-        description = d.description or _declared_description(d.source, d.key, d.transformation)
-        found[d.name] = Feature(
-            d.name, "context", d.source, what, description, default=d.default, lag=dt.timedelta(0), ttl=dt.timedelta(0)
-        )
+        found[d.name] = _at_impression(d)
     return found
 
 
-def _declared_description(source: str, key: str | None, transformation: str) -> str:
+def _at_impression(d: DeclaredFeature) -> Feature:
+    """A declared feature the impression itself carries: a context value, or the user x item cross.
+
+    The column read is ``[key]`` for a key of the map (``[prefix{item_id}suffix]`` for the cross: the key named by
+    the shown item), ``<reduction>`` for a reduction over the map's values, else the impression column itself.
+    """
+    if not d.at_impression:
+        raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
+    _, _, column = d.source.partition(".")
+    categorical = d.transformation == "categorical"
+    if categorical and column not in CATEGORY_COLUMNS:
+        raise FeatureError(
+            f"declared feature {d.name!r}: a category is read from "
+            f"{', '.join(f'impressions.{c}' for c in CATEGORY_COLUMNS)}, not {d.source}"
+            f"{f'[{d.key!r}]' if d.key else ''}: a number's text differs between engines, so declare it raw"
+        )
+    if d.cross is not None:
+        what = f"[{d.cross}]"
+    else:
+        what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column
+    description = d.description or _declared_description(d.source, d.key, d.transformation, d.cross)
+    return Feature(
+        d.name,
+        d.entity,  # type: ignore[arg-type]
+        d.source,
+        what,
+        description,
+        dtype=CATEGORY if categorical else "float32",
+        default=d.default,
+        lag=dt.timedelta(0),
+        ttl=dt.timedelta(0),
+    )
+
+
+#: The impression columns a declared category may read: strings and integers, whose text every engine agrees on.
+CATEGORY_COLUMNS = ("surface", "country", "position")
+
+
+def _declared_description(source: str, key: str | None, transformation: str, cross: str | None = None) -> str:
+    if cross is not None:
+        return f"{source}[{cross!r}], the key named by the shown item, as logged with the impression (declared)"
+    if transformation == "categorical":
+        return f"{source} as a category, as logged with the impression (declared)"
     if key is not None:
         return f"{source}[{key!r}], as logged with the impression (declared)"
     if transformation == "raw":
@@ -186,24 +226,122 @@ def is_declared(f: Feature) -> bool:
     return f.source.startswith("impressions.")
 
 
+def at_impression(f: Feature) -> bool:
+    """Whether ``f`` is read from the impression's own row (no snapshot, no lag): the point-in-time join computes it
+    from the row (`declared_sql`), serving from the request and the candidate (`declared_values`)."""
+    return is_declared(f) and f.ttl == dt.timedelta(0)
+
+
+def is_categorical(f: Feature) -> bool:
+    """Whether ``f``'s column holds a category (a string, null where missing) rather than a number."""
+    return f.dtype == CATEGORY
+
+
 def declared_sql(f: Feature) -> str:
-    """A declared feature as DuckDB SQL over the joined impression ``i``; its default where the value is absent."""
+    """A declared feature as SQL over the joined impression ``i``, in DuckDB's dialect, which sqlglot writes as Spark's.
+
+    A number takes its default where the value is absent; a category stays null there (the models' shared bucket).
+    Every function here means the same on both engines once transpiled (``array_length`` → ``SIZE``, ``list_max`` →
+    ``ARRAY_MAX``; ``list_sum`` by the Spark engine's own rewrite); a null map is tested first because Spark's
+    ``SIZE(NULL)`` is -1 outside ANSI mode.  Tested: both engines write the same values.
+    """
     values = f"map_values(i.{DECLARED_MAP})"
     if f.column.startswith("["):
-        value = f"i.{DECLARED_MAP}[{_quoted(f.column[1:-1])}]"
+        value = f"i.{DECLARED_MAP}[{declared_key_sql(f)}]"
     elif f.column.startswith("<"):
         value = {
-            "count_nonzero": f"len(list_filter({values}, lambda x: x <> 0))",
+            "count_nonzero": (
+                f"CASE WHEN i.{DECLARED_MAP} IS NOT NULL THEN array_length(list_filter({values}, lambda x: x <> 0)) END"
+            ),
             "sum": f"list_sum({values})",
             "max": f"list_max({values})",
         }[f.column[1:-1]]
     else:
         value = f"i.{f.column}"
+    if is_categorical(f):
+        return f"CAST({value} AS VARCHAR) AS {f.name}"
     return f"CAST(COALESCE({value}, {f.default!r}) AS FLOAT) AS {f.name}"
+
+
+def declared_key_sql(f: Feature) -> str:
+    """The map key a declared ``[key]`` feature reads, as SQL over the impression ``i``: the key itself, or for the
+    cross the key named by the shown item (its id as its own logs name it, `logged_item_id_sql`)."""
+    key = f.column[1:-1]
+    if "{item_id}" not in key:
+        return _quoted(key)
+    prefix, _, suffix = key.partition("{item_id}")
+    return f"CONCAT({_quoted(prefix)}, CAST({logged_item_id_sql('i.item_id')} AS VARCHAR), {_quoted(suffix)})"
 
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+#: Impression columns a served request cannot give a model: the policy decides them after the model has scored.
+DECIDED_AFTER_SCORING = ("position", "score", "propensity")
+
+
+def declared_values(f: Feature, served: pa.Array | None, item_id: np.ndarray, columns: dict[str, pa.Array]) -> pa.Array:
+    """... and with Arrow for the serving path, with the SQL's arithmetic: one value per row.
+
+    ``served`` is each row's ``served_features`` map (the request's context features; None: no request carried
+    any), ``item_id`` each row's candidate, ``columns`` the impression columns a request knows (surface,
+    country).  A number comes back as float32 with the default where absent, a category as a string (null).
+    """
+    n = len(item_id)
+    if f.column.startswith(("[", "<")):
+        value = _map_value(f, served, item_id, n)
+    elif f.column in columns:
+        value = columns[f.column]
+    elif f.column in DECIDED_AFTER_SCORING:
+        raise FeatureError(
+            f"declared feature {f.name!r} reads {f.source}, which the policy decides after the model has scored: "
+            "a model using it cannot be served"
+        )
+    else:
+        raise FeatureError(f"declared feature {f.name!r} reads {f.source}, which a served request does not carry")
+    if is_categorical(f):
+        return pc.cast(value, pa.string())
+    return pc.fill_null(pc.cast(value, pa.float32()), pa.scalar(f.default, pa.float32()))
+
+
+def _map_value(f: Feature, served: pa.Array | None, item_id: np.ndarray, n: int) -> pa.Array:
+    """A key's value (the cross's key named by each row's item), or a reduction over the values, per row."""
+    if served is None:
+        return pa.nulls(n, pa.float64())
+    if len(served) != n:
+        raise FeatureError(f"declared feature {f.name!r}: {len(served)} served_features maps for {n} rows")
+    served = served.cast(pa.map_(pa.string(), pa.float64()))
+    parent = pc.list_parent_indices(served).to_numpy()
+    keys, values = served.keys, served.items
+    if f.column.startswith("["):
+        key = f.column[1:-1]
+        if "{item_id}" in key:
+            prefix, _, suffix = key.partition("{item_id}")
+            named = np.char.add(np.char.add(prefix, logged_item_ids(item_id).astype(str)), suffix)
+            match = pc.equal(keys, pa.array(named[parent], pa.string()))
+        else:
+            match = pc.equal(keys, pa.scalar(key, pa.string()))
+        hit = np.flatnonzero(pc.fill_null(match, False).to_numpy(zero_copy_only=False))
+        out = np.zeros(n, np.float64)
+        valid = np.zeros(n, bool)
+        found = values.take(pa.array(hit)).to_numpy(zero_copy_only=False)
+        out[parent[hit]] = np.nan_to_num(found, nan=0.0)
+        valid[parent[hit]] = ~np.isnan(found)  # a null value is absent, as in SQL
+        return pa.array(out, mask=~valid)
+    x = values.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls as NaN
+    present = ~np.isnan(x)
+    reduction = f.column[1:-1]
+    if reduction == "count_nonzero":  # null map: null; otherwise how many non-null values are non-zero
+        out = np.bincount(parent[present & (x != 0)], minlength=n).astype(np.float64)
+        return pa.array(out, mask=served.is_null().to_numpy(zero_copy_only=False))
+    any_value = np.bincount(parent[present], minlength=n) > 0  # no value (an empty or null map): null, as in SQL
+    if reduction == "sum":
+        out = np.bincount(parent[present], weights=x[present], minlength=n)
+    else:
+        out = np.full(n, -np.inf)
+        np.maximum.at(out, parent[present], x[present])
+    return pa.array(out, mask=~any_value)
 
 
 #: Request-context features: computed from the impression (and the item's creation time) at request time.
@@ -281,7 +419,7 @@ def feature_set(name: str, etl: EtlSettings, settings: FeatureSettings | None = 
 
 
 #: Every entity a feature can belong to: each is also the name of a feature group.
-ENTITIES: tuple[str, ...] = ("item", "creator", "user", "user_topic", "user_creator", "context")
+ENTITIES: tuple[str, ...] = ("item", "creator", "user", "user_topic", "user_creator", "user_item", "context")
 #: Longest first: ``user_topic_affinity`` is ``user_topic``'s, not ``user``'s.
 _BY_PREFIX = sorted(ENTITIES, key=len, reverse=True)
 _GLOB = set("*?[")
@@ -342,6 +480,8 @@ def _known(columns: list[str]) -> str:
 
 
 __all__ = [
+    "CATEGORY",
+    "CATEGORY_COLUMNS",
     "CONTEXT",
     "CONTEXT_SQL",
     "ENTITIES",
@@ -350,13 +490,17 @@ __all__ = [
     "Feature",
     "FeatureError",
     "FeatureSet",
+    "at_impression",
     "catalogue",
     "context_values",
+    "declared_key_sql",
     "declared_sql",
+    "declared_values",
     "drop_groups",
     "entity_groups",
     "entity_of",
     "feature_set",
     "group_columns",
+    "is_categorical",
     "is_declared",
 ]
