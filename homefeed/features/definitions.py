@@ -312,8 +312,11 @@ def _map_value(f: Feature, served: pa.Array | None, item_id: np.ndarray, n: int)
     if len(served) != n:
         raise FeatureError(f"declared feature {f.name!r}: {len(served)} served_features maps for {n} rows")
     served = served.cast(pa.map_(pa.string(), pa.float64()))
-    parent = pc.list_parent_indices(served).to_numpy()
+    offsets = served.offsets.to_numpy()
+    parent = np.repeat(np.arange(n), np.diff(offsets))  # each entry's row (Arrow's list_parent_indices aborts on maps)
     keys, values = served.keys, served.items
+    if len(keys) != len(parent):  # a slice: its entries only
+        keys, values = keys.slice(offsets[0], len(parent)), values.slice(offsets[0], len(parent))
     if f.column.startswith("["):
         key = f.column[1:-1]
         if "{item_id}" in key:

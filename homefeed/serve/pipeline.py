@@ -25,7 +25,7 @@ from homefeed.config.serving import ServeSettings, Surface
 from homefeed.errors import HomefeedError
 from homefeed.features.definitions import FeatureSet
 from homefeed.features.store import Lookup
-from homefeed.features.vectors import assemble, pair_keys
+from homefeed.features.vectors import AtImpression, assemble, hydrate, pair_keys
 from homefeed.features.vectors import entities as _entities
 from homefeed.feed import SERVED_FEATURES_TYPE, Feedback, PolicyError, RequestBatch, SlateBatch
 from homefeed.hashing import stable_hash
@@ -172,15 +172,7 @@ class RankingPipeline:
         parts = []
         for lo in range(0, n, BATCH):
             hi = min(lo + BATCH, n)
-            chunk = RequestBatch(
-                requests.request_id[lo:hi],
-                requests.user_id[lo:hi],
-                requests.ts[lo:hi],
-                requests.slate_size[lo:hi],
-                requests.country[lo:hi],
-                requests.surface,
-            )
-            parts.append((lo, self.serve(chunk).slates))
+            parts.append((lo, self.serve(requests.slice(lo, hi)).slates))
         return _concat(parts)
 
     def refresh(self) -> None:
@@ -219,11 +211,12 @@ class RankingPipeline:
         if model is None:
             trace.degraded.append("score: no model loaded")
         elif user is not None:
-            matrix = self._run(
+            hydrated = self._run(
                 trace, STAGES["features"], surface, lambda: self._features(requests, model.features, user, cands)
             )
-            if matrix is not None:
-                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, matrix))
+            if hydrated is not None:
+                matrix, table = hydrated
+                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, table))
                 if heads is not None:
                     served.heads = heads
                     score = model.ranker.combine(heads)
@@ -363,7 +356,10 @@ class RankingPipeline:
             cands = cands.take(~drop)
         return cands
 
-    def _features(self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates) -> np.ndarray:
+    def _features(
+        self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates
+    ) -> tuple[np.ndarray, pa.Table]:
+        """The candidates' feature vectors (numbers; categories NaN) and the model's input table (categories too)."""
         ri, rows = cands.request_index, cands.row
         cat = self.catalogue
         users = np.asarray(requests.user_id, np.int64)[ri]
@@ -390,13 +386,21 @@ class RankingPipeline:
             n_topics = len(cat.topics)
             topic = cat.topic[rows].astype(np.int64)
             lookups["user_topic"] = _take(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
-        return assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows])
+        at = pa.array(ri)
+        known = AtImpression(
+            cat.item_id[rows],
+            None if requests.context_features is None else requests.context_features.take(at),
+            {
+                "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
+                "country": requests.country.take(at),
+            },
+        )
+        matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
+        return matrix, hydrate(fs, matrix, known)
 
-    def _score(self, model: ServingModel, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        names = model.features.columns
-        if list(model.ranker.features) != names:
+    def _score(self, model: ServingModel, table: pa.Table) -> dict[str, np.ndarray]:
+        if list(model.ranker.features) != table.column_names:
             raise HomefeedError(f"model {model.version} reads other columns than its feature set gives")
-        table = pa.Table.from_arrays([pa.array(matrix[:, j]) for j in range(len(names))], names=names)
         return model.ranker.predict(table)
 
     def _served_features(self, requests: RequestBatch, served: Served, model: ServingModel | None) -> pa.Array | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.lake import register_view
-from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet
+from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet, is_categorical
 from homefeed.schema import Label
 
 
@@ -65,8 +65,11 @@ def statistics(
     for label in labels:
         exprs += [f"sum({label.name}) AS {label.name}__pos", f"sum({label.name} * weight) AS {label.name}__wpos"]
     for f in fs.features:
-        lo, hi = bounds(f)
         c = f.name
+        if is_categorical(f):  # a category: how often it is missing (null, the shared bucket) and how many values
+            exprs += [f"count(*) - count({c}) AS {c}__nulls", f"approx_count_distinct({c}) AS {c}__distinct"]
+            continue
+        lo, hi = bounds(f)
         below = f"sum(CASE WHEN {c} < {lo!r} THEN 1 ELSE 0 END)" if lo is not None else "0"
         above = f"sum(CASE WHEN {c} > {hi!r} THEN 1 ELSE 0 END)" if hi is not None else "0"
         finite = f"CASE WHEN isfinite({c}) THEN {c} END"  # CASE, not FILTER: ten times faster over 400 aggregates
@@ -112,6 +115,16 @@ def statistics(
 def _feature(r: dict, f: Feature, fs: FeatureSet, rows: int) -> dict:
     c = f.name
     flag = f"{f.entity}_missing"
+    if is_categorical(f):  # the numeric statistics are None, so a diff or a listing reads every feature alike
+        return {
+            "null_rate": r[f"{c}__nulls"] / rows if rows else None,
+            "missing_rate": None,
+            "nonfinite": 0,
+            "below": 0,
+            "above": 0,
+            **dict.fromkeys(("mean", "std", "min", "max")),
+            "distinct": int(r[f"{c}__distinct"] or 0),
+        }
     return {
         "null_rate": r[f"{c}__nulls"] / rows if rows else None,
         "missing_rate": _number(r[f"{flag}__rate"]) if flag in fs.flags else None,
@@ -130,6 +143,8 @@ def violations(stats: dict[str, dict], fs: FeatureSet) -> list[dict]:
         if split == "all" or not rows:
             continue
         for f in fs.features:
+            if is_categorical(f):  # null is a category's missing value (the models' shared bucket), not a violation
+                continue
             st = s["features"][f.name]
             lo, hi = bounds(f)
             checks = (

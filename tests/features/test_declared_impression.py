@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
@@ -18,8 +19,16 @@ from homefeed.config.stages import DeclaredFeature
 from homefeed.data.etl import DuckDBEngine, SparkEngine, snapshot_lake
 from homefeed.data.lake import Lake
 from homefeed.datasets import open_bandit_sample
-from homefeed.features.definitions import FeatureError, at_impression, catalogue, feature_set, is_categorical
+from homefeed.features.definitions import (
+    FeatureError,
+    FeatureSet,
+    at_impression,
+    catalogue,
+    feature_set,
+    is_categorical,
+)
 from homefeed.features.pit import write_joined
+from homefeed.features.vectors import AtImpression, assemble, hydrate
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset
 from tests.conftest import OBD_FIRST, OBD_LAST, ingest_obd_week
 
@@ -123,3 +132,32 @@ def test_a_cross_whose_keys_no_impression_has_is_refused_before_anything_is_writ
 def test_a_category_of_a_number_is_refused(declared, expected):
     with pytest.raises(FeatureError, match=expected):
         catalogue(ETL, FeatureSettings(declared=[declared]))
+
+
+def test_served_values_equal_the_offline_join_for_the_same_rows(obd, tmp_path):
+    """Hydration computes each declared feature from what a request carries (its context features, surface and
+    country) and the candidate, bit for bit the offline join's; the slot, decided after scoring, is refused."""
+    settings = settings_for(obd)
+    rows = joined(settings, tmp_path / "duckdb", DuckDBEngine())
+    cat = catalogue(ETL, settings.features)
+    fs = FeatureSet("served", tuple(cat[n] for n in NAMES if n != "context_slot"), missing_flags=False)
+    known = AtImpression(
+        rows["item_id"].to_numpy(),
+        rows["served_features"].combine_chunks(),
+        {"surface": rows["surface"].combine_chunks(), "country": rows["country"].combine_chunks()},
+    )
+    ts = np.zeros(rows.num_rows, np.int64)
+    table = hydrate(fs, assemble(fs, {}, ts, ts, known), known)
+    for name in fs.columns:
+        assert table[name].type == rows[name].type, name
+        assert table[name].combine_chunks().equals(rows[name].combine_chunks()), name
+    slot = FeatureSet("slot", (cat["context_slot"],), missing_flags=False)
+    with pytest.raises(
+        FeatureError, match=r"'context_slot' reads impressions\.position, which the policy decides after"
+    ):
+        hydrate(slot, assemble(slot, {}, ts, ts, known), known)
+    # a request that sent no context features: every number its default, every category null
+    none = AtImpression(known.item_id, None, known.columns)
+    empty = hydrate(fs, assemble(fs, {}, ts, ts, none), none)
+    assert pc.all(pc.equal(empty["context_affinity_max"], -1.0)).as_py()
+    assert pc.all(pc.equal(empty["user_item_affinity"], 0.0)).as_py()
