@@ -30,6 +30,8 @@ from homefeed.features.definitions import (
 from homefeed.features.pit import write_joined
 from homefeed.features.vectors import AtImpression, assemble, hydrate
 from homefeed.train import DatasetError, DatasetSpec, DatasetStore, build_dataset
+from homefeed.train.gbdt import GBDTRanker
+from homefeed.train.model import TrainingData
 from tests.conftest import OBD_FIRST, OBD_LAST, ingest_obd_week
 
 MAP = "impressions.served_features"
@@ -161,3 +163,24 @@ def test_served_values_equal_the_offline_join_for_the_same_rows(obd, tmp_path):
     empty = hydrate(fs, assemble(fs, {}, ts, ts, none), none)
     assert pc.all(pc.equal(empty["context_affinity_max"], -1.0)).as_py()
     assert pc.all(pc.equal(empty["user_item_affinity"], 0.0)).as_py()
+
+
+def test_a_dataset_keeps_categories_as_strings_and_the_gbdt_codes_them(obd, tmp_path):
+    settings = settings_for(obd)
+    settings = settings.model_copy(update={"paths": Paths(root=obd, datasets=tmp_path / "ds")})
+    spec = DatasetSpec(**{**settings.dataset.model_dump(), "start": FIRST, "end": LAST, "feature_set": "own"})
+    built = build_dataset(spec, settings)
+    data = TrainingData.load(DatasetStore(tmp_path / "ds"), built.id)
+    train = data.splits["train"]
+    assert [n for n in NAMES if pa.types.is_string(train.schema.field(n).type)] == [
+        "context_surface",
+        "context_country",
+        "context_slot",
+    ]
+    stats = built.manifest["stats"]["all"]["features"]["context_slot"]
+    assert stats["distinct"] == 3 and stats["null_rate"] == 0.0
+    assert not [v for v in built.manifest["violations"] if v["column"] in NAMES]
+    model = GBDTRanker(n_estimators=10, min_category_count=5, drop_empty_heads=True).fit(data)  # OBD logs no hides
+    assert set(model.categories.values) == {"context_surface", "context_country", "context_slot"}
+    assert sorted(model.categories.values["context_slot"]) == ["1", "2", "3"]
+    assert np.isfinite(model.predict(data.splits["test"])["engaged"]).all()
