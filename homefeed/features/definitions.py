@@ -186,6 +186,8 @@ def _at_impression(d: DeclaredFeature) -> Feature:
             f"{', '.join(f'impressions.{c}' for c in CATEGORY_COLUMNS)}, not {d.source}"
             f"{f'[{d.key!r}]' if d.key else ''}: a number's text differs between engines, so declare it raw"
         )
+    if not categorical and column in TEXT_COLUMNS:
+        raise FeatureError(f"declared feature {d.name!r}: {d.source} is text, not a number: declare it categorical")
     if d.cross is not None:
         what = f"[{d.cross}]"
     else:
@@ -206,6 +208,8 @@ def _at_impression(d: DeclaredFeature) -> Feature:
 
 #: The impression columns a declared category may read: strings and integers, whose text every engine agrees on.
 CATEGORY_COLUMNS = ("surface", "country", "position")
+#: The impression columns that hold text: a category, never a number.
+TEXT_COLUMNS = ("surface", "country")
 
 
 def _declared_description(source: str, key: str | None, transformation: str, cross: str | None = None) -> str:

@@ -7,6 +7,13 @@ tampered or truncated file is refused on load instead of silently scoring with a
 Why a calibration for lambdarank: a ranking objective's raw scores only order a request's items; the ranking
 score ``p(positive) − λ·p(negative)`` subtracts a probability from them, so they must be probabilities too.  A
 one-feature logistic fit of the label on the raw score, on the validation split, maps them back (Platt scaling).
+
+Why a vocabulary for categories: LightGBM splits a categorical feature on sets of non-negative integer codes, so a
+category column (strings, :mod:`homefeed.train.categories`) is coded by a vocabulary fitted on the train split:
+values seen at least ``min_category_count`` times get 1..K, every rarer, unseen or missing value the shared code
+0, which the trees learn like any category, so an unseen value at serving is scored, never refused.  The
+vocabulary is saved beside the boosters (``categories.json``, checksummed with them): the same string gets the
+same code in every process that loads the model.
 """
 
 from __future__ import annotations

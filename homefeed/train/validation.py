@@ -32,7 +32,7 @@ from homefeed.schema import Label
 
 def bounds(feature: Feature) -> tuple[float | None, float | None]:
     """The range a feature's definition allows (None: unbounded on that side)."""
-    if feature.entity == "context" and feature.source.startswith("impressions."):  # declared: what the logs hold
+    if feature.source.startswith("impressions."):  # declared (a context value, the cross): what the logs hold
         return (0.0, None) if feature.column == "<count_nonzero>" else (None, None)
     if feature.entity == "context":
         return {"context_hour_of_day": (0.0, 23.0), "context_day_of_week": (0.0, 6.0)}.get(feature.name, (0.0, None))

@@ -129,9 +129,10 @@ def test_a_cross_whose_keys_no_impression_has_is_refused_before_anything_is_writ
             {"name": "context_a", "source": MAP, "key": "user-item_affinity_5", "transformation": "categorical"},
             "a category is read from impressions.surface",
         ),
+        ({"name": "context_s", "source": "impressions.surface"}, "is text, not a number: declare it categorical"),
     ],
 )
-def test_a_category_of_a_number_is_refused(declared, expected):
+def test_a_category_of_a_number_or_a_number_of_text_is_refused(declared, expected):
     with pytest.raises(FeatureError, match=expected):
         catalogue(ETL, FeatureSettings(declared=[declared]))
 
