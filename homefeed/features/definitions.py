@@ -285,16 +285,20 @@ def _quoted(text: str) -> str:
 DECIDED_AFTER_SCORING = ("position", "score", "propensity")
 
 
-def declared_values(f: Feature, served: pa.Array | None, item_id: np.ndarray, columns: dict[str, pa.Array]) -> pa.Array:
+def declared_values(
+    f: Feature, served: pa.Array | None, request_index: np.ndarray, item_id: np.ndarray, columns: dict[str, pa.Array]
+) -> pa.Array:
     """... and with Arrow for the serving path, with the SQL's arithmetic: one value per row.
 
-    ``served`` is each row's ``served_features`` map (the request's context features; None: no request carried
-    any), ``item_id`` each row's candidate, ``columns`` the impression columns a request knows (surface,
-    country).  A number comes back as float32 with the default where absent, a category as a string (null).
+    ``served`` holds each *request*'s ``served_features`` map (its context features; None: no request carried
+    any) and ``request_index`` each row's request, so a map is read once per request however many candidates it
+    has; ``item_id`` is each row's candidate, ``columns`` the impression columns a request knows (surface,
+    country), per row.  A number comes back as float32 with the default where absent, a category as a string
+    (null where absent).
     """
     n = len(item_id)
     if f.column.startswith(("[", "<")):
-        value = _map_value(f, served, item_id, n)
+        value = _map_value(f, served, np.asarray(request_index, np.int64), item_id)
     elif f.column in columns:
         value = columns[f.column]
     elif f.column in DECIDED_AFTER_SCORING:
@@ -304,51 +308,58 @@ def declared_values(f: Feature, served: pa.Array | None, item_id: np.ndarray, co
         )
     else:
         raise FeatureError(f"declared feature {f.name!r} reads {f.source}, which a served request does not carry")
+    if len(value) != n:
+        raise FeatureError(f"declared feature {f.name!r}: {len(value)} values for {n} rows")
     if is_categorical(f):
         return pc.cast(value, pa.string())
     return pc.fill_null(pc.cast(value, pa.float32()), pa.scalar(f.default, pa.float32()))
 
 
-def _map_value(f: Feature, served: pa.Array | None, item_id: np.ndarray, n: int) -> pa.Array:
-    """A key's value (the cross's key named by each row's item), or a reduction over the values, per row."""
+def _map_value(f: Feature, served: pa.Array | None, ri: np.ndarray, item_id: np.ndarray) -> pa.Array:
+    """A key's value (the cross's: the key named by each row's item), or a reduction over the values, per row."""
+    n = len(ri)
     if served is None:
         return pa.nulls(n, pa.float64())
-    if len(served) != n:
-        raise FeatureError(f"declared feature {f.name!r}: {len(served)} served_features maps for {n} rows")
+    m = len(served)
+    if n and (ri.min() < 0 or ri.max() >= m):
+        raise FeatureError(f"declared feature {f.name!r}: a row's request is not among the {m} requests' maps")
     served = served.cast(pa.map_(pa.string(), pa.float64()))
     offsets = served.offsets.to_numpy()
-    parent = np.repeat(np.arange(n), np.diff(offsets))  # each entry's row (Arrow's list_parent_indices aborts on maps)
+    parent = np.repeat(np.arange(m), np.diff(offsets))  # each entry's request (list_parent_indices aborts on maps)
     keys, values = served.keys, served.items
     if len(keys) != len(parent):  # a slice: its entries only
         keys, values = keys.slice(offsets[0], len(parent)), values.slice(offsets[0], len(parent))
-    if f.column.startswith("["):
-        key = f.column[1:-1]
-        if "{item_id}" in key:
-            prefix, _, suffix = key.partition("{item_id}")
-            named = np.char.add(np.char.add(prefix, logged_item_ids(item_id).astype(str)), suffix)
-            match = pc.equal(keys, pa.array(named[parent], pa.string()))
-        else:
-            match = pc.equal(keys, pa.scalar(key, pa.string()))
-        hit = np.flatnonzero(pc.fill_null(match, False).to_numpy(zero_copy_only=False))
-        out = np.zeros(n, np.float64)
-        valid = np.zeros(n, bool)
-        found = values.take(pa.array(hit)).to_numpy(zero_copy_only=False)
-        out[parent[hit]] = np.nan_to_num(found, nan=0.0)
-        valid[parent[hit]] = ~np.isnan(found)  # a null value is absent, as in SQL
-        return pa.array(out, mask=~valid)
-    x = values.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls as NaN
+    x = values.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls as NaN: absent, as in SQL
     present = ~np.isnan(x)
-    reduction = f.column[1:-1]
-    if reduction == "count_nonzero":  # null map: null; otherwise how many non-null values are non-zero
-        out = np.bincount(parent[present & (x != 0)], minlength=n).astype(np.float64)
-        return pa.array(out, mask=served.is_null().to_numpy(zero_copy_only=False))
-    any_value = np.bincount(parent[present], minlength=n) > 0  # no value (an empty or null map): null, as in SQL
-    if reduction == "sum":
-        out = np.bincount(parent[present], weights=x[present], minlength=n)
+    key = f.column[1:-1]
+    if f.column.startswith("[") and "{item_id}" in key:  # per row: the entry of its request named by its item
+        prefix, _, suffix = key.partition("{item_id}")
+        named = np.char.add(np.char.add(prefix, logged_item_ids(item_id).astype(str)), suffix)
+        wanted = pc.binary_join_element_wise(pc.cast(pa.array(ri), pa.string()), pa.array(named, pa.string()), "\x1f")
+        held = pc.binary_join_element_wise(pc.cast(pa.array(parent), pa.string()), keys, "\x1f")
+        at = pc.index_in(wanted, value_set=held).to_numpy(zero_copy_only=False)
+        hit = ~np.isnan(at)
+        at = np.where(hit, at, 0).astype(np.int64)
+        out = np.where(hit, x[at] if len(x) else 0.0, np.nan)
+        return pa.array(np.nan_to_num(out), mask=np.isnan(out))
+    if f.column.startswith("["):  # per request: its entry of this key
+        match = pc.fill_null(pc.equal(keys, pa.scalar(key, pa.string())), False)
+        match = np.flatnonzero(match.to_numpy(zero_copy_only=False))
+        per = np.full(m, np.nan)
+        per[parent[match]] = x[match]
+    elif key == "count_nonzero":  # a null map: absent; otherwise how many present values are non-zero
+        per = np.bincount(parent[present & (x != 0)], minlength=m).astype(np.float64)
+        per[served.is_null().to_numpy(zero_copy_only=False)] = np.nan
     else:
-        out = np.full(n, -np.inf)
-        np.maximum.at(out, parent[present], x[present])
-    return pa.array(out, mask=~any_value)
+        some = np.bincount(parent[present], minlength=m) > 0  # no value (an empty or null map): absent, as in SQL
+        if key == "sum":
+            per = np.bincount(parent[present], weights=x[present], minlength=m)
+        else:
+            per = np.full(m, -np.inf)
+            np.maximum.at(per, parent[present], x[present])
+        per[~some] = np.nan
+    out = per[ri]
+    return pa.array(np.nan_to_num(out), mask=np.isnan(out))
 
 
 #: Request-context features: computed from the impression (and the item's creation time) at request time.

@@ -70,8 +70,9 @@ class AtImpression:
     """What a served row knows of its impression before the policy places it, for the declared features that read
     the impression's own columns (`declared_values`, the twin of the offline join's `declared_sql`)."""
 
+    request_index: np.ndarray  # per row: its request
     item_id: np.ndarray  # per row: the candidate
-    served_features: pa.Array | None  # per row: its request's context features (None: no request sent any)
+    served_features: pa.Array | None  # per request: its context features (None: no request sent any)
     columns: dict[str, pa.Array]  # per row: the impression columns a request knows (surface, country)
 
 
@@ -128,7 +129,7 @@ def assemble(
                 raise FeatureError(
                     f"declared feature {f.name!r} reads {f.source}: hydration needs the request's impression context"
                 )
-            value = declared_values(f, known.served_features, known.item_id, known.columns)
+            value = declared_values(f, known.served_features, known.request_index, known.item_id, known.columns)
             out[index[f.name]] = value.to_numpy(zero_copy_only=False)
         elif f.entity == "context":
             value = context_values(f.name, ts, created_us)
@@ -145,7 +146,7 @@ def hydrate(fs: FeatureSet, matrix: np.ndarray, known: AtImpression | None) -> p
         if f is not None and is_categorical(f):
             if known is None:
                 raise FeatureError(f"declared feature {name!r} reads {f.source}: hydration needs the request's context")
-            columns.append(declared_values(f, known.served_features, known.item_id, known.columns))
+            columns.append(declared_values(f, known.served_features, known.request_index, known.item_id, known.columns))
         else:
             columns.append(pa.array(matrix[:, j]))
     return pa.Table.from_arrays(columns, names=fs.columns)

@@ -388,8 +388,9 @@ class RankingPipeline:
             lookups["user_topic"] = _take(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
         at = pa.array(ri)
         known = AtImpression(
+            ri,
             cat.item_id[rows],
-            None if requests.context_features is None else requests.context_features.take(at),
+            requests.context_features,
             {
                 "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
                 "country": requests.country.take(at),

@@ -145,6 +145,7 @@ def test_served_values_equal_the_offline_join_for_the_same_rows(obd, tmp_path):
     cat = catalogue(ETL, settings.features)
     fs = FeatureSet("served", tuple(cat[n] for n in NAMES if n != "context_slot"), missing_flags=False)
     known = AtImpression(
+        np.arange(rows.num_rows),
         rows["item_id"].to_numpy(),
         rows["served_features"].combine_chunks(),
         {"surface": rows["surface"].combine_chunks(), "country": rows["country"].combine_chunks()},
@@ -160,7 +161,7 @@ def test_served_values_equal_the_offline_join_for_the_same_rows(obd, tmp_path):
     ):
         hydrate(slot, assemble(slot, {}, ts, ts, known), known)
     # a request that sent no context features: every number its default, every category null
-    none = AtImpression(known.item_id, None, known.columns)
+    none = AtImpression(known.request_index, known.item_id, None, known.columns)
     empty = hydrate(fs, assemble(fs, {}, ts, ts, none), none)
     assert pc.all(pc.equal(empty["context_affinity_max"], -1.0)).as_py()
     assert pc.all(pc.equal(empty["user_item_affinity"], 0.0)).as_py()
