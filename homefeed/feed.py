@@ -46,6 +46,11 @@ class RequestBatch:
     slate_size: np.ndarray  # int32 slots wanted
     country: pa.StringArray
     surface: str = "home"
+    #: Per request, what the client knows of the moment and sends along (`SERVED_FEATURES_TYPE`: name -> number,
+    #: null for a request that sent none; None: no request did): the values an impression logs as its
+    #: ``served_features`` (the Open Bandit Dataset's user-item affinities), which declared context features and
+    #: the user x item cross read offline, so a model trained on them is served the same numbers.
+    context_features: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -53,9 +58,18 @@ class RequestBatch:
     def take(self, index: np.ndarray) -> RequestBatch:
         """The requests at ``index``, in that order (same surface)."""
         at = pa.array(np.asarray(index, np.int64))
+        context = None if self.context_features is None else self.context_features.take(at)
         return RequestBatch(
             self.request_id.take(at), self.user_id[index], self.ts[index], self.slate_size[index],
-            self.country.take(at), self.surface,
+            self.country.take(at), self.surface, context,
+        )  # fmt: skip
+
+    def slice(self, lo: int, hi: int) -> RequestBatch:
+        """The requests ``lo`` to ``hi`` (same surface), zero-copy."""
+        context = None if self.context_features is None else self.context_features[lo:hi]
+        return RequestBatch(
+            self.request_id[lo:hi], self.user_id[lo:hi], self.ts[lo:hi], self.slate_size[lo:hi],
+            self.country[lo:hi], self.surface, context,
         )  # fmt: skip
 
 

@@ -84,6 +84,20 @@ def obd_item_ids(ids: np.ndarray) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64) & ((1 << _ITEM_BITS) - 1)
 
 
+def logged_item_ids(ids: np.ndarray) -> np.ndarray:
+    """Each item's id as its own logs name it, what a declared cross's ``{item_id}`` is: OBD's per-campaign id
+    (``user-item_affinity_5`` names OBD's item 5) for an item of OBD's namespace, the canonical id for any other."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where(ids // (1 << 48) == ITEM_NAMESPACE >> 48, obd_item_ids(ids), ids)
+
+
+def logged_item_id_sql(column: str) -> str:
+    """`logged_item_ids` in SQL both engines run: integer division and modulo, no bitwise operator to transpile."""
+    return (
+        f"CASE WHEN {column} // {1 << 48} = {ITEM_NAMESPACE >> 48} THEN {column} % {1 << _ITEM_BITS} ELSE {column} END"
+    )
+
+
 def user_ids(features: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     """Stable user ids from the user-feature combination, and each row's index into the distinct combinations.
 

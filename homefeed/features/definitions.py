@@ -22,15 +22,21 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from homefeed.config import EtlSettings, FeatureSettings
 from homefeed.config.stages import DECLARED_MAP, DeclaredFeature
 from homefeed.data.etl.declared import DECLARED_OUTPUTS, snapshot_declared
 from homefeed.data.etl.jobs import Params, steps
+from homefeed.data.open_bandit import logged_item_id_sql, logged_item_ids
 from homefeed.errors import HomefeedError
 from homefeed.schema import DAY_US
 
 Entity = Literal["user", "item", "creator", "user_topic", "user_creator", "user_item", "context"]
+#: The dtype of a categorical feature's column: its value as a string (null where missing) in the dataset, the
+#: offline join and the hydrated serving table; the models encode it (:mod:`homefeed.train.categories`).
+CATEGORY = "string"
 
 #: How each entity's source is keyed, and which impression columns (after joining the item) key it.
 ENTITY_KEYS: dict[str, tuple[str, ...]] = {
@@ -170,21 +176,52 @@ def catalogue(etl: EtlSettings, settings: FeatureSettings | None = None) -> dict
         if d in snapshot:
             found[d.name] = _snapshot_feature(d, settings)
             continue
-        if d.entity != "context" or d.transformation == "categorical":
-            raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
-        _, _, column = d.source.partition(".")
-        # the column read: a key as "[key]", a reduction over the map's values as "<sum>", else the column itself
-        what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column
-        description = d.description or _declared_description(d.source, d.key, d.transformation)
-        found[d.name] = Feature(
-            d.name, "context", d.source, what, description, default=d.default, lag=dt.timedelta(0), ttl=dt.timedelta(0)
-        )
+        found[d.name] = _at_impression(d)
     return found
 
 
-#: The dtype of a categorical feature's column: its value as a string (null where missing) in the ETL snapshot,
-#: the dataset, the offline join and the hydrated serving table; the models encode it.
-CATEGORY = "string"
+def _at_impression(d: DeclaredFeature) -> Feature:
+    """A declared feature the impression itself carries: a context value, or the user x item cross.
+
+    The column read is ``[key]`` for a key of the map (``[prefix{item_id}suffix]`` for the cross: the key named by
+    the shown item), ``<reduction>`` for a reduction over the map's values, else the impression column itself.
+    """
+    if not d.at_impression:
+        raise FeatureError(f"declared feature {d.name!r}: {d.entity} {d.transformation} features are not built yet")
+    _, _, column = d.source.partition(".")
+    categorical = d.transformation == "categorical"
+    if categorical and column not in CATEGORY_COLUMNS:
+        raise FeatureError(
+            f"declared feature {d.name!r}: a category is read from "
+            f"{', '.join(f'impressions.{c}' for c in CATEGORY_COLUMNS)}, not {d.source}"
+            f"{f'[{d.key!r}]' if d.key else ''}: a number's text differs between engines, so declare it raw"
+        )
+    if not categorical and column in TEXT_COLUMNS:
+        raise FeatureError(f"declared feature {d.name!r}: {d.source} is text, not a number: declare it categorical")
+    if d.cross is not None:
+        what = f"[{d.cross}]"
+    else:
+        what = f"[{d.key}]" if d.key is not None else f"<{d.transformation}>" if column == DECLARED_MAP else column
+    description = d.description or _declared_description(d.source, d.key, d.transformation, d.cross)
+    return Feature(
+        d.name,
+        d.entity,  # type: ignore[arg-type]
+        d.source,
+        what,
+        description,
+        dtype=CATEGORY if categorical else "float32",
+        default=d.default,
+        lag=dt.timedelta(0),
+        ttl=dt.timedelta(0),
+    )
+
+
+#: The impression columns a declared category may read: strings and integers, whose text every engine agrees on.
+CATEGORY_COLUMNS = ("surface", "country", "position")
+#: The impression columns that hold text: a category, never a number.
+TEXT_COLUMNS = ("surface", "country")
+
+
 #: Columns a ``mean`` or ``last`` can average or pick: numbers (a map's values are).
 _NUMBER_COLUMNS = {"position", "score", "propensity", "dwell", "served_features"}
 
@@ -251,7 +288,11 @@ def declared_sources(fs: FeatureSet) -> list[tuple[str, str, tuple[Feature, ...]
     return out
 
 
-def _declared_description(source: str, key: str | None, transformation: str) -> str:
+def _declared_description(source: str, key: str | None, transformation: str, cross: str | None = None) -> str:
+    if cross is not None:
+        return f"{source}[{cross!r}], the key named by the shown item, as logged with the impression (declared)"
+    if transformation == "categorical":
+        return f"{source} as a category, as logged with the impression (declared)"
     if key is not None:
         return f"{source}[{key!r}], as logged with the impression (declared)"
     if transformation == "raw":
@@ -265,24 +306,136 @@ def is_declared(f: Feature) -> bool:
     return f.source.startswith("impressions.")
 
 
+def at_impression(f: Feature) -> bool:
+    """Whether ``f`` is read from the impression's own row (no snapshot, no lag): the point-in-time join computes it
+    from the row (`declared_sql`), serving from the request and the candidate (`declared_values`)."""
+    return is_declared(f) and f.ttl == dt.timedelta(0)
+
+
+def is_categorical(f: Feature) -> bool:
+    """Whether ``f``'s column holds a category (a string, null where missing) rather than a number."""
+    return f.dtype == CATEGORY
+
+
 def declared_sql(f: Feature) -> str:
-    """A declared feature as DuckDB SQL over the joined impression ``i``; its default where the value is absent."""
+    """A declared feature as SQL over the joined impression ``i``, in DuckDB's dialect, which sqlglot writes as Spark's.
+
+    A number takes its default where the value is absent; a category stays null there (the models' shared bucket).
+    Every function here means the same on both engines once transpiled (``array_length`` → ``SIZE``, ``list_max`` →
+    ``ARRAY_MAX``; ``list_sum`` by the Spark engine's own rewrite); a null map is tested first because Spark's
+    ``SIZE(NULL)`` is -1 outside ANSI mode.  Tested: both engines write the same values.
+    """
     values = f"map_values(i.{DECLARED_MAP})"
     if f.column.startswith("["):
-        value = f"i.{DECLARED_MAP}[{_quoted(f.column[1:-1])}]"
+        value = f"i.{DECLARED_MAP}[{declared_key_sql(f)}]"
     elif f.column.startswith("<"):
         value = {
-            "count_nonzero": f"len(list_filter({values}, lambda x: x <> 0))",
+            "count_nonzero": (
+                f"CASE WHEN i.{DECLARED_MAP} IS NOT NULL THEN array_length(list_filter({values}, lambda x: x <> 0)) END"
+            ),
             "sum": f"list_sum({values})",
             "max": f"list_max({values})",
         }[f.column[1:-1]]
     else:
         value = f"i.{f.column}"
+    if is_categorical(f):
+        return f"CAST({value} AS VARCHAR) AS {f.name}"
     return f"CAST(COALESCE({value}, {f.default!r}) AS FLOAT) AS {f.name}"
+
+
+def declared_key_sql(f: Feature) -> str:
+    """The map key a declared ``[key]`` feature reads, as SQL over the impression ``i``: the key itself, or for the
+    cross the key named by the shown item (its id as its own logs name it, `logged_item_id_sql`)."""
+    key = f.column[1:-1]
+    if "{item_id}" not in key:
+        return _quoted(key)
+    prefix, _, suffix = key.partition("{item_id}")
+    return f"CONCAT({_quoted(prefix)}, CAST({logged_item_id_sql('i.item_id')} AS VARCHAR), {_quoted(suffix)})"
 
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+#: Impression columns a served request cannot give a model: the policy decides them after the model has scored.
+DECIDED_AFTER_SCORING = ("position", "score", "propensity")
+
+
+def declared_values(
+    f: Feature, served: pa.Array | None, request_index: np.ndarray, item_id: np.ndarray, columns: dict[str, pa.Array]
+) -> pa.Array:
+    """... and with Arrow for the serving path, with the SQL's arithmetic: one value per row.
+
+    ``served`` holds each *request*'s ``served_features`` map (its context features; None: no request carried
+    any) and ``request_index`` each row's request, so a map is read once per request however many candidates it
+    has; ``item_id`` is each row's candidate, ``columns`` the impression columns a request knows (surface,
+    country), per row.  A number comes back as float32 with the default where absent, a category as a string
+    (null where absent).
+    """
+    n = len(item_id)
+    if f.column.startswith(("[", "<")):
+        value = _map_value(f, served, np.asarray(request_index, np.int64), item_id)
+    elif f.column in columns:
+        value = columns[f.column]
+    elif f.column in DECIDED_AFTER_SCORING:
+        raise FeatureError(
+            f"declared feature {f.name!r} reads {f.source}, which the policy decides after the model has scored: "
+            "a model using it cannot be served"
+        )
+    else:
+        raise FeatureError(f"declared feature {f.name!r} reads {f.source}, which a served request does not carry")
+    if len(value) != n:
+        raise FeatureError(f"declared feature {f.name!r}: {len(value)} values for {n} rows")
+    if is_categorical(f):
+        return pc.cast(value, pa.string())
+    return pc.fill_null(pc.cast(value, pa.float32()), pa.scalar(f.default, pa.float32()))
+
+
+def _map_value(f: Feature, served: pa.Array | None, ri: np.ndarray, item_id: np.ndarray) -> pa.Array:
+    """A key's value (the cross's: the key named by each row's item), or a reduction over the values, per row."""
+    n = len(ri)
+    if served is None:
+        return pa.nulls(n, pa.float64())
+    m = len(served)
+    if n and (ri.min() < 0 or ri.max() >= m):
+        raise FeatureError(f"declared feature {f.name!r}: a row's request is not among the {m} requests' maps")
+    served = served.cast(pa.map_(pa.string(), pa.float64()))
+    offsets = served.offsets.to_numpy()
+    parent = np.repeat(np.arange(m), np.diff(offsets))  # each entry's request (list_parent_indices aborts on maps)
+    keys, values = served.keys, served.items
+    if len(keys) != len(parent):  # a slice: its entries only
+        keys, values = keys.slice(offsets[0], len(parent)), values.slice(offsets[0], len(parent))
+    x = values.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls as NaN: absent, as in SQL
+    present = ~np.isnan(x)
+    key = f.column[1:-1]
+    if f.column.startswith("[") and "{item_id}" in key:  # per row: the entry of its request named by its item
+        prefix, _, suffix = key.partition("{item_id}")
+        named = np.char.add(np.char.add(prefix, logged_item_ids(item_id).astype(str)), suffix)
+        wanted = pc.binary_join_element_wise(pc.cast(pa.array(ri), pa.string()), pa.array(named, pa.string()), "\x1f")
+        held = pc.binary_join_element_wise(pc.cast(pa.array(parent), pa.string()), keys, "\x1f")
+        at = pc.index_in(wanted, value_set=held).to_numpy(zero_copy_only=False)
+        hit = ~np.isnan(at)
+        at = np.where(hit, at, 0).astype(np.int64)
+        out = np.where(hit, x[at] if len(x) else 0.0, np.nan)
+        return pa.array(np.nan_to_num(out), mask=np.isnan(out))
+    if f.column.startswith("["):  # per request: its entry of this key
+        match = pc.fill_null(pc.equal(keys, pa.scalar(key, pa.string())), False)
+        match = np.flatnonzero(match.to_numpy(zero_copy_only=False))
+        per = np.full(m, np.nan)
+        per[parent[match]] = x[match]
+    elif key == "count_nonzero":  # a null map: absent; otherwise how many present values are non-zero
+        per = np.bincount(parent[present & (x != 0)], minlength=m).astype(np.float64)
+        per[served.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    else:
+        some = np.bincount(parent[present], minlength=m) > 0  # no value (an empty or null map): absent, as in SQL
+        if key == "sum":
+            per = np.bincount(parent[present], weights=x[present], minlength=m)
+        else:
+            per = np.full(m, -np.inf)
+            np.maximum.at(per, parent[present], x[present])
+        per[~some] = np.nan
+    out = per[ri]
+    return pa.array(np.nan_to_num(out), mask=np.isnan(out))
 
 
 #: Request-context features: computed from the impression (and the item's creation time) at request time.
@@ -422,6 +575,7 @@ def _known(columns: list[str]) -> str:
 
 __all__ = [
     "CATEGORY",
+    "CATEGORY_COLUMNS",
     "CONTEXT",
     "CONTEXT_SQL",
     "ENTITIES",
@@ -430,15 +584,19 @@ __all__ = [
     "Feature",
     "FeatureError",
     "FeatureSet",
+    "at_impression",
     "catalogue",
     "context_values",
+    "declared_key_sql",
     "declared_sources",
     "declared_sql",
+    "declared_values",
     "drop_groups",
     "entity_groups",
     "entity_of",
     "feature_set",
     "group_columns",
+    "is_categorical",
     "is_declared",
     "is_snapshot_declared",
 ]

@@ -144,7 +144,7 @@ def register_files(con: duckdb.DuckDBPyConnection, sources: dict[str, list[Path]
 
 def _context(f: Feature) -> str:
     """Request-context features, in arithmetic both engines share (the serving path's twin is `context_values`);
-    declared ones read the impression's own columns (DuckDB's list functions)."""
+    declared ones read the impression's own columns (`declared_sql`; its serving twin is `declared_values`)."""
     if is_declared(f):
         return declared_sql(f)
     return f"CAST(COALESCE({CONTEXT_SQL[f.name]}, {f.default!r}) AS FLOAT) AS {f.name}"
@@ -164,8 +164,6 @@ def query(
     """
     if keep is None and portable:
         raise FeatureError("a portable point-in-time join needs the impression columns to keep")
-    if portable and (declared := [f.name for f in fs.features if is_declared(f)]):
-        raise FeatureError(f"declared feature(s) {', '.join(declared)} are joined on DuckDB only so far, not Spark")
     hidden = "i.* EXCLUDE (_topic, _creator_id, _created_at)"
     passthrough = hidden if keep is None else ", ".join(f"i.{c}" for c in keep)
     base = (
@@ -182,7 +180,7 @@ def query(
             any_fresh = " OR ".join(fresh for _, fresh in picked)
             cols.append(f"CAST(CASE WHEN {any_fresh} THEN 0 ELSE 1 END AS TINYINT) AS {src.entity}_missing")
     cols += _declared_columns(fs, joins, portable)
-    cols += [_context(f) for f in fs.features if f.entity == "context"]
+    cols += [_context(f) for f in fs.features if f.entity == "context" or is_declared(f)]
     order = [*(f.name for f in fs.features), *fs.flags]
     select = {c.rsplit(" AS ", 1)[1]: c for c in cols}
     return (

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from homefeed.config import FeatureSettings
 from homefeed.data import drift
 from homefeed.data.lake import Lake
-from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet
+from homefeed.features.definitions import FeatureError, FeatureSet, at_impression, is_categorical
 from homefeed.features.pit import join_frame
 
 
@@ -67,6 +67,9 @@ def skew(
 ) -> list[FeatureSkew]:
     """Compare each logged feature of ``fs`` with its point-in-time value; impressions without a log are skipped."""
     t = thresholds or SkewThresholds()
+    # A declared feature of the impression is computed from the same logged columns on both sides (tested equal);
+    # the skew check is about snapshots served against snapshots joined.
+    fs = FeatureSet(fs.name, tuple(f for f in fs.features if not at_impression(f)), fs.missing_flags)
     logged = impressions.filter(pc.is_valid(impressions["served_features"]))
     if logged.num_rows == 0:
         raise FeatureError("no impressions with served_features: the service logs them for a sample of requests")
@@ -79,7 +82,7 @@ def skew(
         con.close()
     served = keyed["served_features"]
     out = []
-    coded = {f.name for f in fs.features if f.dtype == CATEGORY}  # logged as their store codes, not comparable
+    coded = {f.name for f in fs.features if is_categorical(f)}  # logged as their store codes, not comparable
     for name in fs.columns:
         if name in coded:
             continue

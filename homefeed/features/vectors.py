@@ -4,8 +4,10 @@ The offline join (:mod:`homefeed.features.pit`) gives each impression, per sourc
 ``ts`` if it is younger than the TTL, else the feature's default, and raises ``<entity>_missing`` when nothing
 fresh was found.  Online, the store holds the latest materialized snapshot (its version names the snapshot day);
 this module applies the same defaults, the same TTL and the same flags to what the store or the item cache
-returned, and computes the request-context features with `context_values`, the NumPy twin of the join's SQL.
-A test serves requests and checks the vectors equal the offline join's for the same user, item and time.
+returned, and computes the request-context features with `context_values`, the NumPy twin of the join's SQL,
+and the declared features of the impression with `declared_values` from what the request carries (its context
+features, surface and country) and the candidate (the user x item cross).  A test serves requests and checks
+the vectors equal the offline join's for the same user, item and time.
 
 One difference is by design: a snapshot in the store is used as soon as it is there.  Offline, a snapshot is
 only known ``lag`` after midnight; a materialization that runs before then serves it early (the skew check
@@ -15,12 +17,20 @@ shows such rows).  Run materialization after the lag, as the daily pipeline does
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet, context_values, is_declared
+from homefeed.features.definitions import (
+    FeatureError,
+    FeatureSet,
+    at_impression,
+    context_values,
+    declared_values,
+    is_categorical,
+)
 from homefeed.features.materialize import stored
 from homefeed.features.store import Lookup
 from homefeed.schema import DAY_US
@@ -56,14 +66,30 @@ def entities(fs: FeatureSet) -> list[str]:
     return [e for e, _, _, _ in stored(fs)]
 
 
+@dataclass(frozen=True)
+class AtImpression:
+    """What a served row knows of its impression before the policy places it, for the declared features that read
+    the impression's own columns (`declared_values`, the twin of the offline join's `declared_sql`)."""
+
+    request_index: np.ndarray  # per row: its request
+    item_id: np.ndarray  # per row: the candidate
+    served_features: pa.Array | None  # per request: its context features (None: no request sent any)
+    columns: dict[str, pa.Array]  # per row: the impression columns a request knows (surface, country)
+
+
 def assemble(
-    fs: FeatureSet, lookups: dict[str, Lookup | None], ts_us: np.ndarray, created_us: np.ndarray
+    fs: FeatureSet,
+    lookups: dict[str, Lookup | None],
+    ts_us: np.ndarray,
+    created_us: np.ndarray,
+    known: AtImpression | None = None,
 ) -> np.ndarray:
     """The model's input matrix, (rows x ``fs.columns``) float32, from one lookup per entity, aligned to the rows.
 
     ``lookups[entity]`` holds, per row, that row's key's stored vector (None: the entity could not be read, every
     value missing).  A value is used while ``ts`` is before the snapshot's expiry, else the feature's default, and
-    each entity's ``_missing`` flag says whether a fresh value was found, as in the offline join.
+    each entity's ``_missing`` flag says whether a fresh value was found, as in the offline join.  Declared
+    features of the impression are computed from ``known``; a category's column is NaN here (`hydrate`).
     """
     n = len(ts_us)
     columns = fs.columns
@@ -80,7 +106,7 @@ def assemble(
             fresh = lookup.found & (ts < expires_us(fs, entity, lookup.version)) if lookup.found.any() else lookup.found
         where = [index[f.name] for f in features]
         # a category's code, NaN (no category) where absent; a number's default
-        defaults = np.array([np.nan if f.dtype == CATEGORY else f.default for f in features], np.float32)
+        defaults = np.array([np.nan if is_categorical(f) else f.default for f in features], np.float32)
         if lookup is None or not fresh.any():
             out[where] = defaults[:, None]
         else:
@@ -96,12 +122,17 @@ def assemble(
         if fs.missing_flags:
             out[index[f"{entity}_missing"]] = (~fresh).astype(np.float32)
     for f in fs.features:
-        if is_declared(f):  # a value the impression logged: no request carries it yet
-            raise FeatureError(
-                f"declared feature {f.name!r} reads {f.source}, which a serving request does not carry yet: "
-                "a model using it cannot be served"
-            )
-        if f.entity == "context":
+        if at_impression(f):  # a value of the impression itself: the request and the candidate give it
+            if is_categorical(f):  # strings: the table `hydrate` builds carries them, the matrix a NaN
+                out[index[f.name]] = np.nan
+                continue
+            if known is None:
+                raise FeatureError(
+                    f"declared feature {f.name!r} reads {f.source}: hydration needs the request's impression context"
+                )
+            value = declared_values(f, known.served_features, known.request_index, known.item_id, known.columns)
+            out[index[f.name]] = value.to_numpy(zero_copy_only=False)
+        elif f.entity == "context":
             value = context_values(f.name, ts, created_us)
             out[index[f.name]] = np.where(np.isnan(value), f.default, value).astype(np.float32)
     return out.T
@@ -137,7 +168,7 @@ def vocabulary(keys: np.ndarray, lookup: Lookup) -> dict[str, np.ndarray]:
 def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> dict[str, pa.Array]:
     """The categorical features of ``matrix`` (their codes) as the strings the models read, null where absent."""
     out = {}
-    coded = {f.name for f in fs.features if f.dtype == CATEGORY}
+    coded = {f.name for f in fs.features if is_categorical(f) and not at_impression(f)}
     for j, name in enumerate(fs.columns):
         if name not in coded:
             continue
@@ -151,3 +182,24 @@ def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray])
         values[ok] = known[idx[ok]]
         out[name] = pa.array(values, pa.string(), mask=~ok)
     return out
+
+
+def hydrate(
+    fs: FeatureSet, matrix: np.ndarray, known: AtImpression | None, vocab: dict[str, np.ndarray] | None = None
+) -> pa.Table:
+    """The model's input table, as the dataset holds it: `assemble`'s numbers as float32 columns, each category as
+    strings (null: missing) — a snapshot's from its stored codes and ``vocab`` (`vocabulary`), one of the impression
+    from ``known``."""
+    strings = categories(fs, matrix, vocab or {})
+    columns = []
+    for j, name in enumerate(fs.columns):
+        f = fs.features[j] if j < len(fs.features) else None
+        if name in strings:
+            columns.append(strings[name])
+        elif f is not None and is_categorical(f):
+            if known is None:
+                raise FeatureError(f"declared feature {name!r} reads {f.source}: hydration needs the request's context")
+            columns.append(declared_values(f, known.served_features, known.request_index, known.item_id, known.columns))
+        else:
+            columns.append(pa.array(matrix[:, j]))
+    return pa.Table.from_arrays(columns, names=fs.columns)

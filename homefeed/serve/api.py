@@ -33,7 +33,7 @@ from homefeed import config as config_mod
 from homefeed.config import Settings
 from homefeed.data.contracts import coerce, validate
 from homefeed.errors import HomefeedError
-from homefeed.feed import RequestBatch
+from homefeed.feed import SERVED_FEATURES_TYPE, RequestBatch
 from homefeed.schema import ACTIONS, ENGAGEMENTS
 from homefeed.serve.middleware import BodyLimit
 from homefeed.serve.pipeline import Served
@@ -44,6 +44,10 @@ Action = Literal["closeup", "click", "save", "hide", "report"]
 assert set(ACTIONS) == set(Action.__args__)  # type: ignore[attr-defined]
 
 
+#: A number JSON can carry and a model can read: NaN and infinity are refused (422).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +56,14 @@ class FeedContext(Strict):
     country: str | None = Field(None, max_length=8, description="Market of the request (ISO code).")
     ts: dt.datetime | None = Field(
         None, description="Time of the request (default: now). For replaying logs or serving a simulated world."
+    )
+    features: dict[Annotated[str, Field(min_length=1, max_length=256)], FiniteFloat] | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "What the client knows of the moment, by name (e.g. user-item affinities): what impressions log as "
+            "served_features, read by the declared context features and user x item crosses of homefeed.toml."
+        ),
     )
 
 
@@ -207,6 +219,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
                 slate_size=np.array([body.slate_size], np.int32),
                 country=pa.array([body.context.country], pa.string()),
                 surface=body.surface,
+                context_features=_context_features(body.context.features),
             )
             served = svc.pipeline.serve(requests, explain=explain)
             outcome = "closed" if served.trace.closed else "fallback" if served.trace.fallback else "ok"
@@ -298,6 +311,13 @@ def _micros(ts: dt.datetime) -> int:
 
 def _plain(errors: list[dict]) -> list[dict]:
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+
+
+def _context_features(features: dict[str, float] | None) -> pa.Array | None:
+    """A request's context features as the batch's one-row map column (None: the request sent none)."""
+    if features is None:
+        return None
+    return pa.array([list(features.items())], SERVED_FEATURES_TYPE)
 
 
 def _answer(request_id: str, body: FeedRequest, served: Served, explain: bool) -> FeedResponse:

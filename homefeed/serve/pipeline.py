@@ -23,10 +23,10 @@ import pyarrow as pa
 
 from homefeed.config.serving import ServeSettings, Surface
 from homefeed.errors import HomefeedError
-from homefeed.features.definitions import CATEGORY, FeatureSet
+from homefeed.features.definitions import FeatureSet, at_impression, is_categorical
 from homefeed.features.materialize import VOCAB
 from homefeed.features.store import Lookup
-from homefeed.features.vectors import assemble, categories, pair_keys, vocabulary
+from homefeed.features.vectors import AtImpression, assemble, hydrate, pair_keys, vocabulary
 from homefeed.features.vectors import entities as _entities
 from homefeed.feed import SERVED_FEATURES_TYPE, Feedback, PolicyError, RequestBatch, SlateBatch
 from homefeed.hashing import stable_hash
@@ -175,15 +175,7 @@ class RankingPipeline:
         parts = []
         for lo in range(0, n, BATCH):
             hi = min(lo + BATCH, n)
-            chunk = RequestBatch(
-                requests.request_id[lo:hi],
-                requests.user_id[lo:hi],
-                requests.ts[lo:hi],
-                requests.slate_size[lo:hi],
-                requests.country[lo:hi],
-                requests.surface,
-            )
-            parts.append((lo, self.serve(chunk).slates))
+            parts.append((lo, self.serve(requests.slice(lo, hi)).slates))
         return _concat(parts)
 
     def refresh(self) -> None:
@@ -226,11 +218,12 @@ class RankingPipeline:
         if model is None:
             trace.degraded.append("score: no model loaded")
         elif user is not None:
-            matrix = self._run(
+            hydrated = self._run(
                 trace, STAGES["features"], surface, lambda: self._features(requests, model.features, user, cands)
             )
-            if matrix is not None:
-                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, matrix))
+            if hydrated is not None:
+                matrix, table = hydrated
+                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, table))
                 if heads is not None:
                     served.heads = heads
                     score = model.ranker.combine(heads)
@@ -370,7 +363,10 @@ class RankingPipeline:
             cands = cands.take(~drop)
         return cands
 
-    def _features(self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates) -> np.ndarray:
+    def _features(
+        self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates
+    ) -> tuple[np.ndarray, pa.Table]:
+        """The candidates' feature vectors (numbers; categories NaN) and the model's input table (categories too)."""
         ri, rows = cands.request_index, cands.row
         cat = self.catalogue
         users = np.asarray(requests.user_id, np.int64)[ri]
@@ -398,7 +394,18 @@ class RankingPipeline:
             topic = cat.topic[rows].astype(np.int64)
             lookups["user_topic"] = _take(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
         lookups.update(self._declared(requests, entities, cands))
-        return assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows])
+        at = pa.array(ri)
+        known = AtImpression(
+            ri,
+            cat.item_id[rows],
+            requests.context_features,
+            {
+                "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
+                "country": requests.country.take(at),
+            },
+        )
+        matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
+        return matrix, hydrate(fs, matrix, known, self._vocabulary(fs))
 
     def _declared(self, requests: RequestBatch, entities: list[str], cands: Candidates) -> dict[str, Lookup | None]:
         """The declared snapshots' vectors for each candidate: by user (read once per request), item, or pair."""
@@ -421,7 +428,7 @@ class RankingPipeline:
     def _vocabulary(self, fs: FeatureSet) -> dict[str, np.ndarray]:
         """The categories of ``fs``'s declared snapshots, reloaded when the store's copy changed."""
         out: dict[str, np.ndarray] = {}
-        for entity in {f.source for f in fs.features if f.dtype == CATEGORY}:
+        for entity in {f.source for f in fs.features if is_categorical(f) and not at_impression(f)}:
             name = entity + VOCAB
             meta = self.features.guard.call(lambda s, name=name: s.meta(name))
             if meta is None:
@@ -434,11 +441,9 @@ class RankingPipeline:
             out.update(held[1])
         return out
 
-    def _score(self, model: ServingModel, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        names = model.features.columns
-        if list(model.ranker.features) != names:
+    def _score(self, model: ServingModel, table: pa.Table) -> dict[str, np.ndarray]:
+        if list(model.ranker.features) != table.column_names:
             raise HomefeedError(f"model {model.version} reads other columns than its feature set gives")
-        table = hydrated(model.features, matrix, self._vocabulary(model.features))
         return model.ranker.predict(table)
 
     def _served_features(self, requests: RequestBatch, served: Served, model: ServingModel | None) -> pa.Array | None:
@@ -463,15 +468,6 @@ class RankingPipeline:
         keys = pa.array(np.tile(np.array(names, dtype=object), len(rows)), pa.string())
         mask = pa.array(~present)
         return pa.MapArray.from_arrays(pa.array(offsets), keys, pa.array(values), mask=mask).cast(SERVED_FEATURES_TYPE)
-
-
-def hydrated(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> pa.Table:
-    """The model's input table: a float32 column per feature and flag, a category as its string (null: none)."""
-    strings = categories(fs, matrix, vocab)
-    names = fs.columns
-    return pa.Table.from_arrays(
-        [strings[name] if name in strings else pa.array(matrix[:, j]) for j, name in enumerate(names)], names=names
-    )
 
 
 def _take(lookup: Lookup | None, index: np.ndarray) -> Lookup | None:

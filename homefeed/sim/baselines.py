@@ -263,7 +263,7 @@ class TopicCap:
     def rank(self, requests: RequestBatch) -> SlateBatch:
         wide = RequestBatch(
             requests.request_id, requests.user_id, requests.ts, requests.slate_size * self.depth,
-            requests.country, requests.surface,
+            requests.country, requests.surface, requests.context_features,
         )  # fmt: skip
         pool = self.inner.rank(wide)
         topic = self.topic[pool.item_id].astype(np.int64)

@@ -43,6 +43,7 @@ from homefeed.features.definitions import (
     ENTITY_SOURCE,
     FeatureError,
     FeatureSet,
+    declared_key_sql,
     feature_set,
     is_declared,
 )
@@ -286,7 +287,8 @@ def _check_declared(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: Featu
         if f.column.startswith("["):
             key = f.column[1:-1]
             (found,) = con.execute(
-                f"SELECT count(*) FROM ds_impressions WHERE {window} AND served_features[?] IS NOT NULL", [key]
+                f"SELECT count(*) FROM ds_impressions i WHERE {window} "
+                f"AND i.served_features[{declared_key_sql(f)}] IS NOT NULL"
             ).fetchone()
             if found:
                 continue
@@ -298,6 +300,11 @@ def _check_declared(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, fs: Featu
                 ).fetchall()
             ]
             listed = f"keys there include {', '.join(map(repr, keys[:5]))}" if keys else "no impression has any"
+            if "{item_id}" in key:  # the cross: no impression has the key its own item names
+                raise DatasetError(
+                    f"declared feature {f.name!r}: cross {key!r} names no key of any impression's served_features "
+                    f"by its shown item from {spec.start} to {spec.end}; {listed}"
+                )
             raise DatasetError(
                 f"declared feature {f.name!r}: key {key!r} is in no impression's served_features from {spec.start} "
                 f"to {spec.end}; {listed}"

@@ -7,6 +7,13 @@ tampered or truncated file is refused on load instead of silently scoring with a
 Why a calibration for lambdarank: a ranking objective's raw scores only order a request's items; the ranking
 score ``p(positive) − λ·p(negative)`` subtracts a probability from them, so they must be probabilities too.  A
 one-feature logistic fit of the label on the raw score, on the validation split, maps them back (Platt scaling).
+
+Why a vocabulary for categories: LightGBM splits a categorical feature on sets of non-negative integer codes, so a
+category column (strings, :mod:`homefeed.train.categories`) is coded by a vocabulary fitted on the train split:
+values seen at least ``min_category_count`` times get 1..K, every rarer, unseen or missing value the shared code
+0, which the trees learn like any category, so an unseen value at serving is scored, never refused.  The
+vocabulary is saved beside the boosters (``categories.json``, checksummed with them): the same string gets the
+same code in every process that loads the model.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import pyarrow as pa
 from pydantic import Field, NonNegativeInt, PositiveInt
 from sklearn.linear_model import LogisticRegression
 
+from homefeed.train.categories import Vocabulary, categorical_columns
 from homefeed.train.compiled import Predict, compile_forest
 from homefeed.train.model import (
     BASELINE,
@@ -39,6 +47,7 @@ from homefeed.train.model import (
 
 ObjectiveKind = Literal["binary", "lambdarank"]
 CALIBRATION_FILE = "calibration.json"
+CATEGORIES_FILE = "categories.json"  # the vocabulary of each category column: serving codes values as training did
 #: Below this many rows a prediction runs on one thread: starting threads costs more than it saves (serving batches).
 SINGLE_THREAD_ROWS = 10_000
 
@@ -69,6 +78,7 @@ class GBDTRanker(Ranker):
         early_stopping_rounds: PositiveInt = 30,
         min_child_samples: NonNegativeInt = 50,
         threads: PositiveInt = 2,
+        min_category_count: PositiveInt = 10,
         **base: object,
     ):
         super().__init__(**base)  # objective, position, weights, seed: the base class's, as for the NN
@@ -79,6 +89,8 @@ class GBDTRanker(Ranker):
         self.early_stopping_rounds = early_stopping_rounds
         self.min_child_samples = min_child_samples
         self.threads = threads
+        self.min_category_count = min_category_count  # rarer values share the vocabulary's bucket 0
+        self.categories = Vocabulary({}, min_category_count)  # fitted on the train split, saved with the boosters
         self.boosters: dict[str, lgb.Booster] = {}
         self.calibration: dict[str, dict[str, float]] = {}  # head -> {"slope", "intercept"} on the raw score
         self.compiled: dict[str, Predict] = {}  # head -> its trees as native code (`compile`; serving only)
@@ -125,7 +137,7 @@ class GBDTRanker(Ranker):
     def _dataset(self, data: TrainingData, split: str, head: str, kind: ObjectiveKind) -> tuple:
         """A split as (matrix, label, weight, group sizes or None), rows regrouped by request for lambdarank."""
         rows = data.splits[split]
-        x = inputs(rows, data.features, self.position, slot="logged")
+        x = inputs(rows, data.features, self.position, slot="logged", categories=self.categories)
         y = rows[head].to_numpy(zero_copy_only=False).astype(np.float64)
         w = row_weights(rows, self.weights)
         if kind != "lambdarank":
@@ -140,6 +152,10 @@ class GBDTRanker(Ranker):
         start = time.perf_counter()
         self.features, self.dataset_id = list(data.features), data.dataset_id
         names = self.features + (["position"] if self.position == "feature" else [])
+        train_rows = data.splits["train"]
+        self.categories = Vocabulary.fit(
+            train_rows, categorical_columns(train_rows, self.features), self.min_category_count
+        )
         self.boosters, self.calibration, self.compiled = {}, {}, {}
         self.training = {"dropped_heads": self.empty_heads(data)}
         heads: dict[str, dict] = {}
@@ -147,7 +163,15 @@ class GBDTRanker(Ranker):
             kind = self._head_kind(head)
             xt, yt, wt, gt = self._dataset(data, "train", head, kind)
             xv, yv, wv, gv = self._dataset(data, "validation", head, kind)
-            train = lgb.Dataset(xt, yt, weight=wt, group=gt, feature_name=names, free_raw_data=True)
+            train = lgb.Dataset(
+                xt,
+                yt,
+                weight=wt,
+                group=gt,
+                feature_name=names,
+                categorical_feature=list(self.categories.values) or "auto",
+                free_raw_data=True,
+            )
             valid = lgb.Dataset(xv, yv, weight=wv, group=gv, reference=train)
             booster = lgb.train(
                 self._lgb_params(kind),
@@ -183,7 +207,7 @@ class GBDTRanker(Ranker):
     def predict(self, rows: pa.Table, slot: Slot = "serving") -> dict[str, np.ndarray]:
         if not self.boosters:
             raise ModelError("the model is not fitted")
-        x = inputs(rows, self.features, self.position, slot)
+        x = inputs(rows, self.features, self.position, slot, self.categories)
         threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
         out = {}
         for head, booster in self.boosters.items():
@@ -225,7 +249,7 @@ class GBDTRanker(Ranker):
             raise ModelError("the model is not fitted")
         head = self.objective.positive
         booster = self.boosters[head]
-        x = inputs(rows, self.features, self.position, slot="serving")
+        x = inputs(rows, self.features, self.position, slot="serving", categories=self.categories)
         threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
         contrib = booster.predict(
             x, num_iteration=booster.best_iteration or None, pred_contrib=True, num_threads=threads
@@ -242,6 +266,8 @@ class GBDTRanker(Ranker):
             text = booster.model_to_string(num_iteration=booster.best_iteration or None)
             (directory / f"{head}.txt").write_text(text, encoding="utf-8")
         (directory / CALIBRATION_FILE).write_text(json.dumps(self.calibration, sort_keys=True), encoding="utf-8")
+        text = json.dumps(self.categories.to_json())
+        (directory / CATEGORIES_FILE).write_text(text, encoding="utf-8")
 
     def _load_weights(self, directory: Path) -> None:
         self.boosters, self.compiled = {}, {}
@@ -256,6 +282,14 @@ class GBDTRanker(Ranker):
             self.calibration = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: not a readable calibration ({exc})") from None
+        path = directory / CATEGORIES_FILE
+        if not path.exists():  # a model saved before categories: it read numbers only
+            self.categories = Vocabulary({}, self.min_category_count)
+            return
+        try:
+            self.categories = Vocabulary.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: not a readable vocabulary ({exc})") from None
 
 
 def _platt(raw: np.ndarray, label: np.ndarray, weight: np.ndarray) -> dict[str, float]:

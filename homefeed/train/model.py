@@ -45,6 +45,7 @@ from pydantic import ConfigDict, Field, NonNegativeInt, ValidationError, validat
 
 from homefeed.errors import DamagedStateError, HomefeedError
 from homefeed.files import sha256_file
+from homefeed.train.categories import Vocabulary, is_category
 from homefeed.train.snapshots import DatasetStore
 
 Position = Literal["ignore", "feature"]
@@ -158,10 +159,13 @@ def logged_slots(rows: pa.Table) -> np.ndarray:
     return column.to_numpy()
 
 
-def inputs(rows: pa.Table, features: list[str], position: Position, slot: Slot) -> np.ndarray:
+def inputs(
+    rows: pa.Table, features: list[str], position: Position, slot: Slot, categories: Vocabulary | None = None
+) -> np.ndarray:
     """The model's input matrix: the feature columns in order, then the slot when it is a feature.
 
     ``slot="serving"`` holds the slot at `SERVING_POSITION`; ``"logged"`` reads each row's (training reads it too).
+    A category column (strings) goes in as its code in ``categories``; one without a vocabulary is refused.
     """
     check_slot(slot)
     present = set(rows.column_names)  # once: ``column_names`` builds a new list on every access
@@ -173,6 +177,14 @@ def inputs(rows: pa.Table, features: list[str], position: Position, slot: Slot) 
     out = np.empty((rows.num_rows, len(features) + (position == "feature")), np.float32)
     for j, name in enumerate(features):
         column = rows.column(name)
+        if categories is not None and name in categories:
+            out[:, j] = categories.encode(name, column)
+            continue
+        if is_category(column.type):
+            raise ModelError(
+                f"column {name!r} holds categories (strings), but the model has no vocabulary for it: "
+                "it was trained on a dataset where the column held numbers"
+            )
         out[:, j] = column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()
     if position == "feature":
         out[:, -1] = SERVING_POSITION if slot == "serving" else logged_slots(rows)

@@ -5,7 +5,13 @@ a stable hash (SplitMix64 for integers, BLAKE2b for strings — never Python's
 ``hash()``, which is salted per process), so a model scores the same id the
 same way in every process and unseen ids need no vocabulary.  Low-cardinality
 categoricals (``country``, ``topic``, ``surface``) get vocabularies fitted on
-the train split, index 0 being out-of-vocabulary.  Numeric features are
+the train split, index 0 being out-of-vocabulary.  Declared category features
+(string columns) are hashed instead, with the same stable hash, into
+``category_buckets`` buckets 1..B (0: the value is missing): a hash needs no
+vocabulary, so a value first seen at serving lands in a bucket like any other
+and trains it along with whatever it collides with, while the GBDT, whose
+trees split on codes, keeps a vocabulary and a shared bucket for the rare and
+the unseen (:mod:`homefeed.train.categories`).  Numeric features are
 ``log1p``-ed when they look like counts (non-negative with a long tail), then
 standardized with the train split's mean and standard deviation; NaN becomes
 0 (the mean) after normalization, and the ``<entity>_missing`` flags already in
@@ -42,6 +48,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from homefeed.hashing import stable_hash
+from homefeed.train.categories import categorical_columns
 from homefeed.train.model import (
     BASELINE,
     SERVING_POSITION,
@@ -147,6 +154,7 @@ class NNRanker(Ranker):
         hidden: tuple[PositiveInt, ...] | list[PositiveInt] = (128, 64),
         embedding_dim: PositiveInt = 8,
         id_buckets: PositiveInt = 50_000,
+        category_buckets: PositiveInt = 1_000,
         batch_size: PositiveInt = 1024,
         learning_rate: PositiveFinite = 1e-3,
         max_epochs: PositiveInt = 20,
@@ -158,6 +166,7 @@ class NNRanker(Ranker):
         self.hidden = tuple(int(h) for h in hidden)
         self.embedding_dim = embedding_dim
         self.id_buckets = id_buckets
+        self.category_buckets = category_buckets
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_epochs = max_epochs
@@ -169,7 +178,9 @@ class NNRanker(Ranker):
     # -- preprocessing -----------------------------------------------------------------------------------------
 
     def _fit_preprocessing(self, rows: pa.Table) -> None:
-        x = inputs(rows, self.features, "ignore", slot="logged").astype(np.float64)
+        hashed = categorical_columns(rows, self.features)
+        numeric = [name for name in self.features if name not in hashed]
+        x = inputs(rows, numeric, "ignore", slot="logged").astype(np.float64)
         with np.errstate(invalid="ignore"):
             lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         log = (lo >= 0) & (hi > LOG_THRESHOLD)
@@ -187,6 +198,8 @@ class NNRanker(Ranker):
             "vocabularies": vocabularies,
             "ids": list(IDS),
             "id_buckets": self.id_buckets,
+            "hashed": hashed,  # the category features, each hashed into category_buckets (+ bucket 0: missing)
+            "category_buckets": self.category_buckets,
             # slots with a bias of their own; deeper slots share the last one's
             "slots": self._slot_count(rows),  # always written: its absence marks a model saved before the tower
         }
@@ -202,9 +215,15 @@ class NNRanker(Ranker):
         """A model saved before the position tower took the slot as one more trunk input: it still loads and scores."""
         return self.position == "feature" and "slots" not in self.preprocessing
 
+    @property
+    def _numeric_features(self) -> list[str]:
+        """The features that enter the trunk as numbers: all but the hashed categories."""
+        hashed = set(self.preprocessing.get("hashed", []))
+        return [name for name in self.features if name not in hashed]
+
     def _numeric(self, rows: pa.Table, slot: Slot) -> np.ndarray:
         # The slot goes to the shallow tower, not to the trunk (but for a model saved before the tower).
-        x = inputs(rows, self.features, self.position if self._slot_in_trunk else "ignore", slot)
+        x = inputs(rows, self._numeric_features, self.position if self._slot_in_trunk else "ignore", slot)
         p = self.preprocessing
         log = np.asarray(p["log"], bool)
         if log.any():
@@ -227,11 +246,18 @@ class NNRanker(Ranker):
                 continue
             at = np.clip(np.searchsorted(known, values), 0, known.size - 1)
             columns.append(np.where(known[at] == values, at + 1, 0).astype(np.int64))
+        buckets = np.uint64(p.get("category_buckets", 1))
+        for name in p.get("hashed", []):
+            column = _column(rows, name, arrow=True)
+            values = pc.fill_null(column.cast(pa.string()), "").to_numpy(zero_copy_only=False)
+            bucket = (stable_hash(np.asarray(values, dtype=object)) % buckets).astype(np.int64) + 1
+            columns.append(np.where(column.is_null().to_numpy(zero_copy_only=False), 0, bucket))
         return np.column_stack(columns) if columns else np.zeros((rows.num_rows, 0), np.int64)
 
     def _cardinalities(self) -> list[int]:
         p = self.preprocessing
-        return [p["id_buckets"]] * len(p["ids"]) + [len(v) + 1 for _, v in p["vocabularies"]]
+        hashed = [p.get("category_buckets", 1) + 1] * len(p.get("hashed", []))
+        return [p["id_buckets"]] * len(p["ids"]) + [len(v) + 1 for _, v in p["vocabularies"]] + hashed
 
     def _slots(self, rows: pa.Table, slot: Slot) -> torch.Tensor | None:
         """Each row's slot for the position tower: the serving slot, or the logged one (training, judging)."""
@@ -358,8 +384,8 @@ class NNRanker(Ranker):
             raise ModelError(f"integrated gradients need at least one step, got {steps}")
         net, head = self.network, self.heads.index(self.objective.positive)
         p = self.preprocessing
-        names = [*self.features, *(["position"] if self.position == "feature" else []), *p["ids"]]
-        names += [name for name, _ in p["vocabularies"]]
+        names = [*self._numeric_features, *(["position"] if self.position == "feature" else []), *p["ids"]]
+        names += [name for name, _ in p["vocabularies"]] + list(p.get("hashed", []))
         with _torch_settings(self.threads):
             x, c, _ = self._tensors(rows, slot="serving")
             with torch.no_grad():
@@ -409,7 +435,7 @@ class NNRanker(Ranker):
             self.preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             numeric = len(self.preprocessing["mean"])
-            expected = len(self.features) + self._slot_in_trunk
+            expected = len(self._numeric_features) + self._slot_in_trunk
             if numeric != expected:
                 raise ValueError(f"preprocessing for {numeric} numeric inputs, but the model reads {expected}")
             net = self._network(numeric)

@@ -26,13 +26,13 @@ from pathlib import Path
 import duckdb
 
 from homefeed.data.lake import register_view
-from homefeed.features.definitions import CATEGORY, ENTITY_SOURCE, Feature, FeatureSet, declared_sources
+from homefeed.features.definitions import ENTITY_SOURCE, Feature, FeatureSet, declared_sources, is_categorical
 from homefeed.schema import Label
 
 
 def bounds(feature: Feature) -> tuple[float | None, float | None]:
     """The range a feature's definition allows (None: unbounded on that side)."""
-    if feature.entity == "context" and feature.source.startswith("impressions."):  # declared: what the logs hold
+    if feature.source.startswith("impressions."):  # declared (a context value, the cross): what the logs hold
         return (0.0, None) if feature.column == "<count_nonzero>" else (None, None)
     if feature.entity == "context":
         return {"context_hour_of_day": (0.0, 23.0), "context_day_of_week": (0.0, 6.0)}.get(feature.name, (0.0, None))
@@ -66,8 +66,8 @@ def statistics(
         exprs += [f"sum({label.name}) AS {label.name}__pos", f"sum({label.name} * weight) AS {label.name}__wpos"]
     for f in fs.features:
         c = f.name
-        if f.dtype == CATEGORY:  # a string: its nulls (the shared bucket) and how many categories, no range
-            exprs += [f"count(*) - count({c}) AS {c}__nulls", f"count(DISTINCT {c}) AS {c}__distinct"]
+        if is_categorical(f):  # a category: how often it is missing (null, the shared bucket) and how many values
+            exprs += [f"count(*) - count({c}) AS {c}__nulls", f"approx_count_distinct({c}) AS {c}__distinct"]
             continue
         lo, hi = bounds(f)
         below = f"sum(CASE WHEN {c} < {lo!r} THEN 1 ELSE 0 END)" if lo is not None else "0"
@@ -115,10 +115,14 @@ def statistics(
 def _feature(r: dict, f: Feature, fs: FeatureSet, rows: int) -> dict:
     c = f.name
     flag = f"{f.entity}_missing" if f.source == ENTITY_SOURCE.get(f.entity) else f"{f.source}_missing"
-    if f.dtype == CATEGORY:
+    if is_categorical(f):  # the numeric statistics are None, so a diff or a listing reads every feature alike
         return {
             "null_rate": r[f"{c}__nulls"] / rows if rows else None,
             "missing_rate": _number(r[f"{flag}__rate"]) if flag in fs.flags else None,
+            "nonfinite": 0,
+            "below": 0,
+            "above": 0,
+            **dict.fromkeys(("mean", "std", "min", "max")),
             "distinct": int(r[f"{c}__distinct"] or 0),
         }
     return {
@@ -139,7 +143,7 @@ def violations(stats: dict[str, dict], fs: FeatureSet) -> list[dict]:
         if split == "all" or not rows:
             continue
         for f in fs.features:
-            if f.dtype == CATEGORY:  # null is a category's shared bucket, not a violation
+            if is_categorical(f):  # null is a category's missing value (the models' shared bucket), not a violation
                 continue
             st = s["features"][f.name]
             lo, hi = bounds(f)

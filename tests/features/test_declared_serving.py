@@ -17,8 +17,7 @@ from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet, ca
 from homefeed.features.materialize import VOCAB, materialize
 from homefeed.features.pit import join_frame
 from homefeed.features.skew import skew
-from homefeed.features.vectors import assemble, entities, pair_keys, vocabulary
-from homefeed.serve.pipeline import hydrated
+from homefeed.features.vectors import assemble, entities, hydrate, pair_keys, vocabulary
 from tests.features.test_declared_entities import (
     DECLARED,
     ETL,
@@ -54,7 +53,7 @@ def served(store, fs: FeatureSet, impressions: pa.Table) -> pa.Table:
     vocab = {}
     for source in {f.source for f in fs.features if f.dtype == CATEGORY}:
         vocab |= vocabulary(*store.read_all(source + VOCAB))
-    return hydrated(fs, matrix, vocab)
+    return hydrate(fs, matrix, None, vocab)
 
 
 def test_hydrated_values_equal_the_offline_join_for_the_same_user_item_and_time(tiny, backend):

@@ -14,7 +14,8 @@ from homefeed.schema import TABLES
 from homefeed.sim import RandomPolicy, Simulation
 
 #: The only fields a policy-facing type may have: what a production request and its logs carry.
-REQUEST_FIELDS = {"request_id", "user_id", "ts", "slate_size", "country", "surface"}
+#: A production request's fields; ``context_features`` is what a client may send along (``context.features``).
+REQUEST_FIELDS = {"request_id", "user_id", "ts", "slate_size", "country", "surface", "context_features"}
 FEEDBACK_FIELDS = {"items", "users", "impressions", "engagements"}
 
 
@@ -48,6 +49,7 @@ def test_policies_see_requests_and_canonical_logs_only(tmp_path):
     assert np.all(sizes == sim.settings.sessions.slate_size)
     for requests in spy.requests:
         assert set(vars(requests)) == REQUEST_FIELDS
+        assert requests.context_features is None  # the simulator's clients send none: nothing hidden rides along
     seen_tables = 0
     for feedback in spy.feedback:
         for name in FEEDBACK_FIELDS:

