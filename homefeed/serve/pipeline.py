@@ -23,16 +23,13 @@ import pyarrow as pa
 
 from homefeed.config.serving import ServeSettings, Surface
 from homefeed.errors import HomefeedError
-from homefeed.features.definitions import FeatureSet, at_impression, is_categorical
-from homefeed.features.materialize import VOCAB
-from homefeed.features.store import Lookup
-from homefeed.features.vectors import AtImpression, assemble, hydrate, pair_keys, vocabulary
-from homefeed.features.vectors import entities as _entities
+from homefeed.features.definitions import FeatureSet
 from homefeed.feed import SERVED_FEATURES_TYPE, Feedback, PolicyError, RequestBatch, SlateBatch
 from homefeed.hashing import stable_hash
 from homefeed.schema import NEGATIVE_ACTIONS
 from homefeed.serve import sources
 from homefeed.serve.catalog import ItemCatalogue
+from homefeed.serve.hydration import Hydrator, UserData, topic_affinity
 from homefeed.serve.policy import Slates, arrange, boosted
 from homefeed.serve.stages import Candidates, Removed, Stage, StageRun, Trace
 from homefeed.serve.state import CREATORS, HIDDEN, SEEN, OnlineFeatures, UserSignals
@@ -76,13 +73,6 @@ class ServingModel:
     version: str
     ranker: Ranker
     features: FeatureSet
-
-
-@dataclass
-class UserData:
-    user: Lookup | None  # per request
-    topics: Lookup | None  # per (request, topic), request-major
-    lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None
 
 
 @dataclass
@@ -138,7 +128,7 @@ class RankingPipeline:
         self._batches = 0
         self._pools: dict = {}
         self._popularity_of: tuple[int, int, int] | None = None  # (cache, its loads, catalogue generation)
-        self._vocabularies: dict[str, tuple[object, dict[str, np.ndarray]]] = {}  # entity -> (store token, vocab)
+        self.hydrator = Hydrator(catalogue, features, signals)
 
     # --- FeedPolicy ---------------------------------------------------------------------------------------------
 
@@ -208,7 +198,9 @@ class RankingPipeline:
             return served
         model = self.model()
         ts = np.asarray(requests.ts, np.int64)
-        user = self._run(trace, STAGES["user"], surface, lambda: self._user(requests, model))
+        user = self._run(
+            trace, STAGES["user"], surface, lambda: self.hydrator.user(requests, model.features if model else None)
+        )
         cands = self._sources(requests, surface, user, trace)
         cands = self._filters(requests, surface, user, cands, trace, explain)
         if cands is None:
@@ -219,7 +211,10 @@ class RankingPipeline:
             trace.degraded.append("score: no model loaded")
         elif user is not None:
             hydrated = self._run(
-                trace, STAGES["features"], surface, lambda: self._features(requests, model.features, user, cands)
+                trace,
+                STAGES["features"],
+                surface,
+                lambda: self.hydrator.candidates(requests, model.features, user, cands),
             )
             if hydrated is not None:
                 matrix, table = hydrated
@@ -288,20 +283,6 @@ class RankingPipeline:
                 trace.closed = stage.name
         return out
 
-    def _user(self, requests: RequestBatch, model: ServingModel | None) -> UserData:
-        """The user's vector and user x topic vectors (for every topic), and the user's lists: one store visit."""
-        users = np.asarray(requests.user_id, np.int64)
-        topics = self.catalogue.topics
-        entities = set(_entities(model.features)) if model is not None else set()
-        wanted = []
-        if "user" in entities:
-            wanted.append(("user", users))
-        if "user_topic" in entities and topics:
-            pairs = pair_keys(np.repeat(users, len(topics)), np.tile(np.array(topics, dtype=object), len(users)))
-            wanted.append(("user_topic", pairs))
-        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True)) if wanted else {}
-        return UserData(got.get("user"), got.get("user_topic"), self.signals.read(users))
-
     def _sources(self, requests: RequestBatch, surface: Surface, user: UserData | None, trace: Trace) -> Candidates:
         ts = np.asarray(requests.ts, np.int64)
         cat, max_age = self.catalogue, int(surface.max_item_age_days * DAY_US)
@@ -320,7 +301,7 @@ class RankingPipeline:
                 if user is None:
                     return None
                 if name == "affinity":
-                    affinity = _topic_affinity(user.topics, len(requests), len(cat.topics))
+                    affinity = topic_affinity(user.topics, len(requests), len(cat.topics))
                     return sources.affinity(cat, ts, affinity, surface.top_topics, quota, max_age)
                 return sources.creators(cat, ts, user.lists.get(CREATORS) if user.lists else None, quota, max_age)
 
@@ -363,84 +344,6 @@ class RankingPipeline:
             cands = cands.take(~drop)
         return cands
 
-    def _features(
-        self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates
-    ) -> tuple[np.ndarray, pa.Table]:
-        """The candidates' feature vectors (numbers; categories NaN) and the model's input table (categories too)."""
-        ri, rows = cands.request_index, cands.row
-        cat = self.catalogue
-        users = np.asarray(requests.user_id, np.int64)[ri]
-        lookups: dict[str, Lookup | None] = {}
-        entities = _entities(fs)
-        wanted = []
-        if "item" in entities:
-            wanted.append(("item", cat.item_id[rows]))
-        if "creator" in entities:
-            wanted.append(("creator", cat.creator_id[rows]))
-        pairs = None
-        if "user_creator" in entities:
-            pair_ri, creators = ri, cat.creator_id[rows]
-            key = pair_ri * (int(creators.max(initial=0)) + 1) + creators
-            _, first, pairs = np.unique(key, return_index=True, return_inverse=True)
-            wanted.append(("user_creator", pair_keys(users[first], creators[first])))
-        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
-        lookups.update({k: v for k, v in got.items() if k != "user_creator"})
-        if pairs is not None:
-            lookups["user_creator"] = _take(got["user_creator"], pairs)
-        if "user" in entities:
-            lookups["user"] = _take(user.user, ri)
-        if "user_topic" in entities:
-            n_topics = len(cat.topics)
-            topic = cat.topic[rows].astype(np.int64)
-            lookups["user_topic"] = _take(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
-        lookups.update(self._declared(requests, entities, cands))
-        at = pa.array(ri)
-        known = AtImpression(
-            ri,
-            cat.item_id[rows],
-            requests.context_features,
-            {
-                "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
-                "country": requests.country.take(at),
-            },
-        )
-        matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
-        return matrix, hydrate(fs, matrix, known, self._vocabulary(fs))
-
-    def _declared(self, requests: RequestBatch, entities: list[str], cands: Candidates) -> dict[str, Lookup | None]:
-        """The declared snapshots' vectors for each candidate: by user (read once per request), item, or pair."""
-        ri, items = cands.request_index, self.catalogue.item_id[cands.row]
-        users = np.asarray(requests.user_id, np.int64)
-        wanted = []
-        if "user_declared" in entities:
-            wanted.append(("user_declared", users))
-        if "item_declared" in entities:
-            wanted.append(("item_declared", items))
-        if "user_item_declared" in entities:
-            wanted.append(("user_item_declared", pair_keys(users[ri], items)))
-        if not wanted:
-            return {}
-        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
-        if "user_declared" in got:
-            got["user_declared"] = _take(got["user_declared"], ri)
-        return got
-
-    def _vocabulary(self, fs: FeatureSet) -> dict[str, np.ndarray]:
-        """The categories of ``fs``'s declared snapshots, reloaded when the store's copy changed."""
-        out: dict[str, np.ndarray] = {}
-        for entity in {f.source for f in fs.features if is_categorical(f) and not at_impression(f)}:
-            name = entity + VOCAB
-            meta = self.features.guard.call(lambda s, name=name: s.meta(name))
-            if meta is None:
-                raise HomefeedError(f"the online store holds no categories of {entity}: materialize the feature set")
-            held = self._vocabularies.get(name)
-            if held is None or held[0] != meta.token:
-                keys, lookup = self.features.guard.call(lambda s, name=name: s.read_all(name))
-                held = (meta.token, vocabulary(keys, lookup))
-                self._vocabularies[name] = held
-            out.update(held[1])
-        return out
-
     def _score(self, model: ServingModel, table: pa.Table) -> dict[str, np.ndarray]:
         if list(model.ranker.features) != table.column_names:
             raise HomefeedError(f"model {model.version} reads other columns than its feature set gives")
@@ -468,23 +371,6 @@ class RankingPipeline:
         keys = pa.array(np.tile(np.array(names, dtype=object), len(rows)), pa.string())
         mask = pa.array(~present)
         return pa.MapArray.from_arrays(pa.array(offsets), keys, pa.array(values), mask=mask).cast(SERVED_FEATURES_TYPE)
-
-
-def _take(lookup: Lookup | None, index: np.ndarray) -> Lookup | None:
-    """Rows ``index`` of a lookup (-1: a row with nothing found)."""
-    if lookup is None:
-        return None
-    safe = np.maximum(index, 0)
-    found = lookup.found[safe] & (index >= 0) if len(lookup.found) else np.zeros(len(index), bool)
-    values = lookup.values[safe] if len(lookup.found) else np.full((len(index), len(lookup.columns)), np.nan)
-    return Lookup(values, found, lookup.columns, lookup.version)
-
-
-def _topic_affinity(topics: Lookup | None, n_requests: int, n_topics: int) -> np.ndarray | None:
-    if topics is None or "user_topic_affinity" not in topics.columns or n_topics == 0:
-        return None
-    values = np.where(topics.found, topics.column("user_topic_affinity"), np.nan)
-    return values.reshape(n_requests, n_topics)
 
 
 def _empty_slates() -> SlateBatch:

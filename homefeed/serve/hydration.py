@@ -1,0 +1,154 @@
+"""The pipeline's query and candidate hydrators: a request's user and its candidates, as the model reads them.
+
+Query hydration reads the user's vector, user x topic vectors (for every topic: the affinity source needs them)
+and the user's lists (seen, hidden, creators) in one visit to the store.  Candidate hydration builds each
+candidate's vector by the point-in-time join's rules (`homefeed.features.vectors`): built-in entities from the
+in-process caches or the store, declared snapshots (with their categories' vocabularies, reloaded when the
+store's copy changes) and the features of the impression computed from the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from homefeed.errors import HomefeedError
+from homefeed.features.definitions import FeatureSet, at_impression, is_categorical
+from homefeed.features.materialize import VOCAB
+from homefeed.features.store import Lookup
+from homefeed.features.vectors import AtImpression, assemble, hydrate, pair_keys, vocabulary
+from homefeed.features.vectors import entities as entities_of
+from homefeed.feed import RequestBatch
+from homefeed.serve.catalog import ItemCatalogue
+from homefeed.serve.stages import Candidates
+from homefeed.serve.state import OnlineFeatures, UserSignals
+
+
+@dataclass
+class UserData:
+    """What query hydration found for a batch's users (None: that read failed)."""
+
+    user: Lookup | None  # per request
+    topics: Lookup | None  # per (request, topic), request-major
+    lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+
+
+class Hydrator:
+    """Reads for one pipeline: the catalogue, the feature lookups (caches or store) and the users' lists."""
+
+    def __init__(self, catalogue: ItemCatalogue, features: OnlineFeatures, signals: UserSignals):
+        self.catalogue = catalogue
+        self.features = features
+        self.signals = signals
+        self._vocabularies: dict[str, tuple[object, dict[str, np.ndarray]]] = {}  # entity -> (store token, vocab)
+
+    def user(self, requests: RequestBatch, fs: FeatureSet | None) -> UserData:
+        """The user's vector and user x topic vectors (for every topic), and the user's lists: one store visit."""
+        users = np.asarray(requests.user_id, np.int64)
+        topics = self.catalogue.topics
+        entities = set(entities_of(fs)) if fs is not None else set()
+        wanted = []
+        if "user" in entities:
+            wanted.append(("user", users))
+        if "user_topic" in entities and topics:
+            pairs = pair_keys(np.repeat(users, len(topics)), np.tile(np.array(topics, dtype=object), len(users)))
+            wanted.append(("user_topic", pairs))
+        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True)) if wanted else {}
+        return UserData(got.get("user"), got.get("user_topic"), self.signals.read(users))
+
+    def candidates(
+        self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates
+    ) -> tuple[np.ndarray, pa.Table]:
+        """The candidates' feature vectors (numbers; categories NaN) and the model's input table (categories too)."""
+        ri, rows = cands.request_index, cands.row
+        cat = self.catalogue
+        users = np.asarray(requests.user_id, np.int64)[ri]
+        lookups: dict[str, Lookup | None] = {}
+        entities = entities_of(fs)
+        wanted = []
+        if "item" in entities:
+            wanted.append(("item", cat.item_id[rows]))
+        if "creator" in entities:
+            wanted.append(("creator", cat.creator_id[rows]))
+        pairs = None
+        if "user_creator" in entities:
+            pair_ri, creators = ri, cat.creator_id[rows]
+            key = pair_ri * (int(creators.max(initial=0)) + 1) + creators
+            _, first, pairs = np.unique(key, return_index=True, return_inverse=True)
+            wanted.append(("user_creator", pair_keys(users[first], creators[first])))
+        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
+        lookups.update({k: v for k, v in got.items() if k != "user_creator"})
+        if pairs is not None:
+            lookups["user_creator"] = take_rows(got["user_creator"], pairs)
+        if "user" in entities:
+            lookups["user"] = take_rows(user.user, ri)
+        if "user_topic" in entities:
+            n_topics = len(cat.topics)
+            topic = cat.topic[rows].astype(np.int64)
+            lookups["user_topic"] = take_rows(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
+        lookups.update(self._declared(requests, entities, cands))
+        at = pa.array(ri)
+        known = AtImpression(
+            ri,
+            cat.item_id[rows],
+            requests.context_features,
+            {
+                "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
+                "country": requests.country.take(at),
+            },
+        )
+        matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
+        return matrix, hydrate(fs, matrix, known, self.vocabulary(fs))
+
+    def _declared(self, requests: RequestBatch, entities: list[str], cands: Candidates) -> dict[str, Lookup | None]:
+        """The declared snapshots' vectors for each candidate: by user (read once per request), item, or pair."""
+        ri, items = cands.request_index, self.catalogue.item_id[cands.row]
+        users = np.asarray(requests.user_id, np.int64)
+        wanted = []
+        if "user_declared" in entities:
+            wanted.append(("user_declared", users))
+        if "item_declared" in entities:
+            wanted.append(("item_declared", items))
+        if "user_item_declared" in entities:
+            wanted.append(("user_item_declared", pair_keys(users[ri], items)))
+        if not wanted:
+            return {}
+        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
+        if "user_declared" in got:
+            got["user_declared"] = take_rows(got["user_declared"], ri)
+        return got
+
+    def vocabulary(self, fs: FeatureSet) -> dict[str, np.ndarray]:
+        """The categories of ``fs``'s declared snapshots, reloaded when the store's copy changed."""
+        out: dict[str, np.ndarray] = {}
+        for entity in {f.source for f in fs.features if is_categorical(f) and not at_impression(f)}:
+            name = entity + VOCAB
+            meta = self.features.guard.call(lambda s, name=name: s.meta(name))
+            if meta is None:
+                raise HomefeedError(f"the online store holds no categories of {entity}: materialize the feature set")
+            held = self._vocabularies.get(name)
+            if held is None or held[0] != meta.token:
+                keys, lookup = self.features.guard.call(lambda s, name=name: s.read_all(name))
+                held = (meta.token, vocabulary(keys, lookup))
+                self._vocabularies[name] = held
+            out.update(held[1])
+        return out
+
+
+def take_rows(lookup: Lookup | None, index: np.ndarray) -> Lookup | None:
+    """Rows ``index`` of a lookup (-1: a row with nothing found)."""
+    if lookup is None:
+        return None
+    safe = np.maximum(index, 0)
+    found = lookup.found[safe] & (index >= 0) if len(lookup.found) else np.zeros(len(index), bool)
+    values = lookup.values[safe] if len(lookup.found) else np.full((len(index), len(lookup.columns)), np.nan)
+    return Lookup(values, found, lookup.columns, lookup.version)
+
+
+def topic_affinity(topics: Lookup | None, n_requests: int, n_topics: int) -> np.ndarray | None:
+    if topics is None or "user_topic_affinity" not in topics.columns or n_topics == 0:
+        return None
+    values = np.where(topics.found, topics.column("user_topic_affinity"), np.nan)
+    return values.reshape(n_requests, n_topics)
