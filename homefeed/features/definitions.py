@@ -19,6 +19,7 @@ import fnmatch
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -82,7 +83,10 @@ class FeatureSet:
     features: tuple[Feature, ...]
     missing_flags: bool = True
 
-    @property
+    # The set is immutable, so what is derived from it is computed once (serving asks for it on every request);
+    # the properties hand out fresh lists, so no caller can change the cached ones.
+
+    @cached_property
     def version(self) -> str:
         """Changes whenever any feature's definition does: a dataset or model names the exact set it used."""
         payload = json.dumps([_identity(f) for f in self.features], sort_keys=True, default=str)
@@ -95,15 +99,23 @@ class FeatureSet:
     @property
     def flags(self) -> list[str]:
         """The ``<entity>_missing`` columns this set adds, one per joined source."""
-        if not self.missing_flags:
-            return []
-        built_in = [f"{e}_missing" for e, s in ENTITY_SOURCE.items() if any(f.source == s for f in self.features)]
-        return built_in + [f"{source}_missing" for _, source, _ in declared_sources(self)]
+        return list(self._flags)
 
     @property
     def columns(self) -> list[str]:
         """Every model input column, in a fixed order."""
-        return self.names + self.flags
+        return list(self._columns)
+
+    @cached_property
+    def _flags(self) -> tuple[str, ...]:
+        if not self.missing_flags:
+            return ()
+        built_in = [f"{e}_missing" for e, s in ENTITY_SOURCE.items() if any(f.source == s for f in self.features)]
+        return (*built_in, *(f"{source}_missing" for _, source, _ in declared_sources(self)))
+
+    @cached_property
+    def _columns(self) -> tuple[str, ...]:
+        return (*self.names, *self._flags)
 
 
 def _identity(f: Feature) -> dict:

@@ -62,13 +62,20 @@ VOCAB = "_vocab"
 
 def stored(fs: FeatureSet) -> list[tuple[str, str, str, list[Feature]]]:
     """(store entity, ETL output, key entity, features) of every snapshot ``fs`` reads: the built-in entities under
-    their own names, each declared snapshot under its output's name (``user_declared``)."""
+    their own names, each declared snapshot under its output's name (``user_declared``).
+
+    Kept on the (immutable) set after the first call: serving asks on every request.
+    """
+    held = fs.__dict__.get("_stored")
+    if held is not None:
+        return held
     out = []
     for entity, source in ENTITY_SOURCE.items():
         features = [f for f in fs.features if f.entity == entity and f.source == source]
         if features:
             out.append((entity, source, entity, features))
     out += [(source, source, entity, list(features)) for entity, source, features in declared_sources(fs)]
+    fs.__dict__["_stored"] = out  # a frozen dataclass: its __dict__ still takes a cache, as cached_property's does
     return out
 
 
