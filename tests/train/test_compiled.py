@@ -51,3 +51,20 @@ def test_a_model_text_that_cannot_compile_is_a_reason_not_an_error(tmp_path):
     why = compiled.compile_forest("tree\nversion=v4\nnot a model\n", tmp_path)
     assert isinstance(why, str) and why.startswith("compiling failed")
     assert not list(tmp_path.glob("*.o"))
+
+
+def test_categorical_splits_compile_to_the_same_scores_unseen_and_missing_values_included():
+    """The GBDT hands declared categories to LightGBM as categorical features: their splits must compile exactly."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.integers(0, 40, 20_000).astype(float), rng.normal(size=20_000)])
+    x[rng.random(20_000) < 0.05, 0] = np.nan
+    y = ((x[:, 0] % 7 == 3) | (x[:, 1] > 1)).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 10, "cat_smooth": 1}
+    booster = lgb.train(params, lgb.Dataset(x, y, categorical_feature=[0]), 30)
+    forest = compiled.compile_forest(booster.model_to_string(), None)
+    assert callable(forest), forest
+    test = np.column_stack([rng.integers(0, 60, 2_000).astype(float), rng.normal(size=2_000)])  # 40..59: unseen
+    test[::17, 0] = np.nan
+    np.testing.assert_allclose(forest(test), booster.predict(test, raw_score=True), rtol=1e-9, atol=1e-12)
