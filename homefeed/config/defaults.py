@@ -25,6 +25,7 @@ reports = "reports"             # launch reviews, as JSON and HTML
 etl = "etl"                     # daily feature sources computed from the lake
 checks = "checks"               # findings of the daily data checks, by date
 datasets = "datasets"           # versioned training datasets: <id>/train|validation|test.parquet + manifest.json
+compiled = "compiled"           # serving's compiled trees, by model text and CPU (a cache: safe to delete)
 
 [backends]
 etl = "duckdb"                  # duckdb | spark
@@ -278,6 +279,7 @@ reload_seconds = 2.0            # how often a worker checks the model alias, the
 log_flush_seconds = 1.0         # impressions and engagements reach the lake this often (what a crash can lose)
 log_queue_rows = 200000         # rows waiting to be logged; past this, logging is shed (counted), never requests
 served_features_sample = 0.02   # share of requests whose feature vectors are logged (for `features skew`)
+compiled_trees = true           # compile a GBDT's trees to native code after each load (LightGBM scores meanwhile)
 # entities held in memory, reloaded when a materialization changes them; the others are read per request
 # (at millions of users keep the user-side ones in Redis: cached_entities = ["item", "creator"])
 cached_entities = ["item", "creator", "user", "user_topic", "user_creator"]
