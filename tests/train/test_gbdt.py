@@ -195,7 +195,14 @@ def test_ips_weights_learn_what_the_exploring_policy_logged_at_random(explored_w
 
     It does not rank that traffic better in this world: AUC 0.696 against 0.714 (0.689 against 0.709 in expectation
     over the simulator's own probabilities), the popular rows weighted down carrying more than the random fifth
-    alone; in the earlier world without repeat fatigue it did (0.705 against 0.682)."""
+    alone; in the earlier world without repeat fatigue it did (0.705 against 0.682).
+
+    What the present simulator shows, measured on seeds 21-23 (3,000 users) and 21, 23 (9,000): the dataset-weighted
+    model under-predicts the random traffic every time (-0.004 to -0.016) and the IPS model predicts it higher every
+    time (-0.012 to +0.011), closer on four of five runs but not always by half (it was, on the simulator before);
+    on the popular rows the dataset-weighted model is the better calibrated every time, by at least half on four of
+    five (this fixture included). So the test asserts the direction on the random traffic and the factor on the
+    popular rows."""
     test = explored_world.data.splits["test"]
     explored = pc.less(test["propensity"], 0.5).to_numpy(zero_copy_only=False)
     assert 0.1 < explored.mean() < 0.3
@@ -208,5 +215,5 @@ def test_ips_weights_learn_what_the_exploring_policy_logged_at_random(explored_w
             part: p[rows].mean() - y[rows].mean() for part, rows in (("random", explored), ("popular", ~explored))
         }
         print(f"{weights}: mean probability minus the observed rate, {miss[weights]}")
-    assert abs(miss["ips"]["random"]) < abs(miss["dataset"]["random"]) / 2
+    assert miss["dataset"]["random"] < 0 < miss["ips"]["random"] - miss["dataset"]["random"]
     assert abs(miss["dataset"]["popular"]) < abs(miss["ips"]["popular"]) / 2
