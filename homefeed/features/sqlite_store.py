@@ -219,15 +219,21 @@ class SqliteStore(OnlineStore):
             exists = {r[0] for r in con.execute(f"select name from sqlite_master where name in ({marks})", names)}
             wanted = json.dumps(keys.tolist())
             for table, name in zip(tables, names, strict=True):
-                query = f"select j.key, t.id, t.ts from json_each(?) j join {table} t on t.key = j.value"
+                # one row per key, its ids and times as text: a row per id made a request's 200-item seen list
+                # cost ~0.3 ms in Python tuples; the text is parsed by NumPy in one go
+                query = (
+                    f"select j.key, count(*), group_concat(t.id), group_concat(t.ts) from json_each(?) j "
+                    f"join {table} t on t.key = j.value group by j.key"
+                )
                 found.append(con.execute(query, (wanted,)).fetchall() if name in exists and len(keys) else [])
         out = []
         for rows in found:
             if not rows:
                 out.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)))
                 continue
-            got = np.array(rows, dtype=np.int64)
-            out.append((got[:, 0], got[:, 1], got[:, 2]))
+            index, counts, ids, ts = zip(*rows, strict=True)
+            owner = np.repeat(np.array(index, np.int64), np.array(counts, np.int64))
+            out.append((owner, _integers(ids), _integers(ts)))
         return out
 
     def drop(self, entity: str) -> None:
@@ -249,3 +255,8 @@ class SqliteStore(OnlineStore):
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _integers(texts: Sequence[str]) -> np.ndarray:
+    """Comma-separated integers (``group_concat``'s text) as one int64 array."""
+    return np.fromstring(",".join(texts), np.int64, sep=",")

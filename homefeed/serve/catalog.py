@@ -38,6 +38,7 @@ class ItemCatalogue:
         self.topics: list[str] = []
         self.popularity = np.empty(0, np.float64)
         self._by_id = np.empty(0, np.int64)  # rows ordered by item_id, for lookups
+        self._sorted_ids = np.empty(0, np.int64)  # item_id[_by_id], kept: every request looks ids up
         self._index: _Index | None = None
         self.generation = 0  # bumped by every change: what per-request caches key on
 
@@ -70,7 +71,6 @@ class ItemCatalogue:
         order = np.argsort(self.created_us, kind="stable")
         for name in ("item_id", "created_us", "creator_id", "topic", "unsafe", "popularity"):
             setattr(self, name, getattr(self, name)[order])
-        self._by_id = np.argsort(self.item_id, kind="stable")
         self._changed()
         return int(items.num_rows)
 
@@ -81,7 +81,6 @@ class ItemCatalogue:
         if gone:
             for name in ("item_id", "created_us", "creator_id", "topic", "unsafe", "popularity"):
                 setattr(self, name, getattr(self, name)[keep])
-            self._by_id = np.argsort(self.item_id, kind="stable")
             self._changed()
         return gone
 
@@ -93,6 +92,8 @@ class ItemCatalogue:
         self._changed()
 
     def _changed(self) -> None:
+        by_id = np.argsort(self.item_id, kind="stable")
+        self._by_id, self._sorted_ids = by_id, self.item_id[by_id]
         self._index = None
         self.generation += 1
 
@@ -101,9 +102,9 @@ class ItemCatalogue:
         item_id = np.asarray(item_id, np.int64)
         if not len(self.item_id):
             return np.full(len(item_id), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.item_id[self._by_id], item_id), len(self.item_id) - 1)
-        rows = self._by_id[pos]
-        return np.where(self.item_id[rows] == item_id, rows, -1)
+        by_id, ids = self._by_id, self._sorted_ids
+        pos = np.minimum(np.searchsorted(ids, item_id), len(ids) - 1)
+        return np.where(ids[pos] == item_id, by_id[pos], -1)
 
     def eligible(self, ts: np.ndarray, max_age_us: int) -> tuple[np.ndarray, np.ndarray]:
         """Per request, the [lo, hi) rows created in the ``max_age_us`` up to ``ts``."""

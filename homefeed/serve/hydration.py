@@ -17,8 +17,8 @@ import pyarrow as pa
 from homefeed.errors import HomefeedError
 from homefeed.features.definitions import FeatureSet, at_impression, is_categorical
 from homefeed.features.materialize import VOCAB
-from homefeed.features.store import Lookup
-from homefeed.features.vectors import AtImpression, assemble, hydrate, pair_keys, vocabulary
+from homefeed.features.store import Lookup, PairKeys
+from homefeed.features.vectors import AtImpression, Hydrated, assemble, hydrated, vocabulary
 from homefeed.features.vectors import entities as entities_of
 from homefeed.feed import RequestBatch
 from homefeed.serve.catalog import ItemCatalogue
@@ -53,15 +53,13 @@ class Hydrator:
         if "user" in entities:
             wanted.append(("user", users))
         if "user_topic" in entities and topics:
-            pairs = pair_keys(np.repeat(users, len(topics)), np.tile(np.array(topics, dtype=object), len(users)))
+            pairs = PairKeys(np.repeat(users, len(topics)), np.tile(np.array(topics, dtype=str), len(users)))
             wanted.append(("user_topic", pairs))
         got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True)) if wanted else {}
         return UserData(got.get("user"), got.get("user_topic"), self.signals.read(users))
 
-    def candidates(
-        self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates
-    ) -> tuple[np.ndarray, pa.Table]:
-        """The candidates' feature vectors (numbers; categories NaN) and the model's input table (categories too)."""
+    def candidates(self, requests: RequestBatch, fs: FeatureSet, user: UserData, cands: Candidates) -> Hydrated:
+        """The candidates' feature vectors: numbers as one matrix (categories NaN there), categories as strings."""
         ri, rows = cands.request_index, cands.row
         cat = self.catalogue
         users = np.asarray(requests.user_id, np.int64)[ri]
@@ -77,7 +75,7 @@ class Hydrator:
             pair_ri, creators = ri, cat.creator_id[rows]
             key = pair_ri * (int(creators.max(initial=0)) + 1) + creators
             _, first, pairs = np.unique(key, return_index=True, return_inverse=True)
-            wanted.append(("user_creator", pair_keys(users[first], creators[first])))
+            wanted.append(("user_creator", PairKeys(users[first], creators[first])))
         got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
         lookups.update({k: v for k, v in got.items() if k != "user_creator"})
         if pairs is not None:
@@ -100,7 +98,18 @@ class Hydrator:
             },
         )
         matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
-        return matrix, hydrate(fs, matrix, known, self.vocabulary(fs))
+
+        def impression() -> dict[str, pa.Array]:
+            topics = np.array([*cat.topics, None], dtype=object)  # code -1: no topic
+            return {
+                "user_id": pa.array(users),
+                "item_id": pa.array(cat.item_id[rows]),
+                "country": known.columns["country"],
+                "topic": pa.array(topics[cat.topic[rows]], pa.string()),
+                "surface": known.columns["surface"],
+            }
+
+        return hydrated(fs, matrix, known, self.vocabulary(fs), impression)
 
     def _declared(self, requests: RequestBatch, entities: list[str], cands: Candidates) -> dict[str, Lookup | None]:
         """The declared snapshots' vectors for each candidate: by user (read once per request), item, or pair."""
@@ -112,7 +121,7 @@ class Hydrator:
         if "item_declared" in entities:
             wanted.append(("item_declared", items))
         if "user_item_declared" in entities:
-            wanted.append(("user_item_declared", pair_keys(users[ri], items)))
+            wanted.append(("user_item_declared", PairKeys(users[ri], items)))
         if not wanted:
             return {}
         got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))

@@ -24,6 +24,7 @@ import pyarrow as pa
 from homefeed.config.serving import ServeSettings, Surface
 from homefeed.errors import HomefeedError
 from homefeed.features.definitions import FeatureSet
+from homefeed.features.vectors import Hydrated
 from homefeed.feed import SERVED_FEATURES_TYPE, Feedback, PolicyError, RequestBatch, SlateBatch
 from homefeed.hashing import stable_hash
 from homefeed.schema import NEGATIVE_ACTIONS
@@ -217,12 +218,11 @@ class RankingPipeline:
                 lambda: self.hydrator.candidates(requests, model.features, user, cands),
             )
             if hydrated is not None:
-                matrix, table = hydrated
-                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, table))
+                heads = self._run(trace, STAGES["score"], surface, lambda: self._score(model, hydrated))
                 if heads is not None:
                     served.heads = heads
                     score = model.ranker.combine(heads)
-                    served.matrix = matrix
+                    served.matrix = hydrated.matrix
         if score is None:
             trace.fallback = FALLBACK
             score = self.catalogue.popularity[cands.row]
@@ -344,10 +344,10 @@ class RankingPipeline:
             cands = cands.take(~drop)
         return cands
 
-    def _score(self, model: ServingModel, table: pa.Table) -> dict[str, np.ndarray]:
-        if list(model.ranker.features) != table.column_names:
+    def _score(self, model: ServingModel, rows: Hydrated) -> dict[str, np.ndarray]:
+        if list(model.ranker.features) != rows.columns:
             raise HomefeedError(f"model {model.version} reads other columns than its feature set gives")
-        return model.ranker.predict(table)
+        return model.ranker.predict_hydrated(rows)
 
     def _served_features(self, requests: RequestBatch, served: Served, model: ServingModel | None) -> pa.Array | None:
         """The feature vectors of the slates' rows for a sample of requests (by a hash of the request id)."""

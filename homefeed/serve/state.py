@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from homefeed.features.cache import ItemCache
-from homefeed.features.store import Keys, Lookup, OnlineStore, StoreError
+from homefeed.features.store import Keys, Lookup, OnlineStore, PairKeys, StoreError
 
 T = TypeVar("T")
 
@@ -104,22 +104,26 @@ class OnlineFeatures:
                 continue
         return reloaded
 
-    def read(self, requests: Sequence[tuple[str, Keys]]) -> list[Lookup]:
+    def read(self, requests: Sequence[tuple[str, Keys | PairKeys]]) -> list[Lookup]:
         """One lookup per (entity, keys): cached entities locally, the others in one store round trip.
 
         Raises :class:`StoreDownError` if the store is needed and fails; a cached entity not loaded yet is read from
-        the store like the others.
+        the store like the others.  Pair keys are found by number in a cache, as their strings elsewhere.
         """
         out: list[Lookup | None] = [None] * len(requests)
         remote = []
         for i, (entity, keys) in enumerate(requests):
             cache = self.caches.get(entity)
             if cache is not None and len(cache):
-                out[i] = cache.lookup(keys)
+                if isinstance(keys, PairKeys):
+                    out[i] = cache.lookup_pairs(keys.user_id, keys.other) or cache.lookup(keys.strings())
+                else:
+                    out[i] = cache.lookup(keys)
             else:
                 remote.append(i)
         if remote:
-            got = self.guard.call(lambda s: s.read_many([requests[i] for i in remote]))
+            asked = [(e, k.strings() if isinstance(k, PairKeys) else k) for e, k in (requests[i] for i in remote)]
+            got = self.guard.call(lambda s: s.read_many(asked))
             for i, lookup in zip(remote, got, strict=True):
                 out[i] = lookup
         return out  # type: ignore[return-value]

@@ -29,6 +29,7 @@ import pyarrow as pa
 from pydantic import Field, NonNegativeInt, PositiveInt
 from sklearn.linear_model import LogisticRegression
 
+from homefeed.features.vectors import Hydrated
 from homefeed.train.categories import Vocabulary, categorical_columns
 from homefeed.train.compiled import Predict, compile_forest
 from homefeed.train.model import (
@@ -40,6 +41,7 @@ from homefeed.train.model import (
     Slot,
     TrainingData,
     checked_params,
+    hydrated_inputs,
     inputs,
     row_weights,
     validation_metrics,
@@ -207,8 +209,15 @@ class GBDTRanker(Ranker):
     def predict(self, rows: pa.Table, slot: Slot = "serving") -> dict[str, np.ndarray]:
         if not self.boosters:
             raise ModelError("the model is not fitted")
-        x = inputs(rows, self.features, self.position, slot, self.categories)
-        threads = 1 if rows.num_rows < SINGLE_THREAD_ROWS else self.threads
+        return self._predict(inputs(rows, self.features, self.position, slot, self.categories))
+
+    def predict_hydrated(self, rows: Hydrated) -> dict[str, np.ndarray]:
+        if not self.boosters:
+            raise ModelError("the model is not fitted")
+        return self._predict(hydrated_inputs(rows, self.features, self.position, self.categories))
+
+    def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        threads = 1 if len(x) < SINGLE_THREAD_ROWS else self.threads
         out = {}
         for head, booster in self.boosters.items():
             fast = self.compiled.get(head) if threads == 1 else None

@@ -17,7 +17,8 @@ from homefeed.features.definitions import CATEGORY, FeatureError, FeatureSet, ca
 from homefeed.features.materialize import VOCAB, materialize
 from homefeed.features.pit import join_frame
 from homefeed.features.skew import skew
-from homefeed.features.vectors import assemble, entities, hydrate, pair_keys, vocabulary
+from homefeed.features.store import pair_keys
+from homefeed.features.vectors import assemble, entities, hydrate, vocabulary
 from tests.features.test_declared_entities import (
     DECLARED,
     ETL,

@@ -16,6 +16,7 @@ from homefeed.features.definitions import CATEGORY, FeatureSet, catalogue
 from homefeed.features.materialize import materialize
 from homefeed.features.pit import join_frame
 from homefeed.features.sqlite_store import SqliteStore
+from homefeed.features.vectors import Hydrated
 from homefeed.serve.model import ServingModel
 from tests.serve.conftest import SERVE_DAY, SERVE_TS_US, active_users, make_pipeline, requests_for, settings_for
 
@@ -57,7 +58,8 @@ class Recorder:
         self.features = columns
         self.tables: list[pa.Table] = []
 
-    def predict(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def predict_hydrated(self, rows: Hydrated) -> dict[str, np.ndarray]:
+        table = rows.table()  # what a model reading tables is given
         self.tables.append(table)
         return {"engaged": np.zeros(table.num_rows)}
 

@@ -11,6 +11,8 @@ import pytest
 from homefeed.features.store import StoreError
 from homefeed.schema import ENGAGEMENTS
 from homefeed.serve.pipeline import FALLBACK
+from homefeed.train.nn import NNRanker
+from homefeed.train.registry import Registry
 from tests.serve.conftest import SERVE_TS_US, active_users, make_pipeline, requests_for, settings_for
 
 MINUTE = 60_000_000
@@ -187,3 +189,19 @@ def test_a_large_batch_is_ranked_in_pieces_as_one(served_world, tmp_path, monkey
     assert pieces.model_version == served_world.version
     assert pieces.served_features_column().null_count < len(pieces)
     assert np.bincount(pieces.request_index, minlength=len(users)).min() > 0
+
+
+def test_an_nn_in_production_is_served_by_its_own_scores_not_the_fallback(served_world, tmp_path):
+    """The NN embeds the impression's ids and categories besides its features: serving hands them over, so an NN
+    under the alias ranks (its served probabilities are its `predict` on the hydrated rows) instead of falling back."""
+    settings = settings_for(served_world, tmp_path, private=True)
+    nn = NNRanker(hidden=(16,), embedding_dim=4, id_buckets=512, max_epochs=1, batch_size=1024, seed=2)
+    nn.fit(served_world.data)
+    registry = Registry.of(settings)
+    version = registry.register(nn, served_world.data).version
+    registry.alias("production", version, "tests: an NN serves")
+    pipeline = make_pipeline(settings, cached=("item", "creator", "user", "user_topic", "user_creator"))
+    served = pipeline.serve(requests_for(active_users(settings, 3)))
+    assert served.trace.fallback is None and not served.trace.degraded, served.trace.degraded
+    assert served.slates.model_version == version and len(served.slates) == 60
+    assert set(served.heads) == set(nn.heads) and np.isfinite(served.score).all()

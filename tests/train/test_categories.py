@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from homefeed.features.vectors import Hydrated
 from homefeed.train.categories import SHARED, Vocabulary, categorical_columns
 from homefeed.train.gbdt import GBDTRanker
 from homefeed.train.model import ModelError, TrainingData
@@ -150,3 +151,21 @@ def test_the_nn_hashes_a_category_into_embeddings_and_scores_unseen_values(data,
     model.save(tmp_path / "nn")
     loaded = NNRanker.load(tmp_path / "nn")
     np.testing.assert_array_equal(loaded.predict(test)["engaged"], model.predict(test)["engaged"])
+
+
+def test_serving_rows_score_as_the_table_does_in_both_rankers(data):
+    """The service hands a ranker its numbers as one matrix and categories as strings (`Hydrated`); the GBDT reads
+    the matrix directly, the NN the table: either way the probabilities are `predict`'s at the serving slot."""
+    test = data.splits["test"].slice(0, 300)
+    columns = ["context_noise", "context_shelf"]
+    matrix = np.column_stack([test["context_noise"].to_numpy(), np.full(test.num_rows, np.nan)]).astype(np.float32)
+    impression = {c: test[c].combine_chunks() for c in ("user_id", "item_id", "country", "topic", "surface")}
+    served = Hydrated(columns, matrix, {"context_shelf": test["context_shelf"].combine_chunks()}, lambda: impression)
+    gbdt = GBDTRanker(**FAST, position="feature", min_category_count=5).fit(data)
+    for model in (gbdt, NNRanker(**SMALL_NN, seed=3).fit(data)):
+        expected = model.predict(test)
+        got = model.predict_hydrated(served)
+        for head in model.heads:
+            np.testing.assert_allclose(got[head], expected[head], rtol=1e-6)
+    with pytest.raises(ModelError, match="other columns"):
+        gbdt.predict_hydrated(Hydrated(columns[::-1], matrix, served.categories))
