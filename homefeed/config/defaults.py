@@ -285,6 +285,7 @@ compiled_trees = true           # compile a GBDT's trees to native code after ea
 cached_entities = ["item", "creator", "user", "user_topic", "user_creator"]
 store_timeout_ms = 50.0         # a slower online-store call fails, and the request degrades (flagged)
 store_retry_seconds = 1.0       # after a store failure, requests skip the store this long, then try again
+switch_interval_ms = 0.5        # a background thread (logging, refresh) yields the interpreter to requests this soon
 popularity = "item_save_rate_7d"  # item feature the popular source and the fallback ranking sort by
 seen_keep = 1000                # per user: recent impressions remembered for the seen filter
 hidden_keep = 10000             # per user: hidden or reported items remembered (never shown again)

@@ -228,9 +228,10 @@ class RankingPipeline:
             score = self.catalogue.popularity[cands.row]
         served.score = score
         served.item_id = self.catalogue.item_id[cands.row]
-        served.boost = boosted(
-            np.zeros(len(cands)), self.catalogue.created_us[cands.row], ts[cands.request_index], surface
-        )
+        if explain:  # the policy's freshness boost of each candidate, for the story
+            served.boost = boosted(
+                np.zeros(len(cands)), self.catalogue.created_us[cands.row], ts[cands.request_index], surface
+            )
         rng = np.random.default_rng([self.seed, self._batches, int(stable_hash(ts[:1])[0]) if len(ts) else 0])
         self._batches += 1
         slates = self._run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import sys
 import threading
 import time
 
@@ -68,6 +69,7 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh_error: str | None = None
+        self._switch_interval: float | None = None  # the interpreter's, restored on close
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -76,6 +78,9 @@ class Service:
         # What loading made (the model, the catalogue, imported modules: ~250k objects) will live as long as the
         # process: out of the collector's sight, a full collection no longer stalls a request for 0.1-0.3 s.
         gc.freeze()
+        # a request waiting for the interpreter gets it back this soon from the log writer and the refresh thread
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.settings.serve.switch_interval_ms / 1000)
         self.writer.start()
         self._thread = threading.Thread(target=self._loop, name="homefeed-refresh", daemon=True)
         self._thread.start()
@@ -85,6 +90,8 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.writer.close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.serve.reload_seconds):
