@@ -115,7 +115,12 @@ class LogWriter:
 
     def put(self, table: str, rows: pa.Table | ServedPair) -> bool:
         """Queue rows of ``table`` (a canonical table, or a served pair for impressions); False when full (shed)."""
-        n = rows.num_rows if isinstance(rows, pa.Table) else len(rows[1])
+        if isinstance(rows, pa.Table):
+            n = rows.num_rows
+        elif table == "impressions":
+            n = len(rows[1])
+        else:
+            raise TypeError(f"{table}: rows are a canonical table; a served pair is for impressions only")
         with self._lock:
             if self._rows + n > self.max_rows:
                 self.counts.shed[table] += n
@@ -164,13 +169,16 @@ class LogWriter:
                 engagements, self._held = engagements + self._held, []
             if not batch["impressions"] and not engagements:
                 return
+            tables = [t for t in batch["impressions"] if isinstance(t, pa.Table)]
+            pairs = join_served([p for p in batch["impressions"] if not isinstance(p, pa.Table)])
             message = (
-                join_served(batch["impressions"]),
+                pairs,
+                pa.concat_tables(tables) if tables else None,
                 pa.concat_tables(engagements) if engagements else None,
             )
             rows = {
-                "impressions": sum(len(s) for _, s in message[0]),
-                "engagements": message[1].num_rows if message[1] is not None else 0,
+                "impressions": sum(len(s) for _, s in pairs) + sum(t.num_rows for t in tables),
+                "engagements": sum(t.num_rows for t in engagements),
             }
             self._deliver(message, rows)
 
@@ -334,10 +342,12 @@ def write_batch(
     lake: Lake,
     quarantine: Path,
     served: list[ServedPair],
+    impressions: pa.Table | None,
     engagements: pa.Table | None,
     after_flush: Callable[[pa.Table], None] | None = None,
 ) -> dict:
-    """One flush: the impressions, then the engagements, through the ingestion contract under the lake's lock.
+    """One flush: the impressions (served pairs and tables), then the engagements, through the ingestion contract
+    under the lake's lock.
 
     Returns the rows written, quarantined and found already there per table, the error (None when all went well)
     and the seconds taken.
@@ -346,8 +356,9 @@ def write_batch(
     reply: dict = {"written": _per_table(), "quarantined": _per_table(), "duplicates": _per_table(), "error": None}
     try:
         with _lake_lock(lake):
-            if served:
-                rows = pa.concat_tables([impressions_table(r, s) for r, s in served])
+            built = [impressions_table(r, s) for r, s in served] + ([impressions] if impressions is not None else [])
+            if built:
+                rows = pa.concat_tables(built)
                 _ingest(reply, "impressions", rows, lake, quarantine)
                 if after_flush is not None:
                     after_flush(rows)

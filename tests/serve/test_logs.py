@@ -137,6 +137,23 @@ def test_rows_land_through_the_contract_and_engagements_wait_one_flush(paths, tm
     assert writer.child_pid is None
 
 
+def test_impressions_may_also_come_as_tables_and_a_served_pair_is_for_impressions_only(paths):
+    from homefeed.feed import impressions_table
+
+    lake, quarantine = paths
+    writer = LogWriter(lake, quarantine, flush_s=60)
+    try:
+        writer.put("impressions", impressions_table(*served("t1", 1, [10, 11])))
+        writer.put("impressions", served("p1", 1, [12]))
+        with pytest.raises(TypeError, match="engagements: rows are a canonical table"):
+            writer.put("engagements", served("p2", 1, [13]))
+        writer.flush()
+        assert sorted(lake_rows(lake, "impressions")["request_id"].to_pylist()) == ["p1", "t1", "t1"]
+        assert writer.counts.written["impressions"] == 3
+    finally:
+        writer.close()
+
+
 def test_close_writes_everything_held_engagements_included(paths):
     lake, quarantine = paths
     writer = LogWriter(lake, quarantine, flush_s=60)
