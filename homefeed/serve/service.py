@@ -160,6 +160,8 @@ class Service:
         for table in ("impressions", "engagements"):
             m.logged.labels(table).set(self.writer.counts.written[table])
             m.shed.labels(table).set(self.writer.counts.shed[table])
+            m.lost.labels(table).set(self.writer.counts.lost[table])
+        m.log_restarts.set(self.writer.counts.restarts)
 
     def readiness(self) -> tuple[bool, dict]:
         """Ready when a model is loaded and the catalogue has items; the details say what is missing or degraded."""

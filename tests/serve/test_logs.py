@@ -293,6 +293,7 @@ def test_the_service_keeps_answering_while_its_log_child_is_killed(served_world,
             time.sleep(0.05)
         assert service.writer.counts.restarts == 1
         assert service.writer.child_pid != first
+        assert "homefeed_log_child_restarts 1.0" in client.get("/metrics").text
     assert statuses == [200] * 40
     logged = Lake(settings.resolved_paths.lake).read("impressions", SERVE_DAY, SERVE_DAY)
     assert len(ids_after) == 30 and set(ids_after) <= set(logged["request_id"].to_pylist())
