@@ -18,7 +18,7 @@ from homefeed.data.ingest import ORPHAN
 from homefeed.data.lake import Lake
 from homefeed.feed import RequestBatch, SlateBatch
 from homefeed.schema import ENGAGEMENTS
-from homefeed.serve.logs import LogWriter, join_served
+from homefeed.serve.logs import NICENESS, LogWriter, join_served
 from homefeed.serve.service import Service
 from tests.serve.conftest import SERVE_DAY, active_users, settings_for
 from tests.serve.http import feed, running
@@ -123,6 +123,9 @@ def test_rows_land_through_the_contract_and_engagements_wait_one_flush(paths, tm
         ]  # fmt: skip
         assert set(logged["model_version"].to_pylist()) == {"m-1"}
         assert seen.read_text().split() == ["5"]  # the child recorded what it wrote
+        assert os.getpriority(os.PRIO_PROCESS, writer.child_pid) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS
+        )
         assert lake_rows(lake, "engagements").num_rows == 0
         assert writer.counts.written == {"impressions": 5, "engagements": 0}
         writer.flush()
