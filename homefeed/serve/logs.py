@@ -13,15 +13,16 @@ callable that opens its own store connection there), and answers with what it wr
 costs the serving process 0.04-0.06 ms of CPU per request, against 0.55-0.73 ms with the writer on a thread; the
 child spends about 0.4 ms a request, off the GIL (README, "Logging", for the conditions).
 
-The guarantees: a full buffer (``log_queue_rows``) sheds *logging*, never requests, and counts the rows it shed.
-A crash of the serving process loses at most one interval (the buffer; what the child got it still writes).  If
-the child dies, requests go on, the death is logged and counted (``restarts``), a new child is started and the
-batch it died on is sent again (the dedupe makes a re-sent batch safe); a batch that kills two children in a row
-is dropped and its rows counted as ``lost``.  Several workers or replicas append to one lake: each write holds an
-exclusive lock on the lake (a lock file), and an engagement waits one interval (held here) before it is sent, so
-the impression it answers (logged by whichever worker served it) is in the lake first; one that still finds none
-is quarantined as an orphan, not dropped.  ``flush`` is synchronous: it returns once what was queued is written.
-The child runs niced (`NICENESS`): on a busy machine logging lags, and then sheds, before requests wait.
+The guarantees: a full buffer (``log_queue_rows``) sheds *logging*, never requests, and counts the rows it shed.  A
+crash of the serving process loses at most one interval (the buffer, and the engagements held for the next; what
+the child got it still writes).  If the child dies (or hangs past ``hang_s`` on a batch, and is killed), requests
+go on, the death is logged and counted (``restarts``), a new child is started and the batch it died on is sent
+again (the dedupe makes a re-sent batch safe); a batch that kills two children in a row is dropped and its rows
+counted as ``lost``.  Several workers or replicas append to one lake: each write holds an exclusive lock on the
+lake (a lock file), and an engagement waits one interval (held here) before it is sent, so the impression it
+answers (logged by whichever worker served it) is in the lake first; one that still finds none is quarantined as an
+orphan, not dropped.  ``flush`` is synchronous: it returns once what was queued is written.  The child runs niced
+(`NICENESS`): on a busy machine logging lags, and then sheds, before requests wait.
 
 Limit: a flush checks its rows against the day's files (dedupe, orphans) and appends one file and a rewritten
 manifest to the day's partition, so its cost grows with the files the day already holds: 56 ms with 10 files,
@@ -93,6 +94,7 @@ class LogWriter:
         flush_s: float = 1.0,
         max_rows: int = 200_000,
         after_flush: Callable[[pa.Table], None] | None = None,
+        hang_s: float = 300.0,
     ):
         self.lake = lake
         self.quarantine = Path(quarantine)
@@ -100,6 +102,8 @@ class LogWriter:
         self.max_rows = max_rows
         #: Gets the impressions just written, in the child (the seen lists): so it must pickle.
         self.after_flush = after_flush
+        #: A child silent this long on one batch is stuck (a deadlock, a hung disk): it is killed and replaced.
+        self.hang_s = hang_s
         self.counts = LogCounts()
         self._queue: dict[str, list] = {t: [] for t in TABLES}
         self._held: list[pa.Table] = []  # engagements waiting one interval for their impressions
@@ -242,15 +246,20 @@ class LogWriter:
 
     def _answer(self, conn: Connection) -> dict:
         child = self._child
+        deadline = time.monotonic() + self.hang_s
         while True:
             try:
-                if conn.poll(0.5):
+                if conn.poll(min(0.5, self.hang_s)):
                     return conn.recv()
             except (EOFError, OSError):
                 pass
             else:
                 if child is not None and child.is_alive():
-                    continue
+                    if time.monotonic() < deadline:
+                        continue
+                    child.kill()
+                    child.join(timeout=5)
+                    raise LogChildDiedError(f"no answer in {self.hang_s:g} s: killed")
             if child is not None:
                 child.join(timeout=5)
             raise LogChildDiedError(f"exit code {child.exitcode if child is not None else None}")

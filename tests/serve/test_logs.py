@@ -86,6 +86,18 @@ class DieWhileMarked:
             os._exit(9)
 
 
+class HangWhileMarked:
+    """An ``after_flush`` that hangs its child (after the impressions were written) while ``marker`` exists."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __call__(self, impressions: pa.Table) -> None:
+        if self.marker.exists():
+            self.marker.unlink()
+            time.sleep(3600)
+
+
 def lake_rows(lake: Lake, table: str) -> pa.Table:
     day = NOW.date()
     return lake.read(table, day, day + dt.timedelta(days=1))
@@ -247,6 +259,23 @@ def test_a_child_dying_mid_write_is_replaced_and_its_batch_sent_again_without_du
         writer.put("impressions", served("r3", 1, [30]))
         writer.flush()
         assert set(lake_rows(lake, "impressions")["request_id"].to_pylist()) == {"r1", "r2", "r3"}
+    finally:
+        writer.close()
+
+
+def test_a_hung_child_is_killed_replaced_and_its_batch_sent_again(paths, tmp_path):
+    lake, quarantine = paths
+    marker = tmp_path / "hang"
+    marker.touch()
+    writer = LogWriter(lake, quarantine, flush_s=60, after_flush=HangWhileMarked(marker), hang_s=2.0)
+    try:
+        writer.put("impressions", served("r1", 1, [10, 11]))
+        started = time.monotonic()
+        writer.flush()
+        assert 2.0 <= time.monotonic() - started < 30
+        assert writer.counts.restarts == 1 and writer.counts.failures == 0
+        assert sorted(lake_rows(lake, "impressions")["position"].to_pylist()) == [1, 2]
+        assert writer.counts.written["impressions"] == 2
     finally:
         writer.close()
 
