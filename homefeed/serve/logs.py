@@ -38,6 +38,7 @@ import fcntl
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -102,6 +103,11 @@ class LogWriter:
         self.max_rows = max_rows
         #: Gets the impressions just written, in the child (the seen lists): so it must pickle.
         self.after_flush = after_flush
+        if after_flush is not None:
+            try:
+                pickle.dumps(after_flush)
+            except Exception as exc:
+                raise TypeError(f"after_flush runs in the log child, so it must pickle: {exc}") from None
         #: A child silent this long on one batch is stuck (a deadlock, a hung disk): it is killed and replaced.
         self.hang_s = hang_s
         self.counts = LogCounts()
@@ -239,8 +245,13 @@ class LogWriter:
             name="homefeed-log-child",
             daemon=True,
         )
-        child.start()
-        theirs.close()  # the child's end lives in the child only: its death reads as end-of-file here
+        try:
+            child.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the child's end lives in the child only: its death reads as end-of-file here
         self._child, self._conn = child, ours
         return ours
 
@@ -334,9 +345,9 @@ def _join(pairs: list[ServedPair]) -> ServedPair:
 
 def _child_main(conn: Connection, lake: Lake, quarantine: Path, after_flush: Callable[[pa.Table], None] | None) -> None:
     """Write each batch the serving process sends and answer; end when told, or when the serving process is gone."""
-    # A Ctrl-C or a stop signal to the process group is the server's to handle: it sends what is left, then None.
+    # A Ctrl-C to the terminal's process group is the server's to handle: it sends what is left, then None.  A
+    # SIGTERM ends the child (as multiprocessing does at the server's exit); a batch it was writing is sent again.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Logging may lag (the buffer absorbs it, then sheds), requests may not: on a busy machine the server's
     # threads get the CPU first.
     os.nice(NICENESS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -167,6 +169,34 @@ def test_impressions_may_also_come_as_tables_and_a_served_pair_is_for_impression
         assert writer.counts.written["impressions"] == 3
     finally:
         writer.close()
+
+
+def test_an_after_flush_that_cannot_reach_the_child_is_refused_at_once(paths):
+    with pytest.raises(TypeError, match="after_flush runs in the log child, so it must pickle"):
+        LogWriter(*paths, after_flush=lambda table: None)
+
+
+def test_a_writer_left_open_does_not_hold_up_the_exit_of_its_process(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from tests.serve.test_logs import served\n"
+        "from homefeed.data.lake import Lake\n"
+        "from homefeed.serve.logs import LogWriter\n"
+        "if __name__ == '__main__':\n"
+        "    w = LogWriter(Lake(sys.argv[2]), sys.argv[3])\n"
+        "    w.put('impressions', served('r1', 1, [10]))\n"
+        "    w.flush()\n"
+        "    print(w.child_pid)\n"  # and exits without close()
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(root), str(tmp_path / "lake"), str(tmp_path / "q")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert lake_rows(Lake(tmp_path / "lake"), "impressions").num_rows == 1
 
 
 def test_close_writes_everything_held_engagements_included(paths):
