@@ -338,11 +338,18 @@ def test_the_service_keeps_answering_while_its_log_child_is_killed(served_world,
     ids_after: list[str] = []
     with running(settings) as client:
         (service,) = services
+        shown: dict[int, set[int]] = {}
         for i in range(10):
-            statuses.append(feed(client, users[i % len(users)], slate_size=5).status_code)
+            answer = feed(client, users[i], slate_size=5)
+            statuses.append(answer.status_code)
+            shown[int(users[i])] = {item["item_id"] for item in answer.json()["items"]}
         deadline = time.monotonic() + 30
         while service.writer.counts.written["impressions"] < 50 and time.monotonic() < deadline:
             time.sleep(0.05)
+        # the child recorded them in the users' seen lists, through its own store connection
+        owners, ids, _ = service.signals.read(users[:10])["seen"]
+        for i, user in enumerate(users[:10]):
+            assert shown[int(user)] <= set(ids[owners == i].tolist())
         first = service.writer.child_pid
         os.kill(first, signal.SIGKILL)
         for i in range(30):
