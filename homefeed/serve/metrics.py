@@ -42,6 +42,12 @@ class Metrics:
         self.shed = Gauge(
             "homefeed_log_shed_rows", "Rows not logged because the log queue was full", ["table"], registry=r
         )
+        self.lost = Gauge(
+            "homefeed_log_lost_rows", "Rows of log writes that failed (never in the lake)", ["table"], registry=r
+        )
+        self.log_restarts = Gauge(
+            "homefeed_log_child_restarts", "Log child processes that died and were replaced", registry=r
+        )
         self.model = Gauge("homefeed_model_info", "The model serving (1) by version", ["version"], registry=r)
         self.compiled = Gauge(
             "homefeed_model_compiled", "1 while every head of the serving model runs as compiled trees", registry=r

@@ -22,7 +22,7 @@ from homefeed.data.lake import Lake
 from homefeed.features.online import make_store
 from homefeed.features.redis_store import RedisStore
 from homefeed.features.store import OnlineStore
-from homefeed.feed import RequestBatch, impressions_table
+from homefeed.feed import RequestBatch
 from homefeed.serve.catalog import ItemCatalogue
 from homefeed.serve.logs import LogWriter
 from homefeed.serve.metrics import Metrics
@@ -46,6 +46,35 @@ def signals_for(guard: StoreGuard, settings: Settings) -> UserSignals:
     return UserSignals(guard, {SEEN: s.seen_keep, HIDDEN: s.hidden_keep, CREATORS: s.creators_keep})
 
 
+class SeenRecorder:
+    """Records the served items in the users' seen lists, after the log child wrote them; it runs in that child.
+
+    Pickled there with the settings alone: the child opens its own connection to the store on first use.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._signals: UserSignals | None = None
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings, "_signals": None}
+
+    def __call__(self, impressions: pa.Table) -> None:
+        if self._signals is None:
+            s = self.settings.serve
+            guard = StoreGuard(retry_s=s.store_retry_seconds, connect=lambda: connect_store(self.settings))
+            self._signals = signals_for(guard, self.settings)
+        try:
+            self._signals.record(
+                SEEN,
+                impressions["user_id"].to_numpy(),
+                impressions["item_id"].to_numpy(),
+                impressions["ts"].cast(pa.int64()).to_numpy(),
+            )
+        except Exception:  # the store down: the seen lists miss these; the impressions are in the lake
+            log.warning("could not record seen items: online store unavailable")
+
+
 class Service:
     """One worker's serving state; `start` loads it and begins refreshing, `close` flushes the logs."""
 
@@ -60,7 +89,7 @@ class Service:
         self.lake = Lake(paths.lake)
         self.models = ModelHolder(Registry.of(settings), s.model, settings, compile_trees=s.compiled_trees)
         self.writer = LogWriter(
-            self.lake, paths.quarantine, s.log_flush_seconds, s.log_queue_rows, after_flush=self._record_seen
+            self.lake, paths.quarantine, s.log_flush_seconds, s.log_queue_rows, after_flush=SeenRecorder(settings)
         )
         self.pipeline = RankingPipeline(
             s, self.catalogue, self.features, self.signals, self.models, log=self._log, observer=self.metrics.stage
@@ -138,6 +167,8 @@ class Service:
         for table in ("impressions", "engagements"):
             m.logged.labels(table).set(self.writer.counts.written[table])
             m.shed.labels(table).set(self.writer.counts.shed[table])
+            m.lost.labels(table).set(self.writer.counts.lost[table])
+        m.log_restarts.set(self.writer.counts.restarts)
 
     def readiness(self) -> tuple[bool, dict]:
         """Ready when a model is loaded and the catalogue has items; the details say what is missing or degraded."""
@@ -156,20 +187,9 @@ class Service:
     # --- side effects -------------------------------------------------------------------------------------------
 
     def _log(self, requests: RequestBatch, served: Served) -> None:
-        """The impression-logging side effect: queue the slates (the table is built on the writer's thread)."""
+        """The impression-logging side effect: queue the slates (the table is built in the log child)."""
         if len(served.slates):
-            self.writer.put("impressions", lambda: impressions_table(requests, served.slates), len(served.slates))
-
-    def _record_seen(self, impressions: pa.Table) -> None:
-        try:
-            self.signals.record(
-                SEEN,
-                impressions["user_id"].to_numpy(),
-                impressions["item_id"].to_numpy(),
-                impressions["ts"].cast(pa.int64()).to_numpy(),
-            )
-        except Exception:  # the store down: the seen lists miss these; the impressions are in the lake
-            log.warning("could not record seen items: online store unavailable")
+            self.writer.put("impressions", (requests, served.slates))
 
     def now_us(self) -> int:
         return time.time_ns() // 1000
