@@ -6,9 +6,11 @@ surfaces' quotas set so a request has about 500 candidates after deduplication a
 
 Then ``homefeed serve`` starts (one worker, its own process) and this process sends an open-loop load: requests
 are scheduled every 10 ms whatever the answers do, over keep-alive connections, and each latency is measured
-from its scheduled time (so a stall is counted against every request it delays, not hidden).  After the run the
-same model's bare ``predict`` is timed on the same kind of rows — the hydrated candidates of real requests,
-taken from the pipeline in this process — so the service's overhead over the model is read in one run.
+from the moment the request is sent, before it waits for a free connection (so a stall is counted against every
+request it delays, not hidden), and also from its scheduled time (the generator's own timer lateness included).
+After the run the same model's bare ``predict`` is timed on the same kind of rows — the hydrated candidates of
+real requests, taken from the pipeline in this process — so the service's overhead over the model is read in one
+run.
 
 The service compiles the model's trees (lleaves) after loading it; the load starts once ``/readyz`` says every head
 is compiled (or why it cannot be).  The bare predict is timed both as served (compiled) and by LightGBM itself.
@@ -107,19 +109,24 @@ async def _one(reader, writer, body: bytes) -> tuple[int, bytes]:
 
 
 async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: float, connections: int = 16) -> dict:
-    """Open-loop load: a request every 1/rate s, each on a free keep-alive connection; latency from its schedule."""
+    """Open-loop load: a request every 1/rate s, each on a free keep-alive connection, whatever the answers do.
+
+    Each request is timed from when the load generator sends it (before waiting for a free connection, so a
+    stalled server is counted against every request it delays) and from when it was scheduled: the difference is
+    the generator's own lateness (asyncio wakes timers up to about a millisecond late), reported apart.
+    """
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    latencies, statuses, degraded, fallback = [], [], 0, 0
+    sent, scheduled, late, statuses, degraded, fallback = [], [], [], [], 0, 0
     rng = np.random.default_rng(0)
     start = time.perf_counter() + 0.1
     n = int(rate * seconds)
     tasks = []
 
-    async def fire(i: int, at: float) -> None:
+    async def fire(at: float) -> None:
         nonlocal degraded, fallback
-        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        began = time.perf_counter()
         conn = await pool.get()
         body = json.dumps(
             {"user_id": int(users[rng.integers(len(users))]), "slate_size": 20, "context": {"ts": when}}
@@ -129,7 +136,10 @@ async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: fl
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             status, payload = 599, b"{}"
             conn = await asyncio.open_connection("127.0.0.1", port)
-        latencies.append(time.perf_counter() - at)
+        done = time.perf_counter()
+        sent.append(done - began)
+        scheduled.append(done - at)
+        late.append(began - at)
         statuses.append(status)
         if status == 200:
             answer = json.loads(payload)
@@ -137,13 +147,15 @@ async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: fl
             fallback += answer["fallback"] is not None
         pool.put_nowait(conn)
 
-    for i in range(n):
-        tasks.append(asyncio.create_task(fire(i, start + i / rate)))
+    for i in range(n):  # each request starts at its time: none is created ahead (3,000 at once delayed the first)
+        at = start + i / rate
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        tasks.append(asyncio.create_task(fire(at)))
     await asyncio.gather(*tasks)
     while not pool.empty():
         _, w = pool.get_nowait()
         w.close()
-    ms = np.array(latencies) * 1000
+    ms, from_schedule, lateness = (np.array(v) * 1000 for v in (sent, scheduled, late))
     return {
         "requests": n,
         "errors": int(sum(s != 200 for s in statuses)),
@@ -154,8 +166,34 @@ async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: fl
         "p99": float(np.percentile(ms, 99)),
         "p99.9": float(np.percentile(ms, 99.9)),
         "max": float(ms.max()),
+        "scheduled": [float(np.percentile(from_schedule, q)) for q in (50, 99, 99.9)],
+        "late": [float(np.percentile(lateness, q)) for q in (50, 99)],
         "achieved_rate": n / (time.perf_counter() - start),
     }
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_histogram(port: int) -> dict[float, float]:
+    """The cumulative buckets of the service's own request-latency histogram (upper bound in ms -> count)."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("homefeed_request_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            out[float("inf") if le == "+Inf" else float(le) * 1000] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile(cumulative: dict[float, float], q: float) -> float:
+    """The smallest bucket bound under which a share ``q`` of the counted requests fell."""
+    total = cumulative.get(float("inf"), 0.0)
+    return next((le for le, n in sorted(cumulative.items()) if total and n >= q * total), float("inf"))
 
 
 def hydrated_rows(settings: Settings, users: np.ndarray, when: str, samples: int) -> tuple[list[pa.Table], dict]:
@@ -262,7 +300,9 @@ def main() -> None:
         print(f"scorer per head: {scorer}")
         asyncio.run(load(port, active, when, args.rate, 3.0))  # warm-up, not counted
         load_before = os.getloadavg()
+        cpu_before, hist_before = server_cpu(server.pid), server_histogram(port)
         result = asyncio.run(load(port, active, when, args.rate, seconds))
+        cpu_after, hist_after = server_cpu(server.pid), server_histogram(port)
         load_after = os.getloadavg()
     finally:
         server.terminate()
@@ -285,9 +325,19 @@ def main() -> None:
     print(
         f"errors (non-200): {result['errors']}; degraded answers: {result['degraded']}; fallback: {result['fallback']}"
     )
+    inside = {le: hist_after[le] - hist_before.get(le, 0.0) for le in hist_after}
     print(
-        f"end-to-end latency ms: p50 {result['p50']:.2f}, p90 {result['p90']:.2f}, p99 {result['p99']:.2f}, "
-        f"p99.9 {result['p99.9']:.2f}, max {result['max']:.2f}"
+        f"in the server (its /metrics, the time from request to answer, buckets' upper bounds): "
+        f"p50 <= {quantile(inside, 0.5)} ms, p99 <= {quantile(inside, 0.99)} ms; its CPU: "
+        f"{(cpu_after - cpu_before) / result['requests'] * 1000:.2f} ms per request (log writer child excluded)"
+    )
+    print(
+        f"end-to-end latency ms (from send): p50 {result['p50']:.2f}, p90 {result['p90']:.2f}, "
+        f"p99 {result['p99']:.2f}, p99.9 {result['p99.9']:.2f}, max {result['max']:.2f}"
+    )
+    print(
+        "from the schedule (the load generator's own lateness included: p50 {:.2f}, p99 {:.2f} ms): "
+        "p50 {:.2f}, p99 {:.2f}, p99.9 {:.2f} ms".format(*result["late"], *result["scheduled"])
     )
     scored_by = "compiled trees" if status and all(v == "compiled" for v in status.values()) else "LightGBM"
     print(

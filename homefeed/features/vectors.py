@@ -82,6 +82,8 @@ class _Plan:
     blocks: tuple[_Block, ...]
     impression: tuple[tuple[int, Feature], ...]  # declared features of the impression: (column, feature)
     context: tuple[tuple[int, Feature], ...]  # request-context features
+    coded: tuple[tuple[int, str], ...]  # a snapshot's categories, stored as codes: (column, name)
+    coded_sources: tuple[str, ...]  # the snapshots whose vocabularies those codes need
 
 
 def _plan(fs: FeatureSet) -> _Plan:
@@ -103,9 +105,21 @@ def _plan(fs: FeatureSet) -> _Plan:
         )
     impression = tuple((index[f.name], f) for f in fs.features if at_impression(f))
     context = tuple((index[f.name], f) for f in fs.features if not at_impression(f) and f.entity == "context")
-    plan = _Plan(tuple(blocks), impression, context)
+    coded = tuple((index[f.name], f.name) for f in fs.features if is_categorical(f) and not at_impression(f))
+    sources = tuple(sorted({f.source for f in fs.features if is_categorical(f) and not at_impression(f)}))
+    plan = _Plan(tuple(blocks), impression, context, coded, sources)
     fs.__dict__["_assembly"] = plan  # a frozen dataclass: its __dict__ still takes a cache, as `stored` does
     return plan
+
+
+def reads_impression(fs: FeatureSet) -> bool:
+    """Whether ``fs`` has declared features of the impression (hydration then needs an `AtImpression`)."""
+    return bool(_plan(fs).impression)
+
+
+def coded_sources(fs: FeatureSet) -> tuple[str, ...]:
+    """The declared snapshots whose categories ``fs`` reads as stored codes (their vocabularies map them back)."""
+    return _plan(fs).coded_sources
 
 
 def assemble(
@@ -191,10 +205,7 @@ def vocabulary(keys: np.ndarray, lookup: Lookup) -> dict[str, np.ndarray]:
 def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray]) -> dict[str, pa.Array]:
     """The categorical features of ``matrix`` (their codes) as the strings the models read, null where absent."""
     out = {}
-    coded = {f.name for f in fs.features if is_categorical(f) and not at_impression(f)}
-    for j, name in enumerate(fs.columns):
-        if name not in coded:
-            continue
+    for j, name in _plan(fs).coded:
         codes = matrix[:, j]
         known = vocab.get(name, np.array([], dtype=object))
         ok = ~np.isnan(codes)
@@ -246,8 +257,8 @@ def hydrated(
     """`assemble`'s matrix with each category as strings (null: missing) — a snapshot's from its stored codes and
     ``vocab`` (`vocabulary`), one of the impression from ``known``."""
     strings = categories(fs, matrix, vocab or {})
-    for f in fs.features:
-        if is_categorical(f) and f.name not in strings:
+    for _, f in _plan(fs).impression:
+        if is_categorical(f):
             if known is None:
                 raise FeatureError(
                     f"declared feature {f.name!r} reads {f.source}: hydration needs the request's context"

@@ -15,10 +15,18 @@ import numpy as np
 import pyarrow as pa
 
 from homefeed.errors import HomefeedError
-from homefeed.features.definitions import FeatureSet, at_impression, is_categorical
+from homefeed.features.definitions import FeatureSet
 from homefeed.features.materialize import VOCAB
 from homefeed.features.store import Lookup, PairKeys
-from homefeed.features.vectors import AtImpression, Hydrated, assemble, hydrated, vocabulary
+from homefeed.features.vectors import (
+    AtImpression,
+    Hydrated,
+    assemble,
+    coded_sources,
+    hydrated,
+    reads_impression,
+    vocabulary,
+)
 from homefeed.features.vectors import entities as entities_of
 from homefeed.feed import RequestBatch
 from homefeed.serve.catalog import ItemCatalogue
@@ -72,14 +80,16 @@ class Hydrator:
             wanted.append(("creator", cat.creator_id[rows]))
         pairs = None
         if "user_creator" in entities:
-            pair_ri, creators = ri, cat.creator_id[rows]
-            key = pair_ri * (int(creators.max(initial=0)) + 1) + creators
-            _, first, pairs = np.unique(key, return_index=True, return_inverse=True)
-            wanted.append(("user_creator", PairKeys(users[first], creators[first])))
-        got = dict(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
-        lookups.update({k: v for k, v in got.items() if k != "user_creator"})
+            creators = cat.creator_id[rows]
+            if self.features.holds("user_creator"):  # in memory: a lookup per candidate costs no more
+                wanted.append(("user_creator", PairKeys(users, creators)))
+            else:  # from the store: each distinct pair once
+                key = ri * (int(creators.max(initial=0)) + 1) + creators
+                _, first, pairs = np.unique(key, return_index=True, return_inverse=True)
+                wanted.append(("user_creator", PairKeys(users[first], creators[first])))
+        lookups.update(zip([w[0] for w in wanted], self.features.read(wanted), strict=True))
         if pairs is not None:
-            lookups["user_creator"] = take_rows(got["user_creator"], pairs)
+            lookups["user_creator"] = take_rows(lookups["user_creator"], pairs)
         if "user" in entities:
             lookups["user"] = take_rows(user.user, ri)
         if "user_topic" in entities:
@@ -87,26 +97,26 @@ class Hydrator:
             topic = cat.topic[rows].astype(np.int64)
             lookups["user_topic"] = take_rows(user.topics, np.where(topic >= 0, ri * n_topics + topic, -1))
         lookups.update(self._declared(requests, entities, cands))
-        at = pa.array(ri)
-        known = AtImpression(
-            ri,
-            cat.item_id[rows],
-            requests.context_features,
-            {
+
+        def at_impression() -> AtImpression:
+            columns = {
                 "surface": pa.repeat(pa.scalar(requests.surface, pa.string()), len(ri)),
-                "country": requests.country.take(at),
-            },
-        )
+                "country": requests.country.take(pa.array(ri)),
+            }
+            return AtImpression(ri, cat.item_id[rows], requests.context_features, columns)
+
+        known = at_impression() if reads_impression(fs) else None  # built when a declared feature reads it
         matrix = assemble(fs, lookups, np.asarray(requests.ts, np.int64)[ri], cat.created_us[rows], known)
 
         def impression() -> dict[str, pa.Array]:
             topics = np.array([*cat.topics, None], dtype=object)  # code -1: no topic
+            columns = (known or at_impression()).columns
             return {
                 "user_id": pa.array(users),
                 "item_id": pa.array(cat.item_id[rows]),
-                "country": known.columns["country"],
+                "country": columns["country"],
                 "topic": pa.array(topics[cat.topic[rows]], pa.string()),
-                "surface": known.columns["surface"],
+                "surface": columns["surface"],
             }
 
         return hydrated(fs, matrix, known, self.vocabulary(fs), impression)
@@ -132,7 +142,7 @@ class Hydrator:
     def vocabulary(self, fs: FeatureSet) -> dict[str, np.ndarray]:
         """The categories of ``fs``'s declared snapshots, reloaded when the store's copy changed."""
         out: dict[str, np.ndarray] = {}
-        for entity in {f.source for f in fs.features if is_categorical(f) and not at_impression(f)}:
+        for entity in coded_sources(fs):
             name = entity + VOCAB
             meta = self.features.guard.call(lambda s, name=name: s.meta(name))
             if meta is None:

@@ -128,6 +128,11 @@ class OnlineFeatures:
                 out[i] = lookup
         return out  # type: ignore[return-value]
 
+    def holds(self, entity: str) -> bool:
+        """Whether ``entity`` is read from memory now (a cache loaded), not from the store."""
+        cache = self.caches.get(entity)
+        return cache is not None and len(cache) > 0
+
     def column(self, entity: str, name: str) -> bool:
         cache = self.caches.get(entity)
         return cache is not None and len(cache) > 0 and name in cache.columns
