@@ -20,8 +20,11 @@ def stable_hash(values: np.ndarray) -> np.ndarray:
             z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
             z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             return z ^ (z >> np.uint64(31))
+    if len(values) <= 16:  # a request's few ids: hashing each costs less than finding the distinct ones first
+        return np.array([_blake(u) for u in values.astype(str).tolist()], np.uint64)
     uniques, inverse = np.unique(values.astype(str), return_inverse=True)
-    hashed = np.array(
-        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uniques], np.uint64
-    )
-    return hashed[inverse]
+    return np.array([_blake(u) for u in uniques.tolist()], np.uint64)[inverse]
+
+
+def _blake(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")

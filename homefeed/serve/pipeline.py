@@ -170,15 +170,16 @@ class RankingPipeline:
         return _concat(parts)
 
     def refresh(self) -> None:
-        """Reload the in-process caches if the store changed, and re-rank the catalogue's popularity."""
+        """Reload the in-process caches if the store changed, re-rank the catalogue's popularity, and line the cached
+        item and creator vectors up with the catalogue's rows."""
         self.features.refresh()
         cache = self.features.caches.get("item")
-        if cache is None or not len(cache) or self.settings.popularity not in cache.columns:
-            return
         # only when the items or their features changed: the next request rebuilds the catalogue's index
-        if self._popularity_of != (id(cache), cache.loads, self.catalogue.generation):
+        popular = cache is not None and len(cache) and self.settings.popularity in cache.columns
+        if popular and self._popularity_of != (id(cache), cache.loads, self.catalogue.generation):
             self.catalogue.set_popularity(cache, self.settings.popularity)
             self._popularity_of = (id(cache), cache.loads, self.catalogue.generation)
+        self.hydrator.refresh()
 
     # --- the pipeline -------------------------------------------------------------------------------------------
 
