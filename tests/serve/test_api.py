@@ -168,16 +168,19 @@ def test_moving_the_alias_under_load_fails_no_request_and_a_damaged_model_keeps_
     users = active_users(settings, 40)
     registry = Registry.of(settings)
     second = registry.register(served_world.model, served_world.data).version
-    answers: list[tuple[int, str, list]] = []
+    answers: list[tuple[int, str, list, float, float]] = []  # status, version, degraded, sent, answered
     stop = threading.Event()
     with running(settings) as client:
 
         def load() -> None:
             i = 0
             while not stop.is_set():
+                sent = time.monotonic()
                 r = feed(client, users[i % len(users)])
+                answered = time.monotonic()
                 body = r.json() if r.status_code == 200 else {}
-                answers.append((r.status_code, body.get("model_version", ""), body.get("degraded", [r.text])))
+                version, degraded = body.get("model_version", ""), body.get("degraded", [r.text])
+                answers.append((r.status_code, version, degraded, sent, answered))
                 i += 1
 
         threads = [threading.Thread(target=load) for _ in range(2)]
@@ -185,7 +188,8 @@ def test_moving_the_alias_under_load_fails_no_request_and_a_damaged_model_keeps_
             t.start()
         assert wait_for(lambda: len(answers) > 20)
         registry.alias("production", second, "test: a new model under load")
-        assert wait_for(lambda: any(v == second for _, v, _ in answers[-5:]))
+        moved = time.monotonic()
+        assert wait_for(lambda: any(a[1] == second for a in answers[-5:]))
         # now a damaged version: its file changed after registration
         third = registry.register(served_world.model, served_world.data).version
         booster = settings.resolved_paths.models / third / "engaged.txt"
@@ -202,10 +206,13 @@ def test_moving_the_alias_under_load_fails_no_request_and_a_damaged_model_keeps_
     assert reloaded["model_version"] == second and "checksum" in reloaded["error"]
     assert ready["model"] == second and "checksum" in ready["model_error"]
     assert "homefeed_model_reload_failures 1.0" in metrics or "homefeed_model_reload_failures 2.0" in metrics
-    statuses = [s for s, _, _ in answers]
+    statuses = [a[0] for a in answers]
     assert statuses.count(200) == len(statuses), {s for s in statuses}
-    assert all(d == [] for _, _, d in answers)
-    versions = [v for _, v, _ in answers]
-    switch = versions.index(second)
-    assert set(versions[:switch]) == {served_world.version} and set(versions[switch:]) == {second}
-    assert np.mean([v == second for v in versions]) > 0.2
+    assert all(a[2] == [] for a in answers)
+    # the swap is atomic: answered before the alias moved, the old model; once the new one has answered a request,
+    # every request sent after that gets the new one (the two load threads may append out of order)
+    first_new = min(a[4] for a in answers if a[1] == second)
+    assert {a[1] for a in answers if a[4] < moved} == {served_world.version}
+    assert {a[1] for a in answers if a[3] > first_new} == {second}
+    assert {a[1] for a in answers} == {served_world.version, second}
+    assert np.mean([a[1] == second for a in answers]) > 0.2
