@@ -1,13 +1,15 @@
 """Prometheus metrics of the service: requests, latency per stage, fallbacks, failures, logging, the model.
 
-Each service owns its own registry (tests start several in one process).  With several uvicorn workers, each
-worker counts its own requests; set ``PROMETHEUS_MULTIPROC_DIR`` to a shared empty folder before starting and
-``/metrics`` aggregates every worker (prometheus-client's multiprocess mode).
+Each service owns its own registry (tests start several in one process).  Stage timings are noted by the request
+and moved into their histograms off the request's path, on every refresh and on every scrape of ``/metrics``.
+With several uvicorn workers, each worker counts its own requests; set ``PROMETHEUS_MULTIPROC_DIR`` to a shared
+empty folder before starting and ``/metrics`` aggregates every worker (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -55,16 +57,30 @@ class Metrics:
         self.reload_failures = Gauge("homefeed_model_reload_failures", "Model loads refused since start", registry=r)
         self.store_up = Gauge("homefeed_online_store_up", "1 while the online store answers", registry=r)
         self._stage_timers: dict[str, Histogram] = {}
+        # appended by requests, emptied by `flush` (both thread-safe); bounded should flushes stop
+        self._pending: deque[StageRun] = deque(maxlen=1_000_000)
 
     def stage(self, run: StageRun) -> None:
-        timer = self._stage_timers.get(run.stage.name)
-        if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
-            timer = self._stage_timers[run.stage.name] = self.stage_latency.labels(run.stage.name)
-        timer.observe(run.ms / 1000)
-        if not run.ok:
-            self.stage_failures.labels(run.stage.name).inc()
+        """Note a stage's run; it reaches the histograms at the next `flush` (a request's 14 observations cost
+        ~0.15 ms of its time when made on the spot)."""
+        self._pending.append(run)  # the request thread never waits on the metrics' locks
+
+    def flush(self) -> None:
+        """Move the stage runs noted since the last flush into the histograms (on /metrics and every refresh)."""
+        while True:
+            try:
+                run = self._pending.popleft()
+            except IndexError:  # empty (another thread may have taken the last one)
+                return
+            timer = self._stage_timers.get(run.stage.name)
+            if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
+                timer = self._stage_timers[run.stage.name] = self.stage_latency.labels(run.stage.name)
+            timer.observe(run.ms / 1000)
+            if not run.ok:
+                self.stage_failures.labels(run.stage.name).inc()
 
     def render(self) -> bytes:
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             combined = CollectorRegistry()
             multiprocess.MultiProcessCollector(combined)

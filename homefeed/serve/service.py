@@ -158,6 +158,7 @@ class Service:
 
     def _update_gauges(self) -> None:
         m = self.metrics
+        m.flush()
         m.model.clear()
         if self.models.current is not None:
             m.model.labels(self.models.current.version).set(1)

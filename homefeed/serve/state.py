@@ -152,12 +152,15 @@ class UserSignals:
     def read(self, users: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each list of each user, as (index into ``users``, id, time) columns; raises StoreDownError if it cannot."""
         users = np.asarray(users, np.int64)
+        kinds = (SEEN, HIDDEN, CREATORS)
+        if len(users) == 1:  # a service call: every row is the one request's
+            lists = self.guard.call(lambda s: s.read_lists(kinds, users))
+            return {kind: (i.astype(np.int64), ids, ts) for kind, (i, ids, ts) in zip(kinds, lists, strict=True)}
         unique, inverse = np.unique(users, return_inverse=True)
         order = np.argsort(inverse, kind="stable")  # requests grouped by user
         counts = np.bincount(inverse, minlength=len(unique))
         starts = np.cumsum(counts) - counts
         out = {}
-        kinds = (SEEN, HIDDEN, CREATORS)
         lists = self.guard.call(lambda s: s.read_lists(kinds, unique))  # one round trip for the three lists
         for kind, (index, ids, ts) in zip(kinds, lists, strict=True):
             # from unique users back to every request of the batch (a user may ask twice in one batch)
