@@ -219,10 +219,13 @@ class GBDTRanker(Ranker):
     def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         threads = 1 if len(x) < SINGLE_THREAD_ROWS else self.threads
         out = {}
+        wide = None  # compiled trees read float64 rows: converted once for every head
         for head, booster in self.boosters.items():
             fast = self.compiled.get(head) if threads == 1 else None
             if fast is not None:
-                raw = fast(x)
+                if wide is None:
+                    wide = np.ascontiguousarray(x, np.float64)
+                raw = fast(wide)
             else:
                 raw = booster.predict(
                     x, num_iteration=booster.best_iteration or None, raw_score=True, num_threads=threads
