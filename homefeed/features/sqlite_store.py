@@ -212,8 +212,8 @@ class SqliteStore(OnlineStore):
     def read_lists(self, entities: Sequence[str], keys: Keys) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         keys = list_keys(keys)
         found: list[list] = []
+        wanted = json.dumps(keys.tolist()) if len(keys) > 1 else ""
         with self._transaction() as con:  # one snapshot of every list
-            wanted = json.dumps(keys.tolist())
             for entity in entities:
                 # one row per key, its ids and times as text: a row per id made a request's 200-item seen list
                 # cost ~0.3 ms in Python tuples; the text is parsed by NumPy in one go

@@ -218,6 +218,10 @@ def categories(fs: FeatureSet, matrix: np.ndarray, vocab: dict[str, np.ndarray])
     return out
 
 
+#: The impression's own columns a served model may read besides its features (the NN embeds them).
+IMPRESSION_COLUMNS = ("user_id", "item_id", "country", "topic", "surface")
+
+
 @dataclass(frozen=True)
 class Hydrated:
     """A served batch's model inputs: the numbers as one matrix, each category as strings.
@@ -229,8 +233,8 @@ class Hydrated:
     columns: list[str]
     matrix: np.ndarray  # (rows x columns) float32; a category's column is NaN
     categories: dict[str, pa.Array]  # per categorical column: its strings, null where absent
-    #: The impression's own columns a model may read besides its features (the NN embeds ``user_id``, ``item_id``,
-    #: ``country``, ``topic``, ``surface``), as the dataset holds them; made only when a table is asked for.
+    #: The impression's own columns (`IMPRESSION_COLUMNS`), as the dataset holds them; made only when a table is
+    #: asked for.
     impression: Callable[[], dict[str, pa.Array]] | None = None
 
     def table(self) -> pa.Table:

@@ -44,7 +44,7 @@ class UserData:
 
 
 #: Entities keyed by a catalogue column, looked up for every catalogue row ahead of requests (`Hydrator.refresh`).
-ALIGNED = ("item", "creator")
+ALIGNED = {"item": "item_id", "creator": "creator_id"}  # entity -> its key's catalogue column
 
 
 class Hydrator:
@@ -61,7 +61,7 @@ class Hydrator:
         """Look the cached item and creator vectors up for every catalogue row, once per change of either: a request
         then takes its candidates' rows instead of searching the caches (and reads fewer cold cache lines)."""
         cat = self.catalogue
-        for entity in ALIGNED:
+        for entity, column in ALIGNED.items():
             cache = self.features.caches.get(entity)
             if cache is None or not len(cache):
                 self._aligned.pop(entity, None)
@@ -69,7 +69,7 @@ class Hydrator:
             built = (id(cache), cache.loads, cat.generation)
             held = self._aligned.get(entity)
             if held is None or held[0] != built:
-                self._aligned[entity] = (built, cache.lookup(cat.item_id if entity == "item" else cat.creator_id))
+                self._aligned[entity] = (built, cache.lookup(getattr(cat, column)))
 
     def _by_row(self, entity: str, rows: np.ndarray) -> Lookup | None:
         """``entity``'s vectors of catalogue ``rows`` as `refresh` lined them up; None when they are out of date."""
@@ -101,11 +101,11 @@ class Hydrator:
         lookups: dict[str, Lookup | None] = {}
         entities = entities_of(fs)
         wanted = []
-        for entity in ALIGNED:
+        for entity, column in ALIGNED.items():
             if entity in entities:
                 lookups[entity] = self._by_row(entity, rows)
                 if lookups[entity] is None:
-                    wanted.append((entity, (cat.item_id if entity == "item" else cat.creator_id)[rows]))
+                    wanted.append((entity, getattr(cat, column)[rows]))
         pairs = None
         if "user_creator" in entities:
             creators = cat.creator_id[rows]

@@ -21,7 +21,7 @@ import pyarrow as pa
 from homefeed.config import Settings
 from homefeed.errors import HomefeedError
 from homefeed.features.definitions import FeatureSet, catalogue, is_categorical
-from homefeed.features.vectors import Hydrated
+from homefeed.features.vectors import IMPRESSION_COLUMNS, Hydrated
 from homefeed.serve.pipeline import ServingModel
 from homefeed.train.gbdt import GBDTRanker
 from homefeed.train.model import ModelError, Ranker
@@ -52,8 +52,7 @@ def serving_model(ranker: Ranker, version: str, trained_on: str | None, settings
             "serving it would feed it features it never learned from"
         )
     categories = {f.name: pa.nulls(1, pa.string()) for f in fs.features if is_categorical(f)}
-    ids = {c: pa.array([0], pa.int64()) for c in ("user_id", "item_id")}
-    impression = {**ids, **{c: pa.nulls(1, pa.string()) for c in ("country", "topic", "surface")}}
+    impression = {c: pa.array([0]) if c.endswith("_id") else pa.nulls(1, pa.string()) for c in IMPRESSION_COLUMNS}
     warm = Hydrated(fs.columns, np.zeros((1, len(fs.columns)), np.float32), categories, lambda: impression)
     ranker.predict_hydrated(warm)  # the first prediction initialises lazily: not on a request's time
     return ServingModel(version, ranker, fs)

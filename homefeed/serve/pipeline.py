@@ -137,10 +137,7 @@ class RankingPipeline:
         """New items join the catalogue; impressions and engagements update the users' lists in the store."""
         self.catalogue.add(feedback.items)
         if feedback.impressions is not None and feedback.impressions.num_rows:
-            imp = feedback.impressions
-            self.signals.record(
-                SEEN, imp["user_id"].to_numpy(), imp["item_id"].to_numpy(), imp["ts"].cast(pa.int64()).to_numpy()
-            )
+            self.signals.record_seen(feedback.impressions)
         if feedback.engagements is not None and feedback.engagements.num_rows:
             self.record_engagements(feedback.engagements)
 

@@ -65,12 +65,7 @@ class SeenRecorder:
             guard = StoreGuard(retry_s=s.store_retry_seconds, connect=lambda: connect_store(self.settings))
             self._signals = signals_for(guard, self.settings)
         try:
-            self._signals.record(
-                SEEN,
-                impressions["user_id"].to_numpy(),
-                impressions["item_id"].to_numpy(),
-                impressions["ts"].cast(pa.int64()).to_numpy(),
-            )
+            self._signals.record_seen(impressions)
         except Exception:  # the store down: the seen lists miss these; the impressions are in the lake
             log.warning("could not record seen items: online store unavailable")
 

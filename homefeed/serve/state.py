@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from homefeed.features.cache import ItemCache
 from homefeed.features.store import Keys, Lookup, OnlineStore, PairKeys, StoreError
@@ -113,8 +114,8 @@ class OnlineFeatures:
         out: list[Lookup | None] = [None] * len(requests)
         remote = []
         for i, (entity, keys) in enumerate(requests):
-            cache = self.caches.get(entity)
-            if cache is not None and len(cache):
+            if self.holds(entity):
+                cache = self.caches[entity]
                 if isinstance(keys, PairKeys):
                     out[i] = cache.lookup_pairs(keys.user_id, keys.other) or cache.lookup(keys.strings())
                 else:
@@ -134,8 +135,7 @@ class OnlineFeatures:
         return cache is not None and len(cache) > 0
 
     def column(self, entity: str, name: str) -> bool:
-        cache = self.caches.get(entity)
-        return cache is not None and len(cache) > 0 and name in cache.columns
+        return self.holds(entity) and name in self.caches[entity].columns
 
 
 #: The per-user id lists the pipeline keeps in the online store.
@@ -170,6 +170,15 @@ class UserSignals:
             owners = order[starts[index][entry] + offset] if len(entry) else np.empty(0, np.int64)
             out[kind] = (owners.astype(np.int64), ids[entry], ts[entry])
         return out
+
+    def record_seen(self, impressions: pa.Table) -> None:
+        """The items of canonical ``impressions`` into their users' seen lists (the simulator's and the log child's)."""
+        self.record(
+            SEEN,
+            impressions["user_id"].to_numpy(),
+            impressions["item_id"].to_numpy(),
+            impressions["ts"].cast(pa.int64()).to_numpy(),
+        )
 
     def record(self, kind: str, users: np.ndarray, ids: np.ndarray, ts: np.ndarray) -> None:
         if len(users):
