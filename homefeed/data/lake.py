@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -187,6 +188,30 @@ class Lake:
             return Manifest(table=table, date=f"{date:%Y-%m-%d}")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise self.damaged(table, date, f"{MANIFEST} is corrupt ({type(exc).__name__}: {exc})") from None
+
+    def stamp(self, table: str, since: dt.date) -> tuple:
+        """A cheap token of ``table``'s committed partitions from ``since`` on: it changes whenever one is written.
+
+        A manifest is only ever replaced by a rename, so its inode and time say it changed without reading it:
+        the service checks its catalogue this way every few seconds (~0.2 ms, against ~1 ms listing and reading
+        the manifests), and reads the lake only when the token moved.
+        """
+        base = self.root / table
+        out = []
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            return ()
+        for entry in entries:
+            match = _PARTITION.match(entry.name)
+            if match is None or match.group(1) < f"{since:%Y-%m-%d}":
+                continue
+            try:
+                st = os.stat(os.path.join(entry.path, MANIFEST))
+            except FileNotFoundError:
+                continue
+            out.append((match.group(1), st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(sorted(out))
 
     def _lost_manifest(self, part: Path) -> bool:
         """Whether a partition folder without a manifest holds data files that no first write is creating.

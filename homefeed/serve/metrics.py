@@ -9,8 +9,10 @@ empty folder before starting and ``/metrics`` aggregates every worker (prometheu
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from homefeed.serve.stages import StageRun
@@ -59,6 +61,7 @@ class Metrics:
         self._stage_timers: dict[str, Histogram] = {}
         # appended by requests, emptied by `flush` (both thread-safe); bounded should flushes stop
         self._pending: deque[StageRun] = deque(maxlen=1_000_000)
+        self._flushing = threading.Lock()
 
     def stage(self, run: StageRun) -> None:
         """Note a stage's run; it reaches the histograms at the next `flush` (a request's 14 observations cost
@@ -66,18 +69,25 @@ class Metrics:
         self._pending.append(run)  # the request thread never waits on the metrics' locks
 
     def flush(self) -> None:
-        """Move the stage runs noted since the last flush into the histograms (on /metrics and every refresh)."""
-        while True:
-            try:
-                run = self._pending.popleft()
-            except IndexError:  # empty (another thread may have taken the last one)
-                return
-            timer = self._stage_timers.get(run.stage.name)
-            if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
-                timer = self._stage_timers[run.stage.name] = self.stage_latency.labels(run.stage.name)
-            timer.observe(run.ms / 1000)
-            if not run.ok:
-                self.stage_failures.labels(run.stage.name).inc()
+        """Move the stage runs noted since the last flush into the histograms (on /metrics and every refresh).
+
+        Each stage's times go into its histogram at once (`observe_many`): observed one by one, a refresh's 3,000
+        held the GIL for 3-5 ms, and the requests that overlapped it waited.
+        """
+        with self._flushing:  # the refresh thread and a scrape may flush at once; requests only append
+            pending = self._pending
+            runs = [pending.popleft() for _ in range(len(pending))]
+            times: dict[str, list[float]] = {}
+            for run in runs:
+                times.setdefault(run.stage.name, []).append(run.ms)
+            for run in runs:
+                if run.error is not None:
+                    self.stage_failures.labels(run.stage.name).inc()
+            for name, ms in times.items():
+                timer = self._stage_timers.get(name)
+                if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
+                    timer = self._stage_timers[name] = self.stage_latency.labels(name)
+                observe_many(timer, np.array(ms) / 1000)
 
     def render(self) -> bytes:
         self.flush()
@@ -86,3 +96,18 @@ class Metrics:
             multiprocess.MultiProcessCollector(combined)
             return generate_latest(combined)
         return generate_latest(self.registry)
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe`` of each of ``values``, counted per bucket in NumPy: one increment per bucket touched.
+
+    prometheus-client has no batch observe; this adds to the same bucket and sum values ``observe`` does (its
+    ``_buckets`` and ``_sum``, stable since 0.4), so the exposition, multiprocess mode included, is unchanged.
+    """
+    if not len(values):
+        return
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(values.sum()))
+    for i in np.flatnonzero(counts):
+        histogram._buckets[i].inc(int(counts[i]))

@@ -137,19 +137,23 @@ class Service:
         return changed
 
     def _load_items(self) -> None:
-        """The lake's items of the last ``max_item_age_days`` (of any surface) before its newest partition."""
+        """The lake's items of the last ``max_item_age_days`` (of any surface) before its newest partition.
+
+        Checked by the manifests' stamps from the first date last read on (`Lake.stamp`); read only on a change.
+        """
+        held_since, held_stamp = self._items_signature or (None, None)
+        if held_since is not None and self.lake.stamp("items", held_since) == held_stamp:
+            return
         dates = self.lake.dates("items")
         if not dates:
             return
         age = max(surface.max_item_age_days for surface in self.settings.serve.surfaces.values())
         start = dates[-1] - dt.timedelta(days=int(age) + 1)
-        signature = tuple((d, len(self.lake.manifest("items", d).files)) for d in dates if d >= start)
-        if signature == self._items_signature:
-            return
+        stamp = self.lake.stamp("items", start)
         self.catalogue.add(self.lake.read("items", start, None))
         newest = int(self.catalogue.created_us.max(initial=0))
         self.catalogue.prune(newest - int((age + 1) * 86_400_000_000))
-        self._items_signature = signature
+        self._items_signature = (start, stamp)
 
     def _update_gauges(self) -> None:
         m = self.metrics

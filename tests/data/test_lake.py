@@ -95,3 +95,17 @@ def test_a_manifest_is_written_as_json_naming_each_file_once(lake):
     names = [f["name"] for f in data["files"]]
     assert names == ["part-00000.parquet", "part-00001.parquet"]
     assert not (lake.partition("impressions", day) / NEW).exists()
+
+
+def test_a_stamp_moves_when_a_partition_from_its_date_on_is_written_and_only_then(lake):
+    days = lake.dates("items")
+    since = days[1]
+    before = lake.stamp("items", since)
+    assert [s[0] for s in before] == [f"{d:%Y-%m-%d}" for d in days[1:]]
+    assert lake.stamp("items", since) == before  # nothing written: the same token
+    rows = lake.read("items", days[0], days[0])
+    lake.append("items", rows.slice(0, 1), ["older"])  # before `since`: not part of the token
+    assert lake.stamp("items", since) == before
+    lake.append("items", lake.read("items", days[-1], days[-1]).slice(0, 1), ["again"])
+    assert lake.stamp("items", since) != before
+    assert lake.stamp("nothing_here", since) == ()
