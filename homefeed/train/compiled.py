@@ -82,10 +82,32 @@ def compile_forest(text: str, cache: Path | None = None) -> Predict | str:
         log.warning("compiling the trees failed, LightGBM predicts: %s: %s", type(exc).__name__, exc)
         return f"compiling failed ({type(exc).__name__}: {exc}); LightGBM predicts"
     n_features = model.num_feature()
+    entry = _entry(model)
 
     def predict(x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != n_features:
             raise ValueError(f"the compiled forest reads {n_features} features, got a matrix of shape {x.shape}")
-        return model.predict(np.ascontiguousarray(x, np.float64), n_jobs=1)
+        x = np.ascontiguousarray(x, np.float64)
+        if entry is None:
+            return model.predict(x, n_jobs=1)
+        out = np.zeros(len(x), np.float64)
+        entry(x.ctypes.data, out.ctypes.data, 0, len(x))  # the GIL is released while the trees run
+        return out
 
     return predict
+
+
+def _entry(model: object) -> Callable[[int, int, int, int], None] | None:
+    """The forest's native function, called with plain addresses; None where lleaves' layout is not the known one.
+
+    Why not ``model.predict``: it passes its arrays through ``ndarray.ctypes.data_as``, whose ``ctypes.cast`` makes
+    a reference cycle per array, so every request left its input matrix (~200 KB) and scores for the garbage
+    collector, and a third of a request's young objects were these.
+    """
+    import ctypes
+
+    func = getattr(model, "_c_entry_func", None)
+    if func is None or not getattr(model, "use_fp64", False) or getattr(model, "_n_classes", None) != 1:
+        return None
+    by_address = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
+    return ctypes.cast(func, by_address)
