@@ -179,16 +179,37 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_histogram(port: int) -> dict[float, float]:
-    """The cumulative buckets of the service's own request-latency histogram (upper bound in ms -> count)."""
+def scrape(port: int) -> str:
     import httpx
 
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def server_histogram(metrics: str) -> dict[float, float]:
+    """The cumulative buckets of the service's own request-latency histogram (upper bound in ms -> count)."""
     out = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+    for line in metrics.splitlines():
         if line.startswith("homefeed_request_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             out[float("inf") if le == "+Inf" else float(le) * 1000] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def gc_pauses(metrics: str) -> dict[str, float]:
+    """The server's garbage-collector pauses so far: ``count`` and ``sum`` (s) of each generation, ``gen0_count``..."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(("homefeed_gc_pause_seconds_count", "homefeed_gc_pause_seconds_sum")):
+            kind = line.split("{")[0].rsplit("_", 1)[1]
+            generation = line.split('generation="')[1].split('"')[0]
+            out[f"gen{generation}_{kind}"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def steal_ms() -> float:
+    """CPU time the hypervisor gave to others while this VM wanted it (all CPUs, /proc/stat), in ms so far."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def quantile(cumulative: dict[float, float], q: float) -> float:
@@ -306,9 +327,9 @@ def main() -> None:
         gc.disable()
         asyncio.run(load(port, active, when, args.rate, 3.0))  # warm-up, not counted
         load_before = os.getloadavg()
-        cpu_before, hist_before = server_cpu(server.pid), server_histogram(port)
+        cpu_before, metrics_before, steal_before = server_cpu(server.pid), scrape(port), steal_ms()
         result = asyncio.run(load(port, active, when, args.rate, seconds))
-        cpu_after, hist_after = server_cpu(server.pid), server_histogram(port)
+        cpu_after, metrics_after, steal_after = server_cpu(server.pid), scrape(port), steal_ms()
         load_after = os.getloadavg()
     finally:
         gc.enable()
@@ -332,11 +353,22 @@ def main() -> None:
     print(
         f"errors (non-200): {result['errors']}; degraded answers: {result['degraded']}; fallback: {result['fallback']}"
     )
+    hist_before, hist_after = server_histogram(metrics_before), server_histogram(metrics_after)
     inside = {le: hist_after[le] - hist_before.get(le, 0.0) for le in hist_after}
+    gc_before, gc_after = gc_pauses(metrics_before), gc_pauses(metrics_after)
+    gc_delta = {k: v - gc_before.get(k, 0.0) for k, v in gc_after.items()}
     print(
         f"in the server (its /metrics, the time from request to answer, buckets' upper bounds): "
         f"p50 <= {quantile(inside, 0.5)} ms, p99 <= {quantile(inside, 0.99)} ms; its CPU: "
         f"{(cpu_after - cpu_before) / result['requests'] * 1000:.2f} ms per request (log writer child excluded)"
+    )
+    print(
+        "its garbage collector: "
+        + ", ".join(
+            f"gen {g}: {gc_delta.get(f'gen{g}_count', 0):.0f} pauses, {gc_delta.get(f'gen{g}_sum', 0) * 1000:.1f} ms"
+            for g in (0, 1, 2)
+        )
+        + f"; the hypervisor took {steal_after - steal_before:.0f} ms of CPU from this VM during the load (steal)"
     )
     print(
         f"end-to-end latency ms (from send): p50 {result['p50']:.2f}, p90 {result['p90']:.2f}, "

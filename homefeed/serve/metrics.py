@@ -8,8 +8,10 @@ empty folder before starting and ``/metrics`` aggregates every worker (prometheu
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import time
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -59,6 +61,15 @@ class Metrics:
         )
         self.reload_failures = Gauge("homefeed_model_reload_failures", "Model loads refused since start", registry=r)
         self.store_up = Gauge("homefeed_online_store_up", "1 while the online store answers", registry=r)
+        self.gc_pauses = Histogram(
+            "homefeed_gc_pause_seconds",
+            "Pauses of the garbage collector in this process (every thread waits), by generation",
+            ["generation"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self._gc_began = 0.0
+        self._gc_pending: dict[int, list[float]] = {0: [], 1: [], 2: []}  # the callback only appends floats
         self._stage_timers: dict[str, Histogram] = {}
         # appended by requests, taken by `flush`: per stage a list of floats (no object the collector tracks)
         self._pending: dict[str, list[float]] = {}
@@ -80,6 +91,25 @@ class Metrics:
         if run.error is not None:
             self._failed.append(run.stage.name)
 
+    def watch_gc(self) -> None:
+        """Time every collection of the garbage collector while serving (until `unwatch_gc`).
+
+        A collection stops every thread, so its pauses are part of the latency; the callback only notes the time
+        (observing there could wait on a lock the interrupted thread holds) and `flush` moves them.
+        """
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        elif len(pending := self._gc_pending[min(int(info["generation"]), 2)]) < PENDING_LIMIT:
+            pending.append(time.perf_counter() - self._gc_began)
+
     def flush(self) -> None:
         """Move the stage runs noted since the last flush into the histograms (on /metrics and every refresh).
 
@@ -97,6 +127,12 @@ class Metrics:
                 if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
                     timer = self._stage_timers[name] = self.stage_latency.labels(name)
                 observe_many(timer, ms / 1000)
+            for generation, pauses in self._gc_pending.items():
+                n = len(pauses)
+                if n:
+                    seconds = np.array(pauses[:n])
+                    del pauses[:n]
+                    observe_many(self.gc_pauses.labels(str(generation)), seconds)
             n = len(self._failed)
             failed = self._failed[:n]
             del self._failed[:n]

@@ -105,6 +105,7 @@ class Service:
         # a request waiting for the interpreter gets it back this soon from the log writer and the refresh thread
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.serve.switch_interval_ms / 1000)
+        self.metrics.watch_gc()
         self.writer.start()
         self._thread = threading.Thread(target=self._loop, name="homefeed-refresh", daemon=True)
         self._thread.start()
@@ -114,6 +115,7 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.writer.close()
+        self.metrics.unwatch_gc()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -46,3 +48,18 @@ def test_flush_moves_noted_stage_runs_and_failures_into_the_exposition():
     assert 'homefeed_stage_failures_total{stage="user"} 1.0' in text
     metrics.flush()  # nothing noted since: counts unchanged
     assert generate_latest(metrics.registry).decode().count('homefeed_stage_seconds_count{stage="score"} 3.0') == 1
+
+
+def test_garbage_collector_pauses_are_timed_while_watched_and_only_then():
+    metrics = Metrics()
+    metrics.watch_gc()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        metrics.unwatch_gc()
+    assert metrics._on_gc not in gc.callbacks
+    gc.collect(0)  # not counted: no longer watched
+    text = metrics.render().decode()
+    assert 'homefeed_gc_pause_seconds_count{generation="0"} 1.0' in text
+    assert 'homefeed_gc_pause_seconds_count{generation="2"} 1.0' in text
