@@ -65,6 +65,7 @@ class SqliteStore(OnlineStore):
         self.location = str(path)
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by a server's threads
+        self._one_statement_after = 0.0  # `_one_key_lists` waits until then after finding a list table missing
         try:
             if str(path) != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +212,47 @@ class SqliteStore(OnlineStore):
 
     def read_lists(self, entities: Sequence[str], keys: Keys) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         keys = list_keys(keys)
+        one_key = len(keys) == 1 and time.monotonic() >= self._one_statement_after
+        found = self._one_key_lists(entities, int(keys[0])) if one_key else None
+        if found is None:
+            found = self._lists(entities, keys)
+        out = []
+        for rows in found:
+            if not rows:
+                out.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)))
+                continue
+            index, counts, ids, ts = zip(*rows, strict=True)
+            owner = np.repeat(np.array(index, np.int64), np.array(counts, np.int64))
+            out.append((owner, _integers(ids), _integers(ts)))
+        return out
+
+    def _one_key_lists(self, entities: Sequence[str], key: int) -> list[list] | None:
+        """A service call's lists in one statement (one implicit snapshot): ~5 statements fewer than `_lists`.
+
+        None when a list's table does not exist yet (nobody added to it): `_lists` reads that case, and for the next
+        second every call does (a failed statement costs what it saves).
+        """
+        query = " union all ".join(
+            f"select {i}, count(*), group_concat(id), group_concat(ts) from {_list_table(e)} where key = ?"
+            for i, e in enumerate(entities)
+        )
+        with self._lock:
+            try:
+                rows = self._con.execute(query, (key,) * len(entities)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    self._one_statement_after = time.monotonic() + 1.0
+                    return None
+                raise StoreError(f"online store at {self.location}: {exc}") from None
+            except sqlite3.Error as exc:
+                raise StoreError(f"online store at {self.location}: {exc}") from None
+        found: list[list] = [[] for _ in entities]
+        for i, count, ids, ts in rows:
+            if count:
+                found[i] = [(0, count, ids, ts)]
+        return found
+
+    def _lists(self, entities: Sequence[str], keys: np.ndarray) -> list[list]:
         found: list[list] = []
         wanted = json.dumps(keys.tolist()) if len(keys) > 1 else ""
         with self._transaction() as con:  # one snapshot of every list
@@ -234,15 +276,7 @@ class SqliteStore(OnlineStore):
                     if "no such table" not in str(exc):
                         raise
                     found.append([])
-        out = []
-        for rows in found:
-            if not rows:
-                out.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)))
-                continue
-            index, counts, ids, ts = zip(*rows, strict=True)
-            owner = np.repeat(np.array(index, np.int64), np.array(counts, np.int64))
-            out.append((owner, _integers(ids), _integers(ts)))
-        return out
+        return found
 
     def drop(self, entity: str) -> None:
         table = _table(entity)

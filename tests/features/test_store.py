@@ -394,6 +394,12 @@ def test_id_lists_keep_the_newest_ids_per_key_and_share_them_between_clients(bac
         for a, b in zip(got, other.read_ids(entity, [8, 7, 9]), strict=True):
             np.testing.assert_array_equal(a, b)
     assert lists[2][0].tolist() == [2] and lists[2][1].tolist() == [300]
+    # one key (a service call), every list existing or not: the same as each list read alone
+    for entities in (["seen", "hidden"], ["hidden", "never_written", "seen"], ["seen", "hidden"]):
+        for key in ([7], [9], [8], [1]):
+            for entity, got in zip(entities, other.read_lists(entities, key), strict=True):
+                for a, b in zip(got, other.read_ids(entity, key), strict=True):
+                    np.testing.assert_array_equal(a, b)
 
 
 def test_id_lists_refuse_string_keys_and_ragged_input(backend):

@@ -53,6 +53,7 @@ def test_with_redis_stopping_the_server_degrades_answers_and_its_restart_recover
     materialize_into(settings, url)
     users = active_users(settings, 30)
     answers: list[tuple[int, str | None, float]] = []
+    why: set[tuple[str, ...]] = set()  # what degraded answers said, for a failure's message
     stop = threading.Event()
     with running(settings) as client:
 
@@ -63,6 +64,8 @@ def test_with_redis_stopping_the_server_degrades_answers_and_its_restart_recover
                 answers.append(
                     (r.status_code, r.json().get("fallback") if r.status_code == 200 else r.text, time.monotonic())
                 )
+                if r.status_code == 200 and r.json().get("degraded"):
+                    why.add(tuple(r.json()["degraded"]))
                 i += 1
 
         thread = threading.Thread(target=load)
@@ -92,7 +95,7 @@ def test_with_redis_stopping_the_server_degrades_answers_and_its_restart_recover
     before = [f for _, f, t in answers if t < stopped_at]
     during = [f for _, f, t in answers if stopped_at + 0.5 < t < restarted_at]
     after = [f for _, f, t in answers if t > restarted_at]
-    assert before and all(f is None for f in before)
+    assert before and all(f is None for f in before), why
     assert during and all(f == "popularity" for f in during)
     assert after and after[-1] is None  # recovered
     assert "homefeed_online_store_up 0.0" in down_metrics
