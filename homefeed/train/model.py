@@ -195,11 +195,14 @@ def inputs(
 def hydrated_inputs(
     rows: Hydrated, features: list[str], position: Position, categories: Vocabulary | None = None
 ) -> np.ndarray:
-    """`inputs` at the serving slot from serving's hydrated rows: the same matrix, without an Arrow table between."""
+    """`inputs` at the serving slot from serving's hydrated rows: the same matrix, without an Arrow table between.
+
+    In float64 (the float32 values exactly): compiled trees read float64, so this one copy is the only one.
+    """
     if rows.columns != features:
         raise ModelError("the hydrated rows hold other columns than the model reads, or in another order")
     n, d = rows.matrix.shape
-    out = np.empty((n, d + (position == "feature")), np.float32)
+    out = np.empty((n, d + (position == "feature")), np.float64)
     out[:, :d] = rows.matrix
     for name, column in rows.categories.items():
         if categories is None or name not in categories:
