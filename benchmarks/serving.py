@@ -15,6 +15,9 @@ run.
 The service compiles the model's trees (lleaves) after loading it; the load starts once ``/readyz`` says every head
 is compiled (or why it cannot be).  The bare predict is timed both as served (compiled) and by LightGBM itself.
 
+Then, for ``--floor-seconds``, the same generator sends ``GET /healthz`` to the same server at the same rate: the
+latency of HTTP, the event loop and the generator alone, under which no feed can be served.
+
 Targets (issue 13): p99 ≤ 10 ms, p50 ≤ 1.5 x bare predict p50 + 1 ms, zero errors; stretch p99 ≤ 5 ms.
 
     python benchmarks/serving.py                 # 60 s at 100 requests/s
@@ -94,9 +97,16 @@ def serve_time(settings: Settings) -> str:
     return f"{last + dt.timedelta(days=1):%Y-%m-%d}T15:00:00Z"
 
 
-async def _one(reader, writer, body: bytes) -> tuple[int, bytes]:
+#: The HTTP floor's request: an endpoint that does nothing, through the same server, loop and load generator.
+PROBE = b"GET /healthz HTTP/1.1\r\nhost: bench\r\n\r\n"
+
+
+async def _one(reader, writer, body: bytes | None) -> tuple[int, bytes]:
+    """One request on a keep-alive connection: a feed request with ``body``, or the floor's probe (None)."""
     writer.write(
-        b"POST /v1/feed HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+        PROBE
+        if body is None
+        else b"POST /v1/feed HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
         + f"content-length: {len(body)}\r\n\r\n".encode()
         + body
     )
@@ -109,7 +119,9 @@ async def _one(reader, writer, body: bytes) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: float, connections: int = 16) -> dict:
+async def load(
+    port: int, users: np.ndarray, when: str, rate: float, seconds: float, connections: int = 16, probe: bool = False
+) -> dict:
     """Open-loop load: a request every 1/rate s, each on a free keep-alive connection, whatever the answers do.
 
     Each request is timed from when the load generator sends it (before waiting for a free connection, so a
@@ -129,9 +141,8 @@ async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: fl
         nonlocal degraded, fallback
         began = time.perf_counter()
         conn = await pool.get()
-        body = json.dumps(
-            {"user_id": int(users[rng.integers(len(users))]), "slate_size": 20, "context": {"ts": when}}
-        ).encode()
+        user = int(users[rng.integers(len(users))])
+        body = None if probe else json.dumps({"user_id": user, "slate_size": 20, "context": {"ts": when}}).encode()
         try:
             status, payload = await _one(*conn, body)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
@@ -142,7 +153,7 @@ async def load(port: int, users: np.ndarray, when: str, rate: float, seconds: fl
         scheduled.append(done - at)
         late.append(began - at)
         statuses.append(status)
-        if status == 200:
+        if status == 200 and not probe:
             answer = json.loads(payload)
             degraded += bool(answer["degraded"])
             fallback += answer["fallback"] is not None
@@ -274,6 +285,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small world and a 15 s run")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--floor-seconds", type=float, default=15.0, help="the HTTP floor's run (GET /healthz)")
     parser.add_argument("--keep", type=Path, default=None, help="build (or reuse) the project here")
     args = parser.parse_args()
     seconds = args.seconds or (15.0 if args.quick else 60.0)
@@ -330,6 +342,8 @@ def main() -> None:
         cpu_before, metrics_before, steal_before = server_cpu(server.pid), scrape(port), steal_ms()
         result = asyncio.run(load(port, active, when, args.rate, seconds))
         cpu_after, metrics_after, steal_after = server_cpu(server.pid), scrape(port), steal_ms()
+        # the floor under any feed: the same generator, server and loop answering GET /healthz, nothing else
+        floor = asyncio.run(load(port, active, when, args.rate, args.floor_seconds, probe=True))
         load_after = os.getloadavg()
     finally:
         gc.enable()
@@ -373,6 +387,11 @@ def main() -> None:
     print(
         f"end-to-end latency ms (from send): p50 {result['p50']:.2f}, p90 {result['p90']:.2f}, "
         f"p99 {result['p99']:.2f}, p99.9 {result['p99.9']:.2f}, max {result['max']:.2f}"
+    )
+    print(
+        f"the HTTP floor (GET /healthz at {args.rate:.0f}/s for {args.floor_seconds:.0f} s, same generator, server): "
+        f"p50 {floor['p50']:.2f}, p90 {floor['p90']:.2f}, p99 {floor['p99']:.2f}, p99.9 {floor['p99.9']:.2f} ms; "
+        f"errors {floor['errors']}"
     )
     print(
         "from the schedule (the load generator's own lateness included: p50 {:.2f}, p99 {:.2f} ms): "
