@@ -51,6 +51,11 @@ def _list_table(entity: str) -> str:
     return f'"l_{check_entity(entity)}"'
 
 
+def _create_list(table: str) -> str:
+    columns = "key integer, id integer, ts integer, primary key (key, id)"
+    return f"create table if not exists {table} ({columns}) without rowid"
+
+
 def _create(table: str, key_type: str) -> str:
     """Integer ids are the rowid (the fastest lookup SQLite has); string keys a clustered text primary key."""
     if key_type == "int":
@@ -65,7 +70,6 @@ class SqliteStore(OnlineStore):
         self.location = str(path)
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by a server's threads
-        self._one_statement_after = 0.0  # `_one_key_lists` waits until then after finding a list table missing
         try:
             if str(path) != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -185,10 +189,7 @@ class SqliteStore(OnlineStore):
         if not len(keys):
             return
         with self._transaction("immediate") as con:
-            con.execute(
-                f"create table if not exists {table} (key integer, id integer, ts integer, primary key (key, id))"
-                " without rowid"
-            )
+            con.execute(_create_list(table))
             con.executemany(
                 f"insert into {table} (key, id, ts) values (?, ?, ?) "
                 "on conflict (key, id) do update set ts = max(ts, excluded.ts)",
@@ -212,10 +213,7 @@ class SqliteStore(OnlineStore):
 
     def read_lists(self, entities: Sequence[str], keys: Keys) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         keys = list_keys(keys)
-        one_key = len(keys) == 1 and time.monotonic() >= self._one_statement_after
-        found = self._one_key_lists(entities, int(keys[0])) if one_key else None
-        if found is None:
-            found = self._lists(entities, keys)
+        found = self._one_key_lists(entities, int(keys[0])) if len(keys) == 1 else self._lists(entities, keys)
         out = []
         for rows in found:
             if not rows:
@@ -226,24 +224,31 @@ class SqliteStore(OnlineStore):
             out.append((owner, _integers(ids), _integers(ts)))
         return out
 
-    def _one_key_lists(self, entities: Sequence[str], key: int) -> list[list] | None:
-        """A service call's lists in one statement (one implicit snapshot): ~5 statements fewer than `_lists`.
+    def _one_key_lists(self, entities: Sequence[str], key: int) -> list[list]:
+        """A service call's lists in one statement (one implicit snapshot), not five (begin, a select each, commit).
 
-        None when a list's table does not exist yet (nobody added to it): `_lists` reads that case, and for the next
-        second every call does (a failed statement costs what it saves).
+        A list nobody added to yet has no table, which fails the statement: the missing tables are created empty
+        (what a missing table reads as anyway) and the statement runs again; where they cannot be (a read-only
+        file), `_lists` reads each list on its own.
         """
         query = " union all ".join(
             f"select {i}, count(*), group_concat(id), group_concat(ts) from {_list_table(e)} where key = ?"
             for i, e in enumerate(entities)
         )
-        with self._lock:
+        for attempt in (1, 2):
             try:
-                rows = self._con.execute(query, (key,) * len(entities)).fetchall()
+                with self._lock:
+                    rows = self._con.execute(query, (key,) * len(entities)).fetchall()
+                break
             except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    self._one_statement_after = time.monotonic() + 1.0
-                    return None
-                raise StoreError(f"online store at {self.location}: {exc}") from None
+                if "no such table" not in str(exc) or attempt == 2:
+                    raise StoreError(f"online store at {self.location}: {exc}") from None
+                try:
+                    with self._transaction("immediate") as con:
+                        for entity in entities:
+                            con.execute(_create_list(_list_table(entity)))
+                except StoreError:  # a store this process may not write to: each list in its own statement
+                    return self._lists(entities, np.array([key], np.int64))
             except sqlite3.Error as exc:
                 raise StoreError(f"online store at {self.location}: {exc}") from None
         found: list[list] = [[] for _ in entities]
@@ -253,25 +258,21 @@ class SqliteStore(OnlineStore):
         return found
 
     def _lists(self, entities: Sequence[str], keys: np.ndarray) -> list[list]:
+        """Many keys' lists (the simulator's batches), one snapshot: per list, one row per key that has one."""
         found: list[list] = []
-        wanted = json.dumps(keys.tolist()) if len(keys) > 1 else ""
+        if not len(keys):
+            return [[] for _ in entities]
+        wanted = json.dumps(keys.tolist())
         with self._transaction() as con:  # one snapshot of every list
             for entity in entities:
                 # one row per key, its ids and times as text: a row per id made a request's 200-item seen list
                 # cost ~0.3 ms in Python tuples; the text is parsed by NumPy in one go
-                table = _list_table(entity)
-                if len(keys) == 1:  # a service call: the key's rows by the primary key, no key list to join
-                    query = f"select 0, count(*), group_concat(id), group_concat(ts) from {table} where key = ?"
-                    args: tuple = (int(keys[0]),)
-                else:
-                    query = (
-                        f"select j.key, count(*), group_concat(t.id), group_concat(t.ts) from json_each(?) j "
-                        f"join {table} t on t.key = j.value group by j.key"
-                    )
-                    args = (wanted,)
+                query = (
+                    f"select j.key, count(*), group_concat(t.id), group_concat(t.ts) from json_each(?) j "
+                    f"join {_list_table(entity)} t on t.key = j.value group by j.key"
+                )
                 try:
-                    rows = con.execute(query, args).fetchall() if len(keys) else []
-                    found.append([r for r in rows if r[1]])  # a count of 0: the key has no list
+                    found.append(con.execute(query, (wanted,)).fetchall())
                 except sqlite3.OperationalError as exc:  # a list nobody added to yet
                     if "no such table" not in str(exc):
                         raise

@@ -407,3 +407,17 @@ def test_id_lists_refuse_string_keys_and_ragged_input(backend):
         backend.store.add_ids("seen", ["a"], np.array([1]), np.array([1]), keep=5)
     with pytest.raises(StoreError, match="differ in length"):
         backend.store.add_ids("seen", [1, 2], np.array([1]), np.array([1]), keep=5)
+
+
+def test_one_users_lists_read_from_a_store_that_cannot_create_the_missing_list(tmp_path, monkeypatch):
+    """A missing list table is created empty on a service call's read; where it cannot be, each list is read alone."""
+    from homefeed.features import sqlite_store
+
+    store = SqliteStore(tmp_path / "online.sqlite")
+    store.add_ids("seen", [7, 7], np.array([100, 101]), np.array([10, 20]), keep=5)
+    monkeypatch.setattr(sqlite_store, "_create_list", lambda table: "create table refused (")  # as a read-only file
+    seen, hidden = store.read_lists(["seen", "hidden"], [7])
+    assert sorted(seen[1].tolist()) == [100, 101] and seen[0].tolist() == [0, 0]
+    assert all(len(a) == 0 for a in hidden)
+    monkeypatch.undo()
+    assert [len(a[0]) for a in store.read_lists(["seen", "hidden"], [7])] == [2, 0]  # created now, then one statement
