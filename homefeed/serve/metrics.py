@@ -118,25 +118,17 @@ class Metrics:
         """
         with self._flushing:  # the refresh thread and a scrape may flush at once; requests only append
             for name, times in list(self._pending.items()):
-                n = len(times)
-                if not n:
+                ms = _take(times)
+                if not ms:
                     continue
-                ms = np.array(times[:n])
-                del times[:n]  # one step under the GIL: what a request appends meanwhile stays for the next flush
                 timer = self._stage_timers.get(name)
                 if timer is None:  # one labelled child per stage, kept: ``labels`` costs as much as ``observe``
                     timer = self._stage_timers[name] = self.stage_latency.labels(name)
-                observe_many(timer, ms / 1000)
+                observe_many(timer, np.array(ms) / 1000)
             for generation, pauses in self._gc_pending.items():
-                n = len(pauses)
-                if n:
-                    seconds = np.array(pauses[:n])
-                    del pauses[:n]
-                    observe_many(self.gc_pauses.labels(str(generation)), seconds)
-            n = len(self._failed)
-            failed = self._failed[:n]
-            del self._failed[:n]
-            for name in failed:
+                if seconds := _take(pauses):
+                    observe_many(self.gc_pauses.labels(str(generation)), np.array(seconds))
+            for name in _take(self._failed):
                 self.stage_failures.labels(name).inc()
 
     def render(self) -> bytes:
@@ -146,6 +138,15 @@ class Metrics:
             multiprocess.MultiProcessCollector(combined)
             return generate_latest(combined)
         return generate_latest(self.registry)
+
+
+def _take(items: list) -> list:
+    """What ``items`` holds now, removed from it; what another thread appends meanwhile stays (both steps are one
+    operation each under the GIL)."""
+    n = len(items)
+    taken = items[:n]
+    del items[:n]
+    return taken
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
