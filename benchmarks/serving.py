@@ -196,25 +196,29 @@ def scrape(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
 
-def server_histogram(metrics: str) -> dict[float, float]:
+def samples(metrics: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The server's ``/metrics`` text as ``{sample name: [(labels, value), ...]}`` (prometheus-client's parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def server_histogram(metrics: dict) -> dict[float, float]:
     """The cumulative buckets of the service's own request-latency histogram (upper bound in ms -> count)."""
-    out = {}
-    for line in metrics.splitlines():
-        if line.startswith("homefeed_request_seconds_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            out[float("inf") if le == "+Inf" else float(le) * 1000] = float(line.rsplit(" ", 1)[1])
-    return out
+    return {float(labels["le"]) * 1000: value for labels, value in metrics.get("homefeed_request_seconds_bucket", [])}
 
 
-def gc_pauses(metrics: str) -> dict[str, float]:
-    """The server's garbage-collector pauses so far: ``count`` and ``sum`` (s) of each generation, ``gen0_count``..."""
-    out: dict[str, float] = {}
-    for line in metrics.splitlines():
-        if line.startswith(("homefeed_gc_pause_seconds_count", "homefeed_gc_pause_seconds_sum")):
-            kind = line.split("{")[0].rsplit("_", 1)[1]
-            generation = line.split('generation="')[1].split('"')[0]
-            out[f"gen{generation}_{kind}"] = float(line.rsplit(" ", 1)[1])
-    return out
+def gc_pauses(metrics: dict) -> dict[str, float]:
+    """The server's garbage-collector pauses so far: ``gen0_count``, ``gen0_sum`` (s) and so on per generation."""
+    return {
+        f"gen{labels['generation']}_{kind}": value
+        for kind in ("count", "sum")
+        for labels, value in metrics.get(f"homefeed_gc_pause_seconds_{kind}", [])
+    }
 
 
 def steal_ms() -> float:
@@ -339,9 +343,9 @@ def main() -> None:
         gc.disable()
         asyncio.run(load(port, active, when, args.rate, 3.0))  # warm-up, not counted
         load_before = os.getloadavg()
-        cpu_before, metrics_before, steal_before = server_cpu(server.pid), scrape(port), steal_ms()
+        cpu_before, metrics_before, steal_before = server_cpu(server.pid), samples(scrape(port)), steal_ms()
         result = asyncio.run(load(port, active, when, args.rate, seconds))
-        cpu_after, metrics_after, steal_after = server_cpu(server.pid), scrape(port), steal_ms()
+        cpu_after, metrics_after, steal_after = server_cpu(server.pid), samples(scrape(port)), steal_ms()
         # the floor under any feed: the same generator, server and loop answering GET /healthz, nothing else
         floor = asyncio.run(load(port, active, when, args.rate, args.floor_seconds, probe=True))
         load_after = os.getloadavg()
